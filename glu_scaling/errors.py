@@ -1,0 +1,34 @@
+"""The one exception type for user mistakes.
+
+`UsageError` subclasses `ValueError`, so library callers can catch it as a
+ValueError; the CLI catches it and prints its one-line message with exit
+status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UsageError(ValueError):
+    """A bad value supplied by the user (name, width, spec, data...)."""
+
+
+def unknown(kind: str, value: object, accepted: Iterable[str]) -> UsageError:
+    """Build the standard "unknown X 'v'; accepted: a, b, c" error."""
+    return UsageError(f"unknown {kind} {value!r}; accepted: {', '.join(accepted)}")
+
+
+def check_choice(kind: str, value: object, accepted: Iterable[str]) -> str:
+    """Return `value` if it is one of `accepted`, else raise `unknown(...)`."""
+    accepted = list(accepted)
+    if value not in accepted:
+        raise unknown(kind, value, accepted)
+    return value  # type: ignore[return-value]
+
+
+def check_positive_int(kind: str, value: object) -> int:
+    """Return `value` as an int if it is a positive integer, else raise."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value.__index__()) < 1:
+        raise UsageError(f"{kind} must be a positive integer, got {value!r}")
+    return int(value.__index__())

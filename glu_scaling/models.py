@@ -1,0 +1,314 @@
+"""Shallow gated networks as pure functions: the "one gate times k linear factors" family.
+
+For inputs x in R^dx, width n and outputs in R^dy, a model of the family with k factors is
+
+    y = d + D^T [ act(G x + g) * (U_1 x + u_1) * ... * (U_k x + u_k) ]
+
+with `*` elementwise over the n hidden units.  k = 0 is the MLP, k = 1 the GLU,
+k = 2 the GQU (paper.md §2); "gatedK" names any k.
+
+Parameters live in a `Params` pytree (a registered dataclass, so jit/vmap/grad see
+its arrays as leaves and its activation name as static metadata):
+
+    G (W, dx), g (W,), U (k, W, dx), u (k, W), D (W, dy), d (dy,), mask (W,)
+
+W >= n is the padded width; `mask` is 1 for the n real units and 0 for padding.
+Masked units contribute exactly zero to `apply`, whatever their parameters hold,
+so one compiled function serves every width up to W.
+
+For Newton training each unit's parameters are packed into one row of length
+`unit_size(k, dx, dy) = (k + 1)(dx + 1) + dy`, laid out as
+[G_i, g_i, U_1i, u_1i, ..., U_ki, u_ki, D_i]; see `pack_units` / `unpack_units`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from glu_scaling import spline_init as _spline
+from glu_scaling.errors import UsageError, check_choice, check_positive_int
+
+NAMED_ARCHS = {"mlp": 0, "glu": 1, "gqu": 2}
+
+
+def _gelu_exact(z):
+    return jax.nn.gelu(z, approximate=False)
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": jax.nn.relu,
+    "gelu": _gelu_exact,
+    "silu": jax.nn.silu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus,
+}
+
+_GATED_K = re.compile(r"gated(\d)")
+
+
+def accepted_archs() -> list[str]:
+    return [*NAMED_ARCHS, "gatedK (K = 0..9 linear factors)"]
+
+
+def n_factors(arch: str) -> int:
+    """Number k of linear factors multiplying the gate: mlp 0, glu 1, gqu 2, gatedK K."""
+    if arch in NAMED_ARCHS:
+        return NAMED_ARCHS[arch]
+    match = _GATED_K.fullmatch(arch) if isinstance(arch, str) else None
+    if match is None:
+        raise UsageError(f"unknown architecture {arch!r}; accepted: {', '.join(accepted_archs())}")
+    return int(match.group(1))
+
+
+def activation_fn(name: str) -> Callable:
+    check_choice("activation", name, ACTIVATIONS)
+    return ACTIVATIONS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Parameters of one model (or a batch of models, with leading batch axes).
+
+    Shapes for one model of padded width W, dx inputs, dy outputs and k factors:
+    G (W, dx), g (W,), U (k, W, dx), u (k, W), D (W, dy), d (dy,), mask (W,).
+    `activation` is static metadata (a name from `ACTIVATIONS`).
+    """
+
+    G: jax.Array
+    g: jax.Array
+    U: jax.Array
+    u: jax.Array
+    D: jax.Array
+    d: jax.Array
+    mask: jax.Array
+    activation: str = "relu"
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[-1]
+
+    @property
+    def n_factors(self) -> int:
+        return self.U.shape[-3]
+
+    @property
+    def n_in(self) -> int:
+        return self.G.shape[-1]
+
+    @property
+    def n_out(self) -> int:
+        return self.D.shape[-1]
+
+    def replace(self, **changes) -> Params:
+        return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    Params,
+    data_fields=["G", "g", "U", "u", "D", "d", "mask"],
+    meta_fields=["activation"],
+)
+
+
+def param_count(arch: str, n_in: int, n_hidden: int, n_out: int) -> int:
+    """Trainable parameters of an unpadded model: ((k+1)(n_in+1) + n_out) n_hidden + n_out."""
+    k = n_factors(arch)
+    for kind, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+        check_positive_int(kind, value)
+    return unit_size(k, n_in, n_out) * n_hidden + n_out
+
+
+def unit_size(k: int, n_in: int, n_out: int) -> int:
+    """Length of one packed unit row [G_i, g_i, U_1i, u_1i, ..., D_i]."""
+    return (k + 1) * (n_in + 1) + n_out
+
+
+def default_float():
+    """float64 when jax_enable_x64 is on, else float32 (what jnp.zeros(()) would give)."""
+    return jnp.zeros(()).dtype
+
+
+def init(
+    key: jax.Array,
+    arch: str,
+    n_in: int,
+    n_hidden: int,
+    n_out: int,
+    *,
+    activation: str = "relu",
+    spline_init: bool = True,
+    width: int | None = None,
+    interval: tuple[float, float] = (-1.0, 1.0),
+    knot_pad: float = 0.001,
+    facing: str = "alternate",
+    gate_scale: float = 1.0,
+    x_data: jax.Array | None = None,
+    dtype=None,
+) -> Params:
+    """Initialise one model, optionally padded to `width` masked units.
+
+    Args:
+      key: PRNG key.
+      arch: "mlp", "glu", "gqu" or "gatedK".
+      n_in, n_hidden, n_out: input dimension, number of real hidden units, outputs.
+      activation: gate activation, one of `ACTIVATIONS`.
+      spline_init: gates from the spline ("MASO") init (`spline_init.spline_gates`);
+        otherwise G, g ~ N(0, 1) like every other parameter.
+      width: padded width W >= n_hidden (default n_hidden).
+      interval, knot_pad, facing, gate_scale, x_data: spline-init options, see
+        `spline_init.spline_gates`.
+      dtype: float dtype (default: float64 if jax_enable_x64, else float32).
+
+    Returns:
+      Params with G (W, n_in), g (W,), U (k, W, n_in), u (k, W), D (W, n_out),
+      d (n_out,), mask (W,); units n_hidden..W-1 are zero and masked.
+    """
+    k = n_factors(arch)
+    activation_fn(activation)
+    n_hidden = check_positive_int("n_hidden", n_hidden)
+    n_in = check_positive_int("n_in", n_in)
+    n_out = check_positive_int("n_out", n_out)
+    width = n_hidden if width is None else check_positive_int("width", width)
+    if width < n_hidden:
+        raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
+    dtype = default_float() if dtype is None else jnp.dtype(dtype)
+    k_gate, k_fac_w, k_fac_b, k_out_w, k_out_b = jax.random.split(key, 5)
+    n = n_hidden
+    if spline_init:
+        G, g = _spline.spline_gates(
+            k_gate, n, n_in, interval=interval, pad=knot_pad, facing=facing,
+            scale=gate_scale, x_data=x_data, dtype=dtype,
+        )
+    else:
+        k_g1, k_g2 = jax.random.split(k_gate)
+        G = jax.random.normal(k_g1, (n, n_in), dtype)
+        g = jax.random.normal(k_g2, (n,), dtype)
+    U = jax.random.normal(k_fac_w, (k, n, n_in), dtype)
+    u = jax.random.normal(k_fac_b, (k, n), dtype)
+    D = jax.random.normal(k_out_w, (n, n_out), dtype)
+    d = jax.random.normal(k_out_b, (n_out,), dtype)
+    params = Params(G=G, g=g, U=U, u=u, D=D, d=d, mask=jnp.ones((n,), dtype), activation=activation)
+    return pad(params, width)
+
+
+def pad(params: Params, width: int) -> Params:
+    """Pad a model to `width` units with zero, masked units (no effect on `apply`)."""
+    extra = width - params.width
+    if extra < 0:
+        raise UsageError(f"cannot pad width {params.width} down to {width}")
+    if extra == 0:
+        return params
+
+    def grow(a, axis):
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, extra)
+        return jnp.pad(a, widths)
+
+    return params.replace(
+        G=grow(params.G, -2), g=grow(params.g, -1), U=grow(params.U, -2), u=grow(params.u, -1),
+        D=grow(params.D, -2), mask=grow(params.mask, -1),
+    )
+
+
+def unpad(params: Params) -> Params:
+    """Drop masked units (host-side; needs concrete arrays)."""
+    keep = jnp.asarray(params.mask) > 0
+    return params.replace(
+        G=params.G[keep], g=params.g[keep], U=params.U[:, keep], u=params.u[:, keep],
+        D=params.D[keep], mask=params.mask[keep],
+    )
+
+
+def hidden(params: Params, x: jax.Array) -> jax.Array:
+    """Hidden activations act(Gx+g) * prod_j (U_j x + u_j), masked; x (N, dx) -> (N, W)."""
+    act = activation_fn(params.activation)
+    h = act(x @ params.G.T + params.g)
+    for j in range(params.n_factors):
+        h = h * (x @ params.U[j].T + params.u[j])
+    return jnp.where(params.mask > 0, h, 0.0)
+
+
+def _check_arch(arch: str, params: Params) -> None:
+    k = n_factors(arch)
+    if k != params.n_factors:
+        raise UsageError(f"architecture {arch!r} has {k} linear factors but params carry {params.n_factors}")
+
+
+def apply(arch: str, params: Params, x: jax.Array) -> jax.Array:
+    """Evaluate one model: x (N, n_in) -> y (N, n_out). Padded units have no effect."""
+    _check_arch(arch, params)
+    x = jnp.asarray(x)
+    if x.ndim != 2 or x.shape[1] != params.n_in:
+        raise UsageError(f"x must have shape (N, {params.n_in}), got {tuple(x.shape)}")
+    return params.d + hidden(params, x) @ params.D
+
+
+def count_trainable(params: Params) -> int:
+    """Parameters of the unmasked units plus d (what `param_count` predicts)."""
+    n = int(jnp.sum(jnp.asarray(params.mask) > 0))
+    return unit_size(params.n_factors, params.n_in, params.n_out) * n + params.n_out
+
+
+# ---------------------------------------------------------------- packed unit rows
+
+
+def pack_units(params: Params) -> jax.Array:
+    """One row per unit: [G_i, g_i, U_1i, u_1i, ..., U_ki, u_ki, D_i]; (W, unit_size)."""
+    cols = [params.G, params.g[:, None]]
+    for j in range(params.n_factors):
+        cols += [params.U[j], params.u[j][:, None]]
+    cols.append(params.D)
+    return jnp.concatenate(cols, axis=1)
+
+
+def unpack_units(template: Params, rows: jax.Array, d: jax.Array | None = None) -> Params:
+    """Inverse of `pack_units`: new Params with unit rows (W, unit_size) and optional d."""
+    dx = template.n_in
+    G, g = rows[:, :dx], rows[:, dx]
+    U, u = [], []
+    for j in range(1, template.n_factors + 1):
+        start = j * (dx + 1)
+        U.append(rows[:, start:start + dx])
+        u.append(rows[:, start + dx])
+    k = template.n_factors
+    D = rows[:, (k + 1) * (dx + 1):]
+    U = jnp.stack(U) if U else jnp.zeros((0,) + G.shape, rows.dtype)
+    u = jnp.stack(u) if u else jnp.zeros((0, G.shape[0]), rows.dtype)
+    return template.replace(G=G, g=g, U=U, u=u, D=D, d=template.d if d is None else d)
+
+
+def unit_output(row: jax.Array, x: jax.Array, *, k: int, n_in: int, activation: str) -> jax.Array:
+    """Contribution of one unit: row (unit_size,), x (n_in,) -> (n_out,)."""
+    act = activation_fn(activation)
+    h = act(row[:n_in] @ x + row[n_in])
+    for j in range(1, k + 1):
+        start = j * (n_in + 1)
+        h = h * (row[start:start + n_in] @ x + row[start + n_in])
+    return h * row[(k + 1) * (n_in + 1):]
+
+
+def group_columns(k: int, n_in: int, n_out: int, group: str) -> list[int]:
+    """Columns of a packed unit row that belong to a parameter group.
+
+    Groups: "gate" ({G, g}), "factor1".."factorK" ({U_j, u_j}; "U" and "Q" alias
+    factor1 and factor2 as in the paper), "out" ({D}; d goes with it).
+    """
+    aliases = {"U": "factor1", "Q": "factor2"}
+    group = aliases.get(group, group)
+    if group == "gate":
+        return list(range(0, n_in + 1))
+    if group == "out":
+        start = (k + 1) * (n_in + 1)
+        return list(range(start, start + n_out))
+    match = re.fullmatch(r"factor(\d+)", group)
+    if match and 1 <= int(match.group(1)) <= k:
+        j = int(match.group(1))
+        return list(range(j * (n_in + 1), (j + 1) * (n_in + 1)))
+    accepted = ["gate", "out"] + [f"factor{j}" for j in range(1, k + 1)]
+    raise UsageError(f"unknown parameter group {group!r} for k={k}; accepted: {', '.join(accepted)}")

@@ -1,0 +1,236 @@
+"""Target problems: a registry of named regression problems and the data they produce.
+
+`make_dataset(problem, ...)` returns a `Dataset` with x_train (N, n_in), y_train
+(N, n_out), x_test (M, n_in), y_test (M, n_out) in the requested dtype.
+
+* Analytic targets on [-1, 1]^n_in (paper.md §6): training inputs uniform-random
+  from `seed`, test inputs a uniform grid (M points in 1D, round(sqrt(M))^2 in 2D).
+* Friedman #1-#3: generated here from their formulas (noise 0), features and target
+  standardised with the training split's statistics; test points are fresh draws.
+* Tabular data sets and users' files: see `glu_scaling.datasets`.
+* A user's JAX-traceable callable f: x (N, n_in) -> (N,) or (N, n_out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from glu_scaling.errors import UsageError, check_positive_int
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Training and test arrays of one problem."""
+
+    name: str
+    x_train: jax.Array  # (N, n_in)
+    y_train: jax.Array  # (N, n_out)
+    x_test: jax.Array  # (M, n_in)
+    y_test: jax.Array  # (M, n_out)
+
+    @property
+    def n_in(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.y_train.shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A registered problem: its name, input dimension, description and generator.
+
+    `make(n_train, n_test, seed, dtype) -> (x_train, y_train, x_test, y_test)` as
+    numpy or jax arrays.
+    """
+
+    name: str
+    n_in: int
+    description: str
+    make: Callable
+
+
+REGISTRY: dict[str, Problem] = {}
+
+
+def register(problem: Problem) -> Problem:
+    REGISTRY[problem.name] = problem
+    return problem
+
+
+# ------------------------------------------------------------------ analytic targets
+
+_TARGETS_1D = {
+    "x2": ("x^2", lambda x: x**2),
+    "x3": ("x^3", lambda x: x**3),
+    "cos": ("cos(4x)", lambda x: jnp.cos(4 * x)),
+    "sin": ("sin(4x)", lambda x: jnp.sin(4 * x)),
+    "sin_x2": ("sin(4(x-1)^2)", lambda x: jnp.sin(4 * (x - 1) ** 2)),
+    "one_over_1_p_x2": ("1/(1+x^2)", lambda x: 1 / (1 + x**2)),
+    "one_over_1_p_9x2": ("1/(1+9x^2)", lambda x: 1 / (1 + 9 * x**2)),
+    "atan": ("atan(x)", jnp.arctan),
+    "paper_1d": ("1/(1+cos^2(pi x))", lambda x: 1 / (1 + jnp.cos(jnp.pi * x) ** 2)),
+}
+
+_TARGETS_2D = {
+    "x2_y2": ("x^2+y^2", lambda x, y: x**2 + y**2),
+    "x3_y3": ("x^3+y^3", lambda x, y: x**3 + y**3),
+    "cos_x_cos_y": ("cos(4x)cos(4y)", lambda x, y: jnp.cos(4 * x) * jnp.cos(4 * y)),
+    "sin_x_sin_y": ("sin(4x)sin(4y)", lambda x, y: jnp.sin(4 * x) * jnp.sin(4 * y)),
+    "sin_x_sin_y_x2_y2": ("sin(4x)sin(4y)(x^2+y^2)",
+                          lambda x, y: jnp.sin(4 * x) * jnp.sin(4 * y) * (x**2 + y**2)),
+    "one_over_1_p_x2_y2": ("1/(1+x^2+y^2)", lambda x, y: 1 / (1 + x**2 + y**2)),
+    "one_over_1_p_9x2_9y2": ("1/(1+9x^2+9y^2)", lambda x, y: 1 / (1 + 9 * x**2 + 9 * y**2)),
+    "atan_x_atan_y": ("atan(x)+atan(y)", lambda x, y: jnp.arctan(x) + jnp.arctan(y)),
+}
+
+
+def scalar_target(name: str) -> Callable:
+    """The scalar function f(x) of a registered 1D target (JAX-traceable)."""
+    if name not in _TARGETS_1D:
+        raise UsageError(f"unknown 1D target {name!r}; accepted: {', '.join(_TARGETS_1D)}")
+    return _TARGETS_1D[name][1]
+
+
+def uniform_grid(n_points: int, n_in: int, interval=(-1.0, 1.0), dtype=np.float64) -> np.ndarray:
+    """A uniform tensor grid on interval^n_in with about n_points points; (M, n_in)."""
+    side = n_points if n_in == 1 else max(2, round(n_points ** (1.0 / n_in)))
+    axis = np.linspace(interval[0], interval[1], side, dtype=dtype)
+    mesh = np.meshgrid(*([axis] * n_in), indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+def _analytic(fn_of_x: Callable, n_in: int) -> Callable:
+    def make(n_train, n_test, seed, dtype):
+        key = jax.random.PRNGKey(seed)
+        x_train = jax.random.uniform(key, (n_train, n_in), dtype, minval=-1.0, maxval=1.0)
+        x_test = jnp.asarray(uniform_grid(n_test, n_in), dtype)
+        return x_train, fn_of_x(x_train), x_test, fn_of_x(x_test)
+
+    return make
+
+
+for _name, (_formula, _f) in _TARGETS_1D.items():
+    register(Problem(_name, 1, f"{_formula} on [-1, 1]", _analytic(lambda x, f=_f: f(x[:, :1]), 1)))
+for _name, (_formula, _f) in _TARGETS_2D.items():
+    register(Problem(_name, 2, f"{_formula} on [-1, 1]^2",
+                     _analytic(lambda x, f=_f: f(x[:, :1], x[:, 1:2]), 2)))
+
+
+# ------------------------------------------------------------------ Friedman #1-#3
+
+
+def friedman1_target(x: np.ndarray) -> np.ndarray:
+    """10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4, x (N, 5)."""
+    return 10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3] + 5 * x[:, 4]
+
+
+def _friedman23_inputs(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.uniform(size=(n, 4))
+    x[:, 0] *= 100
+    x[:, 1] = x[:, 1] * 520 * np.pi + 40 * np.pi
+    x[:, 3] = x[:, 3] * 10 + 1
+    return x
+
+
+def friedman2_target(x: np.ndarray) -> np.ndarray:
+    """sqrt(x0^2 + (x1 x2 - 1/(x1 x3))^2), x (N, 4)."""
+    return np.sqrt(x[:, 0] ** 2 + (x[:, 1] * x[:, 2] - 1 / (x[:, 1] * x[:, 3])) ** 2)
+
+
+def friedman3_target(x: np.ndarray) -> np.ndarray:
+    """arctan((x1 x2 - 1/(x1 x3)) / x0), x (N, 4)."""
+    return np.arctan((x[:, 1] * x[:, 2] - 1 / (x[:, 1] * x[:, 3])) / x[:, 0])
+
+
+def standardise(x_train, y_train, x_test, y_test):
+    """Centre and scale features and target with the training split's statistics."""
+    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
+    y_mean, y_std = y_train.mean(axis=0), y_train.std(axis=0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    y_std = np.where(y_std > 0, y_std, 1.0)
+    return ((x_train - x_mean) / x_std, (y_train - y_mean) / y_std,
+            (x_test - x_mean) / x_std, (y_test - y_mean) / y_std)
+
+
+def _friedman(inputs: Callable, target: Callable) -> Callable:
+    def make(n_train, n_test, seed, dtype):
+        rng = np.random.default_rng(seed)
+        x = inputs(rng, n_train + n_test)
+        y = target(x)[:, None]
+        return standardise(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+    return make
+
+
+register(Problem("friedman1", 5, "Friedman #1: 10 sin(pi x0 x1) + 20 (x2-0.5)^2 + 10 x3 + 5 x4, x ~ U[0,1]^5",
+                 _friedman(lambda rng, n: rng.uniform(size=(n, 5)), friedman1_target)))
+register(Problem("friedman2", 4, "Friedman #2: sqrt(x0^2 + (x1 x2 - 1/(x1 x3))^2)",
+                 _friedman(_friedman23_inputs, friedman2_target)))
+register(Problem("friedman3", 4, "Friedman #3: arctan((x1 x2 - 1/(x1 x3)) / x0)",
+                 _friedman(_friedman23_inputs, friedman3_target)))
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def accepted_problems() -> list[str]:
+    return [*REGISTRY, "file:PATH"]
+
+
+def get_problem(name: str) -> Problem:
+    if isinstance(name, str) and name.startswith("file:"):
+        from glu_scaling import datasets
+
+        return datasets.file_problem(name[len("file:"):])
+    if name not in REGISTRY:
+        raise UsageError(f"unknown problem {name!r}; accepted: {', '.join(accepted_problems())}")
+    return REGISTRY[name]
+
+
+def make_dataset(
+    problem: str | Callable,
+    *,
+    n_train: int = 2000,
+    n_test: int = 2000,
+    seed: int = 0,
+    n_in: int = 1,
+    dtype=None,
+) -> Dataset:
+    """Training and test data of a named problem or a user's callable.
+
+    Args:
+      problem: a registered name (see `REGISTRY`), "file:PATH", or a JAX-traceable
+        callable mapping x (N, n_in) to (N,) or (N, n_out) on [-1, 1]^n_in.
+      n_train, n_test: number of training points and (about) test points.
+      seed: seed of the training inputs (and of splits / generated inputs).
+      n_in: input dimension of a callable problem (ignored for names).
+      dtype: float dtype of the arrays (default: float64 if x64 is on, else float32).
+    """
+    from glu_scaling.models import default_float
+
+    dtype = default_float() if dtype is None else jnp.dtype(dtype)
+    n_train = check_positive_int("n_train", n_train)
+    n_test = check_positive_int("n_test", n_test)
+    if n_train < 2:
+        raise UsageError(f"n_train must be at least 2, got {n_train}")
+    if callable(problem):
+        name = getattr(problem, "__name__", "callable")
+        spec = Problem(name, check_positive_int("n_in", n_in), "user callable", _analytic(problem, n_in))
+    else:
+        spec = get_problem(problem)
+    x_train, y_train, x_test, y_test = spec.make(n_train, n_test, seed, dtype)
+    arrays = []
+    for a in (x_train, y_train, x_test, y_test):
+        a = jnp.asarray(a, dtype)
+        arrays.append(a[:, None] if a.ndim == 1 else a)
+    for label, a in zip(("x_train", "y_train", "x_test", "y_test"), arrays):
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise UsageError(f"problem {spec.name!r} produced non-finite values in {label}")
+    return Dataset(spec.name, *arrays)

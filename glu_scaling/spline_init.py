@@ -1,0 +1,75 @@
+"""Spline ("MASO") initialisation of the gates (paper.md §3).
+
+In 1D unit i gets G_i = s * sigma_i and g_i = -s * sigma_i * t_i, so act(G_i x + g_i)
+opens at the knot t_i, facing right (sigma_i = +1, open for x > t_i) or left
+(sigma_i = -1, open for x < t_i).  The knots tile [lo - pad, hi + pad] evenly;
+the reference used linspace(-1.001, 1.001, n) with alternating facing.
+
+For n_in > 1 (a 1D idea stretched, documented in the README): unit i gets a random
+unit direction w_i and a knot t_i on the projection w_i . x, at the quantile
+(i + 0.5) / n of that projection, so the hyperplanes sweep through the data.  The
+projection's quantiles come from `x_data` when given, else from a normal
+approximation of x uniform on the box interval^n_in.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtri
+
+from glu_scaling.errors import check_choice
+
+FACINGS = ("alternate", "right", "left")
+
+
+def knots_1d(n: int, interval=(-1.0, 1.0), pad: float = 0.001, dtype=jnp.float32) -> jax.Array:
+    """Evenly spaced knots linspace(lo - pad, hi + pad, n); (n,)."""
+    lo, hi = interval
+    return jnp.linspace(lo - pad, hi + pad, n, dtype=dtype)
+
+
+def facing_signs(n: int, facing: str = "alternate", dtype=jnp.float32) -> jax.Array:
+    """+1 for a unit opening to the right, -1 to the left; alternate starts right; (n,)."""
+    check_choice("facing", facing, FACINGS)
+    if facing == "right":
+        return jnp.ones((n,), dtype)
+    if facing == "left":
+        return -jnp.ones((n,), dtype)
+    return jnp.where(jnp.arange(n) % 2 == 0, 1.0, -1.0).astype(dtype)
+
+
+def spline_gates(
+    key: jax.Array,
+    n: int,
+    n_in: int,
+    *,
+    interval=(-1.0, 1.0),
+    pad: float = 0.001,
+    facing: str = "alternate",
+    scale: float = 1.0,
+    x_data: jax.Array | None = None,
+    dtype=jnp.float32,
+) -> tuple[jax.Array, jax.Array]:
+    """Gate weights and biases of the spline init: G (n, n_in), g (n,)."""
+    sign = facing_signs(n, facing, dtype)
+    if n_in == 1:
+        t = knots_1d(n, interval, pad, dtype)
+        return (scale * sign)[:, None], -scale * sign * t
+    w = jax.random.normal(key, (n, n_in), dtype)
+    w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+    levels = (jnp.arange(n, dtype=dtype) + 0.5) / n
+    if x_data is not None:
+        proj = jnp.asarray(x_data, dtype) @ w.T  # (N, n)
+        t = jax.vmap(lambda p, q: jnp.quantile(p, q), in_axes=(1, 0))(proj, levels)
+    else:
+        lo, hi = interval
+        mean = (lo + hi) / 2 * jnp.sum(w, axis=1)
+        std = (hi - lo) / jnp.sqrt(12.0) * jnp.linalg.norm(w, axis=1)
+        t = mean + std * ndtri(levels)
+    return scale * sign[:, None] * w, -scale * sign * t
+
+
+def open_mask(G: jax.Array, g: jax.Array, x: jax.Array) -> jax.Array:
+    """Which ReLU gates are open at which points: x (N, n_in) -> (N, n) booleans."""
+    return x @ G.T + g > 0
