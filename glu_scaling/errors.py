@@ -28,7 +28,11 @@ def check_choice(kind: str, value: object, accepted: Iterable[str]) -> str:
 
 
 def check_positive_int(kind: str, value: object) -> int:
-    """Return `value` as an int if it is a positive integer, else raise."""
-    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value.__index__()) < 1:
+    """Return `value` as an int if it is a positive integer, else raise UsageError."""
+    try:
+        as_int = None if isinstance(value, bool) else int(value.__index__())  # type: ignore[union-attr]
+    except (AttributeError, TypeError, ValueError):
+        as_int = None
+    if as_int is None or as_int < 1:
         raise UsageError(f"{kind} must be a positive integer, got {value!r}")
-    return int(value.__index__())
+    return as_int

@@ -178,23 +178,51 @@ def init(
     if width < n_hidden:
         raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
     dtype = default_float() if dtype is None else jnp.dtype(dtype)
-    k_gate, k_fac_w, k_fac_b, k_out_w, k_out_b = jax.random.split(key, 5)
-    n = n_hidden
+    return init_masked(
+        key, k, n_in, n_hidden, n_out, width, activation=activation, spline_init=spline_init,
+        interval=interval, knot_pad=knot_pad, facing=facing, gate_scale=gate_scale,
+        x_data=x_data, dtype=dtype,
+    )
+
+
+def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, activation="relu",
+                spline_init=True, interval=(-1.0, 1.0), knot_pad=0.001, facing="alternate",
+                gate_scale=1.0, x_data=None, dtype=jnp.float32) -> Params:
+    """`init` without argument checks, with `n_hidden` possibly traced (jit/vmap-able).
+
+    Unit i draws its parameters from fold_in(key, i), so a model's real units are
+    the same whatever width it is padded to: init(key, ..., width=W) equals
+    pad(init(key, ...), W) exactly.
+    """
+    k_gate, k_units, k_bias = jax.random.split(key, 3)
+    unit_keys = jax.vmap(lambda i: jax.random.fold_in(k_units, i))(jnp.arange(width))
+
+    def draw_unit(uk):
+        kg, kG, kU, ku, kD = jax.random.split(uk, 5)
+        return (jax.random.normal(kG, (n_in,), dtype), jax.random.normal(kg, (), dtype),
+                jax.random.normal(kU, (k, n_in), dtype), jax.random.normal(ku, (k,), dtype),
+                jax.random.normal(kD, (n_out,), dtype))
+
+    G, g, U, u, D = jax.vmap(draw_unit)(unit_keys)
     if spline_init:
         G, g = _spline.spline_gates(
-            k_gate, n, n_in, interval=interval, pad=knot_pad, facing=facing,
-            scale=gate_scale, x_data=x_data, dtype=dtype,
+            k_gate, n_hidden, n_in, interval=interval, pad=knot_pad, facing=facing,
+            scale=gate_scale, x_data=x_data, dtype=dtype, width=width,
         )
-    else:
-        k_g1, k_g2 = jax.random.split(k_gate)
-        G = jax.random.normal(k_g1, (n, n_in), dtype)
-        g = jax.random.normal(k_g2, (n,), dtype)
-    U = jax.random.normal(k_fac_w, (k, n, n_in), dtype)
-    u = jax.random.normal(k_fac_b, (k, n), dtype)
-    D = jax.random.normal(k_out_w, (n, n_out), dtype)
-    d = jax.random.normal(k_out_b, (n_out,), dtype)
-    params = Params(G=G, g=g, U=U, u=u, D=D, d=d, mask=jnp.ones((n,), dtype), activation=activation)
-    return pad(params, width)
+    d = jax.random.normal(k_bias, (n_out,), dtype)
+    mask = (jnp.arange(width) < n_hidden).astype(dtype)
+    params = Params(G=G, g=g, U=jnp.moveaxis(U, 0, 1), u=u.T, D=D, d=d, mask=mask, activation=activation)
+    return zero_masked(params)
+
+
+def zero_masked(params: Params) -> Params:
+    """Set every parameter of the masked units to zero."""
+    m = params.mask > 0
+    return params.replace(
+        G=jnp.where(m[..., None], params.G, 0), g=jnp.where(m, params.g, 0),
+        U=jnp.where(m[..., None, :, None], params.U, 0), u=jnp.where(m[..., None, :], params.u, 0),
+        D=jnp.where(m[..., None], params.D, 0),
+    )
 
 
 def pad(params: Params, width: int) -> Params:
@@ -300,7 +328,7 @@ def group_columns(k: int, n_in: int, n_out: int, group: str) -> list[int]:
     factor1 and factor2 as in the paper), "out" ({D}; d goes with it).
     """
     aliases = {"U": "factor1", "Q": "factor2"}
-    group = aliases.get(group, group)
+    given, group = group, aliases.get(group, group)
     if group == "gate":
         return list(range(0, n_in + 1))
     if group == "out":
@@ -311,4 +339,4 @@ def group_columns(k: int, n_in: int, n_out: int, group: str) -> list[int]:
         j = int(match.group(1))
         return list(range(j * (n_in + 1), (j + 1) * (n_in + 1)))
     accepted = ["gate", "out"] + [f"factor{j}" for j in range(1, k + 1)]
-    raise UsageError(f"unknown parameter group {group!r} for k={k}; accepted: {', '.join(accepted)}")
+    raise UsageError(f"unknown parameter group {given!r} for k={k}; accepted: {', '.join(accepted)}")

@@ -23,10 +23,17 @@ from glu_scaling.errors import check_choice
 FACINGS = ("alternate", "right", "left")
 
 
-def knots_1d(n: int, interval=(-1.0, 1.0), pad: float = 0.001, dtype=jnp.float32) -> jax.Array:
-    """Evenly spaced knots linspace(lo - pad, hi + pad, n); (n,)."""
+def knots_1d(n, interval=(-1.0, 1.0), pad: float = 0.001, dtype=jnp.float32, width: int | None = None) -> jax.Array:
+    """Evenly spaced knots t_i = (lo - pad) + i (hi - lo + 2 pad) / (n - 1); (width or n,).
+
+    `n` may be a traced integer when `width` (static, >= n) is given; entries
+    i >= n are then meaningless and must be masked by the caller.
+    """
     lo, hi = interval
-    return jnp.linspace(lo - pad, hi + pad, n, dtype=dtype)
+    width = n if width is None else width
+    i = jnp.arange(width, dtype=dtype)
+    step = (hi - lo + 2 * pad) / jnp.maximum(jnp.asarray(n, dtype) - 1, 1)
+    return (lo - pad) + i * step
 
 
 def facing_signs(n: int, facing: str = "alternate", dtype=jnp.float32) -> jax.Array:
@@ -41,7 +48,7 @@ def facing_signs(n: int, facing: str = "alternate", dtype=jnp.float32) -> jax.Ar
 
 def spline_gates(
     key: jax.Array,
-    n: int,
+    n,
     n_in: int,
     *,
     interval=(-1.0, 1.0),
@@ -50,23 +57,31 @@ def spline_gates(
     scale: float = 1.0,
     x_data: jax.Array | None = None,
     dtype=jnp.float32,
+    width: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Gate weights and biases of the spline init: G (n, n_in), g (n,)."""
-    sign = facing_signs(n, facing, dtype)
+    """Gate weights and biases of the spline init: G (W, n_in), g (W,), W = width or n.
+
+    Unit i's direction (n_in > 1) comes from fold_in(key, i), so a unit's gate does
+    not depend on the padded width.  `n` may be traced when `width` is given.
+    """
+    width = n if width is None else width
+    sign = facing_signs(width, facing, dtype)
     if n_in == 1:
-        t = knots_1d(n, interval, pad, dtype)
+        t = knots_1d(n, interval, pad, dtype, width)
         return (scale * sign)[:, None], -scale * sign * t
-    w = jax.random.normal(key, (n, n_in), dtype)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(width))
+    w = jax.vmap(lambda k: jax.random.normal(k, (n_in,), dtype))(keys)
     w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
-    levels = (jnp.arange(n, dtype=dtype) + 0.5) / n
+    levels = (jnp.arange(width, dtype=dtype) + 0.5) / jnp.asarray(n, dtype)
+    levels = jnp.clip(levels, 0.0, 1.0)
     if x_data is not None:
-        proj = jnp.asarray(x_data, dtype) @ w.T  # (N, n)
+        proj = jnp.asarray(x_data, dtype) @ w.T  # (N, W)
         t = jax.vmap(lambda p, q: jnp.quantile(p, q), in_axes=(1, 0))(proj, levels)
     else:
         lo, hi = interval
         mean = (lo + hi) / 2 * jnp.sum(w, axis=1)
         std = (hi - lo) / jnp.sqrt(12.0) * jnp.linalg.norm(w, axis=1)
-        t = mean + std * ndtri(levels)
+        t = mean + std * ndtri(jnp.clip(levels, 1e-6, 1 - 1e-6))
     return scale * sign[:, None] * w, -scale * sign * t
 
 
