@@ -7,8 +7,14 @@
   from `seed`, test inputs a uniform grid (M points in 1D, round(sqrt(M))^2 in 2D).
 * Friedman #1-#3: generated here from their formulas (noise 0), features and target
   standardised with the training split's statistics; test points are fresh draws.
-* Tabular data sets and users' files: see `glu_scaling.datasets`.
+* Tabular data (`airfoil`, `california`, `file:PATH`): see `glu_scaling.datasets`.
+  All rows are used: a seeded 80/20 held-out split, standardised with the training
+  split's statistics; n_train / n_test only cap the rows taken from each side.
 * A user's JAX-traceable callable f: x (N, n_in) -> (N,) or (N, n_out).
+
+`eval="train"` scores on the training set (x_test = x_train, y_test = y_train), as the
+reference did for its real data; for tabular data it also drops the split (all rows
+train, standardised with their own statistics).
 """
 
 from __future__ import annotations
@@ -20,18 +26,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling.errors import UsageError, check_positive_int
+from glu_scaling.errors import UsageError, check_choice, check_positive_int
+
+EVAL_MODES = ("test", "train")
+DEFAULT_N_TRAIN = 2000  # generated problems when n_train is None (tabular: all rows)
+DEFAULT_N_TEST = 2000  # generated problems when n_test is None (tabular: all test rows)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Training and test arrays of one problem."""
+    """Training and test arrays of one problem.
+
+    `eval` is "test" (held-out / fresh test points) or "train" (x_test is x_train).
+    `n_in` and `n_out` are the input and output dimensions a results record carries.
+    """
 
     name: str
     x_train: jax.Array  # (N, n_in)
     y_train: jax.Array  # (N, n_out)
     x_test: jax.Array  # (M, n_in)
     y_test: jax.Array  # (M, n_out)
+    eval: str = "test"
 
     @property
     def n_in(self) -> int:
@@ -47,13 +62,18 @@ class Problem:
     """A registered problem: its name, input dimension, description and generator.
 
     `make(n_train, n_test, seed, dtype) -> (x_train, y_train, x_test, y_test)` as
-    numpy or jax arrays.
+    numpy or jax arrays, x (N, n_in), y (N,) or (N, n_out).
+
+    Tabular problems (`tabular=True`: packaged data sets, users' files) take
+    `make(n_train, n_test, seed, dtype, eval)` where n_train / n_test are optional
+    caps (None: all rows) and eval is one of `EVAL_MODES`.
     """
 
     name: str
     n_in: int
     description: str
     make: Callable
+    tabular: bool = False
 
 
 REGISTRY: dict[str, Problem] = {}
@@ -177,6 +197,37 @@ register(Problem("friedman3", 4, "Friedman #3: arctan((x1 x2 - 1/(x1 x3)) / x0)"
                  _friedman(_friedman23_inputs, friedman3_target)))
 
 
+# ------------------------------------------------------------------ tabular data sets
+
+
+def _packaged(loader: str) -> Callable:
+    """`make` of a packaged data set; `datasets.<loader>()` -> (x (N, n_in), y (N, 1)).
+
+    The file is read, checksummed and parsed on first use only (then cached).
+    """
+
+    def make(n_train, n_test, seed, dtype, eval="test"):
+        from glu_scaling import datasets
+
+        x, y = getattr(datasets, loader)()
+        return datasets.split_standardise(x, y, seed=seed, n_train=n_train, n_test=n_test, eval=eval)
+
+    return make
+
+
+register(Problem(
+    "airfoil", 5,
+    "Airfoil self-noise (NASA; Brooks, Pope & Marcolini 1989; UCI ML Repository #291, CC BY 4.0): "
+    "1503 rows, Freq, Angle, Length, Vel, Displ -> Pressure [dB]",
+    _packaged("airfoil_arrays"), tabular=True))
+register(Problem(
+    "california", 8,
+    "California housing (1990 census block groups; Pace & Barry 1997, StatLib): 20640 rows, "
+    "MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude "
+    "-> median house value / 1e5",
+    _packaged("california_arrays"), tabular=True))
+
+
 # ------------------------------------------------------------------ entry point
 
 
@@ -184,53 +235,109 @@ def accepted_problems() -> list[str]:
     return [*REGISTRY, "file:PATH"]
 
 
-def get_problem(name: str) -> Problem:
+def get_problem(name: str, *, target: str | None = None) -> Problem:
+    """The registered problem `name`, or a user's data file for "file:PATH".
+
+    `target` (a column name) applies to "file:PATH" problems with a .csv / .tsv file only.
+    """
     if isinstance(name, str) and name.startswith("file:"):
         from glu_scaling import datasets
 
-        return datasets.file_problem(name[len("file:"):])
-    if name not in REGISTRY:
+        return datasets.file_problem(name[len("file:"):], target=target)
+    if not isinstance(name, str) or name not in REGISTRY:
         raise UsageError(f"unknown problem {name!r}; accepted: {', '.join(accepted_problems())}")
+    if target is not None:
+        raise UsageError(f"target={target!r} applies only to file:PATH problems, not to {name!r}")
     return REGISTRY[name]
+
+
+def _check_cap(kind: str, value) -> int | None:
+    """None, or `value` as a positive int of at least 2 (n_train) / 1 (n_test)."""
+    if value is None:
+        return None
+    value = check_positive_int(kind, value)
+    if kind == "n_train" and value < 2:
+        raise UsageError(f"n_train must be at least 2, got {value}")
+    return value
+
+
+def _as_2d(label: str, a, dtype, n_rows: int | None, name: str) -> jax.Array:
+    """`a` as a (N, k) array of `dtype`; a (N,) array becomes (N, 1)."""
+    a = jnp.asarray(a, dtype)
+    a = a[:, None] if a.ndim == 1 else a
+    if a.ndim != 2 or (n_rows is not None and a.shape[0] != n_rows):
+        want = "(N, n)" if n_rows is None else f"({n_rows},) or ({n_rows}, n)"
+        raise UsageError(f"problem {name!r} produced {label} of shape {tuple(a.shape)}; expected {want}")
+    return a
 
 
 def make_dataset(
     problem: str | Callable,
     *,
-    n_train: int = 2000,
-    n_test: int = 2000,
+    n_train: int | None = None,
+    n_test: int | None = None,
     seed: int = 0,
     n_in: int = 1,
     dtype=None,
+    target: str | None = None,
+    eval: str = "test",
 ) -> Dataset:
     """Training and test data of a named problem or a user's callable.
 
     Args:
       problem: a registered name (see `REGISTRY`), "file:PATH", or a JAX-traceable
         callable mapping x (N, n_in) to (N,) or (N, n_out) on [-1, 1]^n_in.
-      n_train, n_test: number of training points and (about) test points.
+      n_train, n_test: generated problems: number of training points and (about)
+        test points (None: 2000 each). Tabular data (airfoil, california, file:PATH):
+        optional caps on the rows taken from the seeded 80/20 split (None: all rows).
       seed: seed of the training inputs (and of splits / generated inputs).
       n_in: input dimension of a callable problem (ignored for names).
       dtype: float dtype of the arrays (default: float64 if x64 is on, else float32).
+      target: target column of a file:PATH .csv / .tsv (default: the last column).
+      eval: "test" (held-out data) or "train" (score on the training set: x_test is
+        x_train; tabular data then uses all rows, with no split).
+
+    Returns:
+      A `Dataset` with x_train (N, n_in), y_train (N, n_out), x_test (M, n_in),
+      y_test (M, n_out), all finite, of `dtype`.
     """
     from glu_scaling.models import default_float
 
     dtype = default_float() if dtype is None else jnp.dtype(dtype)
-    n_train = check_positive_int("n_train", n_train)
-    n_test = check_positive_int("n_test", n_test)
-    if n_train < 2:
-        raise UsageError(f"n_train must be at least 2, got {n_train}")
+    if dtype == jnp.float64 and default_float() != jnp.float64:
+        raise UsageError("dtype float64 requested but jax_enable_x64 is off; "
+                         "enable it with jax.config.update('jax_enable_x64', True)")
+    n_train = _check_cap("n_train", n_train)
+    n_test = _check_cap("n_test", n_test)
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or int(seed.__index__()) < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed.__index__())
+    eval = check_choice("eval", eval, EVAL_MODES)
     if callable(problem):
+        if target is not None:
+            raise UsageError(f"target={target!r} applies only to file:PATH problems, not to a callable")
         name = getattr(problem, "__name__", "callable")
         spec = Problem(name, check_positive_int("n_in", n_in), "user callable", _analytic(problem, n_in))
     else:
-        spec = get_problem(problem)
-    x_train, y_train, x_test, y_test = spec.make(n_train, n_test, seed, dtype)
-    arrays = []
-    for a in (x_train, y_train, x_test, y_test):
-        a = jnp.asarray(a, dtype)
-        arrays.append(a[:, None] if a.ndim == 1 else a)
+        spec = get_problem(problem, target=target)
+    if spec.tabular:
+        x_train, y_train, x_test, y_test = spec.make(n_train, n_test, seed, dtype, eval)
+    else:
+        x_train, y_train, x_test, y_test = spec.make(
+            DEFAULT_N_TRAIN if n_train is None else n_train,
+            DEFAULT_N_TEST if n_test is None else n_test, seed, dtype)
+    x_train = _as_2d("x_train", x_train, dtype, None, spec.name)
+    y_train = _as_2d("y_train", y_train, dtype, x_train.shape[0], spec.name)
+    if eval == "train":
+        x_test, y_test = x_train, y_train
+    x_test = _as_2d("x_test", x_test, dtype, None, spec.name)
+    y_test = _as_2d("y_test", y_test, dtype, x_test.shape[0], spec.name)
+    if x_test.shape[1] != x_train.shape[1] or y_test.shape[1] != y_train.shape[1]:
+        raise UsageError(f"problem {spec.name!r} produced test arrays {tuple(x_test.shape)}, "
+                         f"{tuple(y_test.shape)} unlike its training arrays "
+                         f"{tuple(x_train.shape)}, {tuple(y_train.shape)}")
+    arrays = (x_train, y_train, x_test, y_test)
     for label, a in zip(("x_train", "y_train", "x_test", "y_test"), arrays):
-        if not bool(jnp.all(jnp.isfinite(a))):
+        if not np.isfinite(np.asarray(a)).all():
             raise UsageError(f"problem {spec.name!r} produced non-finite values in {label}")
-    return Dataset(spec.name, *arrays)
+    return Dataset(spec.name, *arrays, eval=eval)
