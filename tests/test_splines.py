@@ -1,0 +1,116 @@
+"""Tests for glu_scaling.splines: least-squares spline baselines with uniform knots.
+
+conftest.py enables float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import glu_scaling
+from glu_scaling import splines as S
+from glu_scaling.errors import UsageError
+from glu_scaling.problems import scalar_target
+
+# The module, not the function: the package root may export the function `construct`
+# under the same name, which shadows the submodule attribute.
+C = importlib.import_module("glu_scaling.construct")
+
+WIDTHS = (64, 128, 256)
+N_TRAIN = 10000
+N_TEST = 20001
+
+TARGETS = {
+    "paper_1d": scalar_target("paper_1d"),
+    "sin": scalar_target("sin"),
+    "one_over_1_p_9x2": scalar_target("one_over_1_p_9x2"),
+    "exp_sin_2x": lambda x: jnp.exp(jnp.sin(2 * x)),
+    "one_over_2_p_x": lambda x: 1 / (2 + x),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _data(target: str):
+    """(x_train (N_TRAIN,), y_train, x_test (N_TEST,), y_test) on [-1, 1]: random train, grid test."""
+    f = TARGETS[target]
+    x_train = np.random.default_rng(0).uniform(-1.0, 1.0, N_TRAIN)
+    x_test = np.linspace(-1.0, 1.0, N_TEST)
+    table = C.derivatives(f, np.concatenate([x_train, x_test]))[0]
+    return x_train, table[:N_TRAIN], x_test, table[N_TRAIN:]
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("degree,slope,tol", [(1, -2.0, 0.05), (2, -3.0, 0.08)])
+def test_lsq_spline_local_slopes(target, degree, slope, tol):
+    data = _data(target)
+    errors = [S.lsq_spline_rmse(*data, degree, n) for n in WIDTHS]
+    local = np.diff(np.log(errors)) / np.diff(np.log(WIDTHS))
+    assert np.all(np.abs(local - slope) <= tol), local
+
+
+@pytest.mark.parametrize("target", ["paper_1d", "sin", "exp_sin_2x"])
+def test_cubic_lsq_spline_slope(target):
+    data = _data(target)
+    errors = [S.lsq_spline_rmse(*data, 3, n) for n in WIDTHS]
+    local = np.diff(np.log(errors)) / np.diff(np.log(WIDTHS))
+    assert np.all(np.abs(local + 4.0) <= 0.2), local
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("n", [1, 2, 8, 64, 256])
+def test_linear_lsq_spline_beats_mlp_construction_on_training_data(target, n):
+    """Same knots => same space (continuous piecewise-linear); LSQ is that space's optimum."""
+    x_train, y_train, _, _ = _data(target)
+    params = C.construct("mlp", TARGETS[target], n)
+    y_mlp = np.asarray(glu_scaling.apply("mlp", params, jnp.asarray(x_train)[:, None]))[:, 0]
+    spline = S.fit_lsq_spline(x_train, y_train, 1, n)
+    assert S.rmse(spline(x_train), y_train) <= S.rmse(y_mlp, y_train) * (1 + 1e-10)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_training_rmse_decreases_under_knot_refinement(degree):
+    """Uniform knots with n cells contain those with n/2 cells: nested spaces."""
+    x_train, y_train, _, _ = _data("paper_1d")
+    errors = [S.rmse(S.fit_lsq_spline(x_train, y_train, degree, n)(x_train), y_train) for n in (4, 8, 16, 32)]
+    assert all(fine <= coarse * (1 + 1e-10) for coarse, fine in zip(errors, errors[1:])), errors
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_polynomials_of_the_degree_are_reproduced(degree):
+    rng = np.random.default_rng(1)
+    coeffs = rng.normal(size=degree + 1)
+    x = rng.uniform(0.0, 3.0, 500)
+    x_test = np.linspace(0.0, 3.0, 101)
+    y, y_test = np.polyval(coeffs, x), np.polyval(coeffs, x_test)
+    assert S.lsq_spline_rmse(x[:, None], y[:, None], x_test, y_test, degree, 7, (0.0, 3.0)) < 1e-12
+
+
+def test_knots_match_the_mlp_construction():
+    for n in (1, 5, 64):
+        np.testing.assert_allclose(S.breakpoints(n), C.construction_knots("mlp", n), atol=0)
+    t = S.knot_vector(2, 4, (0.0, 2.0))
+    np.testing.assert_allclose(t, [0, 0, 0, 0.5, 1.0, 1.5, 2, 2, 2])
+    spline = S.fit_lsq_spline(np.linspace(0, 2, 50), np.linspace(0, 2, 50) ** 2, 2, 4, (0.0, 2.0))
+    assert spline.c.size == 4 + 2  # n_knots + degree coefficients
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: S.fit_lsq_spline(np.array([-2.0, 0.0, 0.5, 1.0]), np.zeros(4), 1, 1), "interval"),
+    (lambda: S.fit_lsq_spline(np.linspace(-1, 1, 5), np.zeros(4), 1, 2), "same length"),
+    (lambda: S.fit_lsq_spline(np.linspace(-1, 1, 3), np.zeros(3), 3, 4), "cannot determine"),
+    (lambda: S.fit_lsq_spline(np.zeros((4, 2)), np.zeros(4), 1, 2), "shape"),
+    (lambda: S.fit_lsq_spline(np.array([0.0, np.nan, 0.5]), np.zeros(3), 1, 1), "non-finite"),
+    (lambda: S.fit_lsq_spline(np.linspace(-1, 1, 9), np.zeros(9), 0, 2), "degree"),
+    (lambda: S.fit_lsq_spline(np.linspace(-1, 1, 9), np.zeros(9), 1, 0), "n_knots"),
+    (lambda: S.fit_lsq_spline(np.linspace(-1, 1, 9), np.zeros(9), 1, 2, (1.0, 1.0)), "interval"),
+    # all points in one cell: the Schoenberg-Whitney condition fails
+    (lambda: S.fit_lsq_spline(np.linspace(-1, -0.9, 40), np.zeros(40), 1, 8), "not determined"),
+])
+def test_bad_input_raises_usage_error(call, match):
+    with pytest.raises(UsageError, match=match):
+        call()
