@@ -190,7 +190,8 @@ def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, act
                 gate_scale=1.0, x_data=None, dtype=jnp.float32) -> Params:
     """`init` without argument checks, with `n_hidden` possibly traced (jit/vmap-able).
 
-    Unit i draws its parameters from fold_in(key, i), so a model's real units are
+    Unit i draws its packed row [G_i, g_i, U_1i, u_1i, ..., D_i] ~ N(0, 1) from
+    fold_in(key, i) in one call, so a model's real units are
     the same whatever width it is padded to: init(key, ..., width=W) equals
     pad(init(key, ...), W) exactly.
     """
@@ -198,10 +199,9 @@ def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, act
     unit_keys = jax.vmap(lambda i: jax.random.fold_in(k_units, i))(jnp.arange(width))
 
     def draw_unit(uk):
-        kg, kG, kU, ku, kD = jax.random.split(uk, 5)
-        return (jax.random.normal(kG, (n_in,), dtype), jax.random.normal(kg, (), dtype),
-                jax.random.normal(kU, (k, n_in), dtype), jax.random.normal(ku, (k,), dtype),
-                jax.random.normal(kD, (n_out,), dtype))
+        z = jax.random.normal(uk, (unit_size(k, n_in, n_out),), dtype)
+        U = z[n_in + 1:(k + 1) * (n_in + 1)].reshape(k, n_in + 1)
+        return z[:n_in], z[n_in], U[:, :n_in], U[:, n_in], z[(k + 1) * (n_in + 1):]
 
     G, g, U, u, D = jax.vmap(draw_unit)(unit_keys)
     if spline_init:

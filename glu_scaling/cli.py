@@ -1,0 +1,210 @@
+"""The `glu-scaling` command line.
+
+Subcommands: speedrun, sweep, problems, plot.  Bad input ends with one line
+on stderr naming the bad value and what is accepted, exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from glu_scaling.errors import UsageError
+
+SPEEDRUN = {
+    "archs": ("mlp", "glu", "gqu"),
+    "widths": "1:104:3",
+    "seeds": "0",
+    "problem": "one_over_1_p_9x2",
+    "optimizer": "newton-splines",
+    "n_data": 2000,
+    "n_test": 2000,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes on one line (exit 2) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _configure_jax() -> None:
+    """float64 for convergence studies, and a persistent compilation cache so that a
+    rerun skips XLA compilation (GLU_SCALING_CACHE=DIR moves it, =off disables it)."""
+    import os
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    cache = os.environ.get("GLU_SCALING_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "glu_scaling", "xla"))
+    if cache.lower() not in ("off", "0", "none", ""):
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def _print_slopes(rows: list[dict]) -> None:
+    print(f"{'arch':<6} {'problem':<18} {'x':<9} {'slope':>7}  {'95% CI':<17} {'r2':>6}")
+    for r in rows:
+        print(f"{r['arch']:<6} {r['problem']:<18} {r['x']:<9} {r['slope']:7.3f}  "
+              f"[{r['ci_low']:7.3f}, {r['ci_high']:7.3f}] {r['r2']:6.3f}")
+
+
+def _summary(records: list[dict]) -> str:
+    from collections import Counter
+
+    counts = Counter(r["status"] for r in records)
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "diverged", "stalled"))
+
+
+def _finish(config, out: Path, records: list[dict], *, title: str, fit_range=None) -> None:
+    from glu_scaling import plots, results, slopes
+
+    all_records = results.read_records(out)
+    rows = slopes.slopes_table(all_records, fit_range=fit_range)
+    results.write_json_atomic(out / "slopes.json", rows)
+    _print_slopes(rows)
+    paths = plots.convergence_figure(all_records, out / "convergence", title=title, fit_range=fit_range)
+    print(f"models: {len(records)} ({_summary(records)}); results in {out}/ ; plot {paths[0]}")
+
+
+def cmd_speedrun(args) -> int:
+    from glu_scaling import slopes, sweep
+
+    t0 = time.perf_counter()
+    config = sweep.SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(sweep.parse_spec(SPEEDRUN["widths"])),
+                               seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],
+                               n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"])
+    out = Path(args.out)
+    records = sweep.run_sweep(config, out, progress=not args.quiet)
+    # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
+    fit_range = (4, max(config.widths))
+    _finish(config, out, records, title="speedrun: 1/(1+9x^2), gates frozen at spline init", fit_range=fit_range)
+    all_widths = {r["arch"]: r["slope"] for r in slopes.slopes_table(records) if r["x"] == "n_hidden"}
+    print("slopes fitted on n >= 4; over all widths: "
+          + ", ".join(f"{a} {s:.3f}" for a, s in all_widths.items()))
+    print(f"speedrun wall time {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from glu_scaling import sweep
+
+    archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
+    if not archs:
+        raise UsageError(f"--arch {args.arch!r} names no architecture; e.g. --arch mlp,glu")
+    config = sweep.SweepConfig(
+        archs=archs, widths=tuple(sweep.parse_spec(args.widths, "widths")),
+        seeds=tuple(sweep.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
+        optimizer=args.optimizer, steps=args.steps, learning_rate=args.lr, n_data=args.n_data,
+        n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
+        spline_init=not args.random_init, eval=args.eval, target=args.target, dtype=args.dtype,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out)
+    fit_range = _parse_range(args.fit_range) if args.fit_range else None
+    records = sweep.run_sweep(config, out, progress=not args.quiet)
+    _finish(config, out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
+    return 0
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise UsageError(f"malformed --fit-range {text!r}; use lo:hi, e.g. 4:128") from None
+    if not 0 < lo < hi:
+        raise UsageError(f"--fit-range needs 0 < lo < hi, got {text!r}")
+    return lo, hi
+
+
+def cmd_problems(args) -> int:
+    from glu_scaling import problems
+
+    for name, prob in problems.REGISTRY.items():
+        print(f"{name:<22} n_in={prob.n_in}  {prob.description}")
+    print(f"{'file:PATH':<22} n_in=*  your .npz (arrays x, y) or .csv (last column the target, or --target)")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from glu_scaling import plots, results, slopes
+
+    folder = Path(args.dir)
+    if not (folder / "results.jsonl").exists():
+        raise UsageError(f"{str(folder)!r} holds no results.jsonl; give a folder written by sweep or speedrun")
+    records = results.read_records(folder)
+    rows = slopes.slopes_table(records)
+    results.write_json_atomic(folder / "slopes.json", rows)
+    _print_slopes(rows)
+    paths = plots.convergence_figure(records, folder / "convergence")
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from glu_scaling import models, problems, train
+
+    parser = _Parser(prog="glu-scaling", description="Convergence-order studies of shallow MLP/GLU/GQU networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("speedrun", help="the reference's minimal experiment (gates frozen, Newton on the rest)")
+    p.add_argument("--out", default="runs/speedrun", help="results folder (default runs/speedrun)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_speedrun)
+
+    p = sub.add_parser("sweep", help="train every arch x width x seed in batched, compiled calls")
+    p.add_argument("--arch", required=True, help=f"comma list of {', '.join(models.accepted_archs())}")
+    p.add_argument("--widths", required=True, help="lo:hi[:step] (hi exclusive) or a comma list")
+    p.add_argument("--seeds", default="0", help="lo:hi[:step] or a comma list (default 0)")
+    p.add_argument("--problem", default="one_over_1_p_9x2",
+                   help="a name from `glu-scaling problems`, or file:PATH (default one_over_1_p_9x2)")
+    p.add_argument("--optimizer", default="newton-cascade", help=f"one of {', '.join(train.OPTIMIZERS)}")
+    p.add_argument("--steps", type=int, default=None, help="all-parameter Newton steps or first-order steps")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of adam/adamw/lbfgs")
+    p.add_argument("--n-data", type=int, default=None, help="training points (default 2000; real data: all)")
+    p.add_argument("--n-test", type=int, default=None, help="test points (default 2000)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the data and split (default 0)")
+    p.add_argument("--activation", default="relu", help=f"one of {', '.join(models.ACTIVATIONS)}")
+    p.add_argument("--random-init", action="store_true", help="plain N(0,1) gates instead of the spline init")
+    p.add_argument("--eval", default="test", choices=list(problems.EVAL_MODES),
+                   help="score on the held-out split (test) or the training set (train)")
+    p.add_argument("--target", default=None, help="target column of a file:PATH csv")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--batch-size", type=int, default=None, help="models vmapped together (default: auto)")
+    p.add_argument("--out", default="runs/sweep", help="results folder (default runs/sweep)")
+    p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("problems", help="list registered problems")
+    p.set_defaults(func=cmd_problems)
+
+    p = sub.add_parser("plot", help="slopes.json and convergence figures from a results folder")
+    p.add_argument("dir", help="a results folder")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_jax()
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"glu-scaling {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished buckets are saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser"]

@@ -1,0 +1,316 @@
+"""Full-batch Newton's method for one shallow gated model, with a structured Hessian.
+
+The loss is L = (1 / 2N) sum_n sum_o r_no^2 with r = y(x) - t.  Its exact Hessian is
+
+    N H = J^T J + S,     S = sum_n sum_o r_no  d^2 y_no / d theta^2,
+
+and because y = d + sum_i unit_i(theta_i; x) with unit i depending on its own
+parameters only, S is block-diagonal: one (p, p) block per hidden unit, nothing
+for d.  So H is built from one dense product J^T J (accumulated over chunks of
+data points, to bound memory) plus W small per-unit Hessians, never from nested
+autodiff of the whole loss.
+
+A Newton step on a parameter selection (a subset of the packed unit columns,
+`models.group_columns`, with or without d):
+  1. rows/columns with a (numerically) zero diagonal -- masked units, dead gates --
+     are removed: they become identity rows with a zero right-hand side;
+  2. Jacobi preconditioning: H~ = s H s with s = diag(H)^(-1/2);
+  3. Cholesky of H~ + lambda I, lambda = 0 first, then growing until the
+     factorisation is finite (the damping fallback for indefinite H);
+  4. if the direction does not descend, the preconditioned gradient -s^2 g;
+  5. backtracking Armijo line search from alpha = 1 that only accepts decrease.
+Everything here is for a single model; `train` vmaps it over models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from glu_scaling.models import Params, activation_fn, hidden, pack_units, unpack_units
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """Which parameters a Newton stage moves (static).
+
+    columns: indices into a packed unit row (see `models.group_columns`).
+    with_d: whether the output bias d moves too.
+    second_order: whether the per-unit term S can be non-zero (False when the
+      model output is linear in the selected parameters, e.g. {D, d} or {U, u}).
+    """
+
+    columns: tuple[int, ...]
+    with_d: bool
+    second_order: bool = True
+
+
+class StepInfo(NamedTuple):
+    loss: jax.Array  # loss after the step (scalar)
+    alpha: jax.Array  # accepted step length (0 when the line search failed)
+    decrement: jax.Array  # Newton decrement -g.p (predicted decrease is half of it)
+    damping_index: jax.Array  # i of the lambda_i used in the Cholesky factorisation
+    descent_fallback: jax.Array  # True when the steepest-descent fallback was used
+
+
+def loss_fn(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array) -> jax.Array:
+    """L = sum_n w_n |y(x_n) - t_n|^2 / (2 sum_n w_n); x (N, dx), t (N, dy), weight (N,)."""
+    r = apply_params(params, x) - t
+    return 0.5 * jnp.sum(weight[:, None] * r**2) / jnp.sum(weight)
+
+
+def apply_params(params: Params, x: jax.Array) -> jax.Array:
+    """`models.apply` without the architecture-name check (k is read off params)."""
+    return params.d + hidden(params, x) @ params.D
+
+
+def _flatten(rows: jax.Array, d: jax.Array, sel: Selection) -> jax.Array:
+    cols = jnp.asarray(sel.columns)
+    parts = [rows[:, cols].reshape(-1)]
+    if sel.with_d:
+        parts.append(d)
+    return jnp.concatenate(parts)
+
+
+def _unflatten(theta: jax.Array, rows: jax.Array, d: jax.Array, sel: Selection):
+    cols = jnp.asarray(sel.columns)
+    n_unit = rows.shape[0] * len(sel.columns)
+    rows = rows.at[:, cols].set(theta[:n_unit].reshape(rows.shape[0], len(sel.columns)))
+    if sel.with_d:
+        d = theta[n_unit:]
+    return rows, d
+
+
+def params_from_theta(template: Params, theta: jax.Array, sel: Selection) -> Params:
+    """Params with the selected entries replaced by the flat vector theta."""
+    rows, d = _unflatten(theta, pack_units(template), template.d, sel)
+    return unpack_units(template, rows, d)
+
+
+def _activation_derivatives(name: str, z: jax.Array):
+    """act(z), act'(z), act''(z) elementwise (autodiff of the scalar activation)."""
+    act = activation_fn(name)
+    d1 = jax.grad(act)
+    d2 = jax.grad(d1)
+    flat = z.reshape(-1)
+    a1 = jax.vmap(d1)(flat).reshape(z.shape)
+    a2 = jax.vmap(d2)(flat).reshape(z.shape)
+    return act(z), a1, a2
+
+
+def _prod(factors: list[jax.Array], skip: tuple[int, ...], like: jax.Array) -> jax.Array:
+    out = jnp.ones_like(like)
+    for j, f in enumerate(factors):
+        if j not in skip:
+            out = out * f
+    return out
+
+
+def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
+    """Per-unit first and second derivatives of the model output, in closed form.
+
+    With z = G_i.x + g_i, l_j = U_ji.x + u_ji and x~ = (x, 1), unit i adds
+    D_i a(z) prod_j l_j.  Its packed row is [w_0, w_1, ..., w_k, D_i] with
+    w_0 = (G_i, g_i), w_j = (U_ji, u_ji).
+
+    Args:
+      params: one model; x (C, dx); r (C, dy) residuals (or None to skip S).
+    Returns:
+      Ju (C, W, dy, p): d y_o(x_n) / d row_i (zero for masked units);
+      S (W, p, p): sum_n sum_o r_no d^2 y_o(x_n) / d row_i^2 (None if r is None).
+    """
+    k, dy = params.n_factors, params.n_out
+    xt = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)  # (C, dx+1)
+    a, a1, a2 = _activation_derivatives(params.activation, x @ params.G.T + params.g)
+    lin = [x @ params.U[j].T + params.u[j] for j in range(k)]  # k x (C, W)
+    mask = params.mask
+    # coefficient of x~ in d h / d w_b: b = 0 gate, b = 1..k factors
+    coef = [a1 * _prod(lin, (), a)] + [a * _prod(lin, (j,), a) for j in range(k)]
+    h = a * _prod(lin, (), a)
+    D = params.D * mask[:, None]  # (W, dy)
+    blocks = [D[None, :, :, None] * c[:, :, None, None] * xt[:, None, None, :] for c in coef]
+    eye = jnp.eye(dy, dtype=x.dtype)
+    blocks.append((h * mask)[:, :, None, None] * eye[None, None])
+    Ju = jnp.concatenate(blocks, axis=-1)
+    if r is None:
+        return Ju, None
+
+    rho = r @ D.T  # (C, W): sum_o r_no D_io
+    nb = xt.shape[1]
+    p = (k + 1) * nb + dy
+    S = jnp.zeros((params.mask.shape[0], p, p), x.dtype)
+
+    def second(b, c):  # coefficient of x~ x~^T in d^2 h / d w_b d w_c
+        if b == 0 and c == 0:
+            return a2 * _prod(lin, (), a)
+        if b == 0 or c == 0:
+            j = max(b, c) - 1
+            return a1 * _prod(lin, (j,), a)
+        if b == c:
+            return None
+        return a * _prod(lin, (b - 1, c - 1), a)
+
+    for b in range(k + 1):
+        for c in range(b, k + 1):
+            e = second(b, c)
+            if e is None:
+                continue
+            block = jnp.einsum("ni,np,nq->ipq", rho * e, xt, xt)
+            S = S.at[:, b * nb:(b + 1) * nb, c * nb:(c + 1) * nb].set(block)
+            if b != c:
+                S = S.at[:, c * nb:(c + 1) * nb, b * nb:(b + 1) * nb].set(jnp.swapaxes(block, 1, 2))
+    d0 = (k + 1) * nb
+    for b, c in enumerate(coef):
+        block = jnp.einsum("no,ni,np->iop", r, c, xt)  # (W, dy, dx+1)
+        S = S.at[:, d0:, b * nb:(b + 1) * nb].set(block)
+        S = S.at[:, b * nb:(b + 1) * nb, d0:].set(jnp.swapaxes(block, 1, 2))
+    return Ju, S * mask[:, None, None]
+
+
+def hessian_and_gradient(
+    params: Params, x: jax.Array, t: jax.Array, weight: jax.Array, sel: Selection, chunk: int
+) -> tuple[jax.Array, jax.Array]:
+    """Exact Hessian H (P, P) and gradient g (P,) of `loss_fn` on the selection.
+
+    x (N, dx), t (N, dy), weight (N,) with N a multiple of `chunk`.  P is
+    W * len(sel.columns) (+ dy if sel.with_d).  Masked units give zero rows.
+    The data are visited in chunks of `chunk` points (a scan), so memory holds
+    one (chunk * dy, P) Jacobian at a time.
+    """
+    W, dy, dx = params.width, params.n_out, params.n_in
+    cols = list(sel.columns)
+    p_s = len(cols)
+    P = W * p_s + (dy if sel.with_d else 0)
+    n_chunks = x.shape[0] // chunk
+
+    def accumulate(carry, batch):
+        H, g, S = carry
+        xc, tc, wc = batch
+        r = (apply_params(params, xc) - tc) * wc[:, None]  # (C, dy)
+        Ju, Sc = unit_derivatives(params, xc, r if sel.second_order else None)
+        Ju = Ju[..., cols] * wc[:, None, None, None]
+        J = jnp.transpose(Ju, (0, 2, 1, 3)).reshape(-1, W * p_s)
+        if sel.with_d:
+            eye = jnp.broadcast_to(jnp.eye(dy, dtype=J.dtype), (xc.shape[0], dy, dy)) * wc[:, None, None]
+            J = jnp.concatenate([J, eye.reshape(-1, dy)], axis=1)
+        if sel.second_order:
+            S = S + Sc[:, cols][:, :, cols]
+        return (H + J.T @ J, g + J.T @ r.reshape(-1), S), None
+
+    dtype = params.G.dtype
+    zeros = (jnp.zeros((P, P), dtype), jnp.zeros((P,), dtype), jnp.zeros((W, p_s, p_s), dtype))
+    batches = (x.reshape(n_chunks, chunk, dx), t.reshape(n_chunks, chunk, dy), weight.reshape(n_chunks, chunk))
+    if n_chunks == 1:
+        (H, g, S), _ = accumulate(zeros, jax.tree.map(lambda a: a[0], batches))
+    else:
+        (H, g, S), _ = jax.lax.scan(accumulate, zeros, batches)
+    if sel.second_order:
+        S_full = jnp.einsum("iab,ij->iajb", S, jnp.eye(W, dtype=dtype)).reshape(W * p_s, W * p_s)
+        H = H.at[: W * p_s, : W * p_s].add(S_full)
+    n_real = jnp.sum(weight)
+    return H / n_real, g / n_real
+
+
+def damping_of(index: jax.Array, dtype) -> jax.Array:
+    """The damping ladder lambda_i: 0 for i = 0, else 10^(i - 11) (1e-10, 1e-9, ...)."""
+    return jnp.where(index == 0, 0.0, 10.0 ** (index - 11.0)).astype(dtype)
+
+
+def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int = 0, max_index: int = 16):
+    """Solve (H + lambda_i I) z = rhs for the first i >= start on the damping ladder
+    whose Cholesky factor is finite.  H is assumed Jacobi-scaled (unit diagonal).
+
+    Returns (z, i); z is NaN if even lambda_max_index failed.  Carrying i from one
+    Newton step to the next (minus a notch or two) avoids refactoring from zero
+    every time the Hessian is indefinite.
+    """
+    eye = jnp.eye(H.shape[0], dtype=H.dtype)
+
+    def factor(i):
+        return jnp.linalg.cholesky(H + damping_of(i, H.dtype) * eye)
+
+    def cond(state):
+        i, L = state
+        return (i < max_index) & ~jnp.all(jnp.isfinite(L))
+
+    def body(state):
+        i, _ = state
+        return i + 1, factor(i + 1)
+
+    start = jnp.asarray(start)
+    i, L = jax.lax.while_loop(cond, body, (start, factor(start)))
+    return jax.scipy.linalg.cho_solve((L, True), rhs), i
+
+
+def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int = 0):
+    """Preconditioned, masked, damped Newton direction.
+
+    Returns (p, damping_index, used_fallback); p (P,) is zero on removed rows.
+    """
+    diag = jnp.diagonal(H)
+    eps = jnp.finfo(H.dtype).eps
+    active = diag > 100 * eps * jnp.max(diag)
+    scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)
+    Hs = scale[:, None] * H * scale[None, :] + jnp.diag(jnp.where(active, 0.0, 1.0))
+    gs = scale * g
+    z, index = damped_cholesky_solve(Hs, -gs, damping_start)
+    p = scale * z
+    fallback = ~(jnp.all(jnp.isfinite(p)) & (jnp.dot(g, p) < 0))
+    p = jnp.where(fallback, -(scale**2) * g, p)
+    return p, index, fallback
+
+
+def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5, max_halvings: int = 40):
+    """Largest alpha in {1, 1/2, 1/4, ...} with loss_at(alpha) <= loss0 + c1 alpha slope.
+
+    `slope` is g.p (< 0 for a descent direction).  Returns (alpha, loss); alpha = 0
+    and loss = loss0 when no trial decreases the loss, so the loss never increases.
+    """
+
+    def accept(alpha, value):
+        return jnp.isfinite(value) & (value <= loss0 + c1 * alpha * slope) & (value < loss0)
+
+    def cond(state):
+        j, alpha, value = state
+        return (j < max_halvings) & ~accept(alpha, value)
+
+    def body(state):
+        j, alpha, _ = state
+        alpha = alpha * shrink
+        return j + 1, alpha, loss_at(alpha)
+
+    one = jnp.asarray(1.0, loss0.dtype)
+    _, alpha, value = jax.lax.while_loop(cond, body, (jnp.asarray(0), one, loss_at(one)))
+    ok = accept(alpha, value)
+    return jnp.where(ok, alpha, 0.0), jnp.where(ok, value, loss0)
+
+
+def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
+                damping_start: jax.Array | int = 0) -> tuple[Params, StepInfo]:
+    """One damped, line-searched Newton step on the selected parameters.
+
+    x (N, dx), t (N, dy), weight (N,) (0 for padding points; N a multiple of chunk).
+    """
+    loss0 = loss_fn(params, x, t, weight)
+    H, g = hessian_and_gradient(params, x, t, weight, sel, chunk)
+    p, damping_index, fallback = newton_direction(H, g, damping_start)
+    theta0 = _flatten(pack_units(params), params.d, sel)
+
+    def loss_at(alpha):
+        return loss_fn(params_from_theta(params, theta0 + alpha * p, sel), x, t, weight)
+
+    slope = jnp.dot(g, p)
+    alpha, loss = backtracking(loss_at, loss0, slope)
+    new = params_from_theta(params, theta0 + alpha * p, sel)
+    info = StepInfo(loss=loss, alpha=alpha, decrement=-slope, damping_index=damping_index,
+                    descent_fallback=fallback)
+    return new, info
+
+
+__all__ = [
+    "Selection", "StepInfo", "apply_params", "backtracking", "damped_cholesky_solve", "damping_of",
+    "hessian_and_gradient", "loss_fn", "newton_direction", "newton_step", "params_from_theta",
+]

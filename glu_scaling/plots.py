@@ -1,0 +1,79 @@
+"""Convergence plots: RMSE against width n and parameter count P, log-log, fitted slopes.
+
+Okabe-Ito colours (safe for colour-blind readers), sized for a 3 x 3 inch panel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from glu_scaling.slopes import fit_slope
+
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+AXIS_LABELS = {"n_hidden": "hidden width n", "n_params": "parameters P"}
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 7, "figure.dpi": 150})
+    return plt
+
+
+def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt="{arch}", fit_range=None):
+    """Draw test RMSE vs `x` per arch (all seeds as points, median line, fitted slope)."""
+    archs = list(dict.fromkeys(r["arch"] for r in records))
+    for i, arch in enumerate(archs):
+        rec = [r for r in records if r["arch"] == arch and r["status"] == "ok"]
+        if not rec:
+            continue
+        xs = np.array([r[x] for r in rec], float)
+        ys = np.array([r["test_rmse"] for r in rec], float)
+        color, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
+        ux = np.unique(xs)
+        med = np.array([np.median(ys[xs == u]) for u in ux])
+        label = label_fmt.format(arch=arch)
+        if len(ux) >= 2:
+            fit = fit_slope(xs, ys, groups=[r["seed"] for r in rec],
+                            fit_range=None if fit_range is None or x != "n_hidden" else fit_range)
+            xx = np.array(fit.range)
+            ax.plot(xx, np.exp(fit.intercept) * xx**fit.slope, color=color, lw=0.8, ls="--")
+            label += f"  slope {fit.slope:.2f}"
+        ax.scatter(xs, ys, s=6, color=color, marker=marker, alpha=0.5, lw=0)
+        ax.plot(ux, med, color=color, marker=marker, ms=2.5, lw=1.0, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel("test RMSE")
+    ax.grid(True, which="major", lw=0.3, alpha=0.5)
+    ax.legend(frameon=False, loc="lower left")
+
+
+def save(fig, path_stem: Path) -> list[Path]:
+    """Write PNG and PDF next to each other; returns the paths."""
+    path_stem = Path(path_stem)
+    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight")
+    return paths
+
+
+def convergence_figure(records: list[dict], path_stem: Path, *, title: str | None = None,
+                       fit_range=None) -> list[Path]:
+    """Two 3 x 3 inch panels: RMSE vs n and vs P."""
+    plt = _mpl()
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.0))
+    for ax, x in zip(axes, ("n_hidden", "n_params")):
+        convergence_axes(ax, records, x, fit_range=fit_range)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    paths = save(fig, path_stem)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,114 @@
+"""A results folder: config.json, results.jsonl, slopes.json and figures.
+
+results.jsonl gets one JSON object per trained model, appended a bucket at a
+time with flush + fsync, so a process killed at any moment leaves only whole
+lines plus at most one cut-off last line; `read_records` drops (and `repair`
+truncates) such a line, and a rerun trains only the models that are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from glu_scaling.errors import UsageError
+
+RECORD_FIELDS = ("arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
+                 "train_rmse", "test_rmse", "status", "seconds")
+# config keys that change what a model is; archs, widths and seeds may grow between runs
+MODEL_KEYS = ("problem", "optimizer", "steps", "learning_rate", "n_data", "n_test", "data_seed",
+              "activation", "spline_init", "eval", "target", "dtype")
+
+
+def prepare_folder(out: str | os.PathLike) -> Path:
+    """Create `out` if needed; refuse a file or an unwritable folder."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {str(path)!r} is a file; give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create --out folder {str(path)!r}: {err.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"--out folder {str(path)!r} is not writable")
+    return path
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temporary file and rename it into place."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def check_config(folder: Path, config: dict) -> None:
+    """Write config.json, or check an existing one describes the same models."""
+    path = folder / "config.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UsageError(f"{path} is not valid JSON; move it away or use another --out") from None
+        diffs = [k for k in MODEL_KEYS if old.get(k) != config.get(k)]
+        if diffs:
+            k = diffs[0]
+            raise UsageError(
+                f"{folder} holds results for {k}={old.get(k)!r}, not {config.get(k)!r}; "
+                f"use another --out or rerun with {k}={old.get(k)!r}")
+        merged = dict(config)
+        for key in ("archs", "widths", "seeds"):
+            merged[key] = sorted(set(old.get(key, [])) | set(config.get(key, [])), key=str)
+        config = merged
+    write_json_atomic(path, config)
+
+
+def read_records(folder: Path) -> list[dict]:
+    """All whole records of results.jsonl (a cut-off last line is ignored)."""
+    path = Path(folder) / "results.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def repair(folder: Path) -> int:
+    """Truncate a cut-off last line of results.jsonl; returns bytes removed."""
+    path = Path(folder) / "results.jsonl"
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as fh:
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return len(data) - keep
+
+
+def append_records(folder: Path, records: list[dict]) -> None:
+    """Append whole lines and fsync, so finished models survive any crash."""
+    if not records:
+        return
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    with open(Path(folder) / "results.jsonl", "a") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def model_key(record: dict) -> tuple:
+    return record["arch"], int(record["n_hidden"]), int(record["seed"])

@@ -1,0 +1,120 @@
+"""Convergence orders: least-squares slopes in log-log with confidence intervals.
+
+`fit_slope(x, y)` fits log y = a + s log x.  With one observation per x the
+interval is the usual OLS one, s +- t_{0.975, m-2} se(s).  With `groups` (e.g.
+seeds), a slope is fitted per group and the interval is over groups,
+mean +- t_{0.975, G-1} sd / sqrt(G); the reported slope is then the mean of the
+per-group slopes.  `fit_range=(lo, hi)` keeps only lo <= x <= hi.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import stats
+
+from glu_scaling.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class SlopeFit:
+    slope: float
+    ci_low: float
+    ci_high: float
+    r2: float
+    intercept: float  # of log y = intercept + slope log x (natural logs)
+    n_points: int
+    range: tuple[float, float]
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["range"] = list(self.range)
+        return d
+
+
+def _ols(lx: np.ndarray, ly: np.ndarray):
+    A = np.stack([np.ones_like(lx), lx], axis=1)
+    coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
+    resid = ly - A @ coef
+    ss_tot = np.sum((ly - ly.mean()) ** 2)
+    r2 = 1.0 - np.sum(resid**2) / ss_tot if ss_tot > 0 else 1.0
+    m = lx.size
+    sxx = np.sum((lx - lx.mean()) ** 2)
+    se = np.sqrt(np.sum(resid**2) / (m - 2) / sxx) if m > 2 and sxx > 0 else np.nan
+    return coef[0], coef[1], r2, se
+
+
+def fit_slope(x, y, *, groups=None, fit_range=None, confidence: float = 0.95) -> SlopeFit:
+    """Slope of log y against log x, with a `confidence` interval.
+
+    Args:
+      x, y: positive values, shape (m,).
+      groups: optional labels (m,), e.g. seeds: per-group slopes, CI over groups.
+      fit_range: optional (lo, hi) on x.
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise UsageError(f"x and y must have the same length, got {x.size} and {y.size}")
+    g = None if groups is None else np.asarray(groups).ravel()
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if fit_range is not None:
+        lo, hi = fit_range
+        keep &= (x >= lo) & (x <= hi)
+    x, y = x[keep], y[keep]
+    g = None if g is None else g[keep]
+    if np.unique(x).size < 2:
+        raise UsageError(f"need positive data at 2 or more distinct x to fit a slope, got {np.unique(x).size}")
+    lx, ly = np.log(x), np.log(y)
+    intercept, slope, r2, se = _ols(lx, ly)
+    alpha = 1.0 - confidence
+    per_group = []
+    if g is not None:
+        for label in np.unique(g):
+            sel = g == label
+            if np.unique(lx[sel]).size >= 2:
+                per_group.append(_ols(lx[sel], ly[sel])[1])
+    if len(per_group) >= 2:
+        slopes = np.asarray(per_group)
+        slope = float(slopes.mean())
+        half = stats.t.ppf(1 - alpha / 2, slopes.size - 1) * slopes.std(ddof=1) / np.sqrt(slopes.size)
+    elif np.isfinite(se):
+        half = stats.t.ppf(1 - alpha / 2, lx.size - 2) * se
+    else:
+        half = np.nan
+    return SlopeFit(float(slope), float(slope - half), float(slope + half), float(r2), float(intercept),
+                    int(lx.size), (float(x.min()), float(x.max())))
+
+
+def local_slopes(x, y) -> np.ndarray:
+    """Slopes between consecutive points, log(y_{i+1}/y_i) / log(x_{i+1}/x_i); (m-1,)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return np.diff(np.log(y)) / np.diff(np.log(x))
+
+
+def slopes_table(records: list[dict], *, fit_range=None, statuses=("ok",)) -> list[dict]:
+    """slopes.json rows: per (arch, problem) and x in {n_hidden, n_params}, test RMSE slope.
+
+    Seeds are the groups of the confidence interval.  `fit_range` is on n_hidden.
+    """
+    rows = []
+    keys = sorted({(r["arch"], r["problem"]) for r in records})
+    for arch, problem in keys:
+        sel = [r for r in records if r["arch"] == arch and r["problem"] == problem and r["status"] in statuses]
+        if len({r["n_hidden"] for r in sel}) < 2:
+            continue
+        n = np.array([r["n_hidden"] for r in sel], dtype=float)
+        keep = np.ones(n.shape, bool) if fit_range is None else (n >= fit_range[0]) & (n <= fit_range[1])
+        sel = [r for r, k in zip(sel, keep) if k]
+        if len({r["n_hidden"] for r in sel}) < 2:
+            continue
+        err = [r["test_rmse"] for r in sel]
+        seeds = [r["seed"] for r in sel]
+        for axis in ("n_hidden", "n_params"):
+            fit = fit_slope([r[axis] for r in sel], err, groups=seeds)
+            rows.append({"arch": arch, "problem": problem, "n_in": sel[0].get("n_in"), "x": axis,
+                         "slope": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high, "r2": fit.r2,
+                         "range": list(fit.range), "n_models": len(sel)})
+    return rows

@@ -1,0 +1,290 @@
+"""Training schedules for one model, and the compiled call that trains a batch of them.
+
+Optimisers, selected by name (`OPTIMIZERS`):
+
+* ``newton-splines``: one Newton step each on {D, d}, then {U, u}, then {Q, q}, ...;
+  gates frozen at the spline init (the reference's "newton_only_splines").
+* ``newton-cascade``: the above, then one step on {G, g}, then `steps` steps on all
+  parameters (default 100; the reference's "newton_layer_cascade").
+* ``newton``: `steps` steps on all parameters from the start.
+* ``adam``, ``adamw``, ``lbfgs``: full-batch optax baselines (adam/adamw default
+  lr 1e-4 and 1000 steps, as the reference).
+
+Every model ends with a status: "ok", "diverged" (its loss or parameters became
+non-finite; it is frozen at its last finite point) or "stalled" (the line search
+stopped while the Newton decrement was still large, or the loss never decreased).
+Models in a batch are independent: one that fails never changes the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from glu_scaling import newton
+from glu_scaling.errors import check_choice
+from glu_scaling.models import Params, group_columns, pack_units, unit_size, unpack_units
+
+NEWTON_SCHEDULES = ("newton-splines", "newton-cascade", "newton")
+FIRST_ORDER = ("adam", "adamw", "lbfgs")
+OPTIMIZERS = NEWTON_SCHEDULES + FIRST_ORDER
+STATUSES = ("ok", "diverged", "stalled")
+OK, DIVERGED, STALLED = 0, 1, 2
+DEFAULT_STEPS = {"newton-splines": 0, "newton-cascade": 100, "newton": 100, "adam": 1000, "adamw": 1000,
+                 "lbfgs": 1000}
+DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "lbfgs": 1.0}
+STALL_RATIO = 1e-6  # a failed line search with decrement > STALL_RATIO * loss is a stall
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Static description of how to train (hashable: it keys the jit cache)."""
+
+    optimizer: str = "newton-cascade"
+    steps: int | None = None  # all-parameter Newton steps, or first-order steps
+    learning_rate: float | None = None
+    chunk: int = 2048  # data points per Jacobian chunk in the Hessian build
+
+    def __post_init__(self):
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+
+    @property
+    def n_steps(self) -> int:
+        return DEFAULT_STEPS[self.optimizer] if self.steps is None else self.steps
+
+    @property
+    def lr(self) -> float:
+        return DEFAULT_LR.get(self.optimizer, 0.0) if self.learning_rate is None else self.learning_rate
+
+
+class TrainData(NamedTuple):
+    """Training points padded to a multiple of the chunk size, and test points.
+
+    x (N, dx), t (N, dy), weight (N,) 1 for real points and 0 for padding;
+    x_test (M, dx), t_test (M, dy).
+    """
+
+    x: jax.Array
+    t: jax.Array
+    weight: jax.Array
+    x_test: jax.Array
+    t_test: jax.Array
+
+
+def prepare_data(x, t, x_test, t_test, chunk: int) -> tuple[TrainData, int]:
+    """Pad the training set to a multiple of the chunk; returns (data, chunk used)."""
+    n = x.shape[0]
+    chunk = min(chunk, n)
+    extra = (-n) % chunk
+    weight = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((extra,), x.dtype)])
+    x = jnp.concatenate([x, jnp.zeros((extra, x.shape[1]), x.dtype)])
+    t = jnp.concatenate([t, jnp.zeros((extra, t.shape[1]), t.dtype)])
+    return TrainData(x, t, weight, x_test, t_test), chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A Newton stage: which groups move, for how many steps."""
+
+    groups: tuple[str, ...]
+    steps: int
+
+
+def newton_stages(optimizer: str, k: int, steps: int) -> list[Stage]:
+    """The stages of a Newton schedule for a model with k linear factors."""
+    splines = [Stage(("out",), 1)] + [Stage((f"factor{j}",), 1) for j in range(1, k + 1)]
+    everything = ("gate", *[f"factor{j}" for j in range(1, k + 1)], "out")
+    if optimizer == "newton-splines":
+        return splines
+    if optimizer == "newton-cascade":
+        return splines + [Stage(("gate",), 1), Stage(everything, steps)]
+    return [Stage(everything, steps)]
+
+
+def selection(groups: tuple[str, ...], k: int, n_in: int, n_out: int) -> newton.Selection:
+    """The Newton `Selection` for a set of parameter groups."""
+    columns = sorted({c for grp in groups for c in group_columns(k, n_in, n_out, grp)})
+    linear = len(groups) == 1 and groups[0] != "gate"  # y is linear in one factor group or in D
+    return newton.Selection(tuple(columns), with_d="out" in groups, second_order=not linear)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+
+
+def _where(pred, a, b):
+    return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
+
+
+class _NewtonCarry(NamedTuple):
+    params: Params
+    step: jax.Array
+    damping_index: jax.Array
+    status: jax.Array
+    stopped: jax.Array
+    decrement: jax.Array
+    loss: jax.Array
+    accepted: jax.Array
+
+
+def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int):
+    def cond(c):
+        return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
+
+    def body(c):
+        new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
+                                       jnp.maximum(c.damping_index - 2, 0))
+        finite = _all_finite(new) & jnp.isfinite(info.loss)
+        failed = info.alpha == 0
+        return _NewtonCarry(
+            params=_where(finite, new, c.params),
+            step=c.step + 1,
+            damping_index=jnp.where(finite, info.damping_index, c.damping_index),
+            status=jnp.where(finite, c.status, DIVERGED),
+            stopped=failed,
+            decrement=info.decrement,
+            loss=jnp.where(finite, info.loss, c.loss),
+            accepted=c.accepted + (~failed & finite),
+        )
+
+    carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
+    if steps == 1:  # no loop to compile for a single step
+        return _where(cond(carry), body(carry), carry)
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
+    """Run a Newton schedule on one model. Returns (params, info) with scalar info."""
+    k, dx, dy = params.n_factors, params.n_in, params.n_out
+    loss0 = newton.loss_fn(params, data.x, data.t, data.weight)
+    dtype = params.G.dtype
+    carry = _NewtonCarry(
+        params=params, step=jnp.asarray(0), damping_index=jnp.asarray(0),
+        status=jnp.where(jnp.isfinite(loss0) & _all_finite(params), OK, DIVERGED),
+        stopped=jnp.asarray(False), decrement=jnp.asarray(0.0, dtype), loss=loss0,
+        accepted=jnp.asarray(0),
+    )
+    for stage in newton_stages(config.optimizer, k, config.n_steps):
+        if stage.steps > 0:
+            carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, config.chunk)
+    stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
+    status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)
+    return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted}
+
+
+def _optax_transform(config: TrainConfig) -> optax.GradientTransformation:
+    if config.optimizer == "adam":
+        return optax.adam(config.lr)
+    if config.optimizer == "adamw":
+        return optax.adamw(config.lr)
+    return optax.lbfgs(config.lr)
+
+
+def train_first_order(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
+    """Full-batch optax training of one model on the packed unit rows and d."""
+    mask = params.mask[:, None]
+
+    def loss_of(theta):
+        rows, d = theta
+        return newton.loss_fn(unpack_units(params, rows, d), data.x, data.t, data.weight)
+
+    tx = _optax_transform(config)
+    theta0 = (pack_units(params), params.d)
+    value_and_grad = optax.value_and_grad_from_state(loss_of) if config.optimizer == "lbfgs" \
+        else jax.value_and_grad(loss_of)
+    loss0 = loss_of(theta0)
+
+    def body(i, carry):
+        theta, state, status, loss = carry
+        if config.optimizer == "lbfgs":
+            value, grad = value_and_grad(theta, state=state)
+            updates, new_state = tx.update(grad, state, theta, value=value, grad=grad, value_fn=loss_of)
+        else:
+            value, grad = value_and_grad(theta)
+            updates, new_state = tx.update(grad, state, theta)
+        updates = (updates[0] * mask, updates[1])
+        new = optax.apply_updates(theta, updates)
+        finite = jnp.isfinite(value) & _all_finite(new) & (status != DIVERGED)
+        keep = finite | (status == DIVERGED)
+        theta = _where(finite, new, theta)
+        state = _where(finite, new_state, state)
+        status = jnp.where(keep, status, DIVERGED)
+        loss = jnp.where(jnp.isfinite(value) & (status != DIVERGED), value, loss)
+        return theta, state, status, loss
+
+    status0 = jnp.where(jnp.isfinite(loss0), OK, DIVERGED)
+    theta, _, status, _ = jax.lax.fori_loop(0, config.n_steps, body, (theta0, tx.init(theta0), status0, loss0))
+    final = loss_of(theta)
+    final = jnp.where(jnp.isfinite(final), final, loss0)
+    status = jnp.where((status == OK) & ~(final < loss0), STALLED, status)
+    params = unpack_units(params, *theta)
+    return params, {"status": status, "loss": final, "steps": jnp.asarray(config.n_steps)}
+
+
+def rmse(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array | None = None) -> jax.Array:
+    """Root-mean-square error over points (and outputs); weight (N,) excludes padding."""
+    r2 = jnp.mean((newton.apply_params(params, x) - t) ** 2, axis=1)
+    if weight is None:
+        return jnp.sqrt(jnp.mean(r2))
+    return jnp.sqrt(jnp.sum(weight * r2) / jnp.sum(weight))
+
+
+def train_one(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
+    """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars)."""
+    if config.optimizer in NEWTON_SCHEDULES:
+        params, info = train_newton(params, data, config)
+    else:
+        params, info = train_first_order(params, data, config)
+    info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
+    info["test_rmse"] = rmse(params, data.x_test, data.t_test)
+    return params, info
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch_size"))
+def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size: int | None = None):
+    """Train a batch of models (leading axis B on every Params leaf) in one compiled call.
+
+    Models are vmapped in groups of `batch_size` (None: all at once) and the groups
+    run one after another (`jax.lax.map`), which bounds memory on a CPU.
+    Returns (params (B, ...), info with (B,) arrays).
+    """
+    # lax.map reshapes every leaf into (groups, batch, ...), which zero-size leaves
+    # (U and u of an MLP) do not survive: carry only the non-empty ones through it.
+    leaves, treedef = jax.tree.flatten(params)
+    empty = [leaf.size == 0 for leaf in leaves]
+
+    def rebuild(nonempty, batched):
+        it = iter(nonempty)
+        return treedef.unflatten([
+            jnp.zeros(leaf.shape if batched else leaf.shape[1:], leaf.dtype) if e else next(it)
+            for leaf, e in zip(leaves, empty)])
+
+    def one(nonempty):
+        trained, info = train_one(rebuild(nonempty, False), data, config)
+        return [leaf for leaf in jax.tree.leaves(trained) if leaf.size], info
+
+    # pad the batch to a multiple of batch_size (copies of model 0, dropped after),
+    # so lax.map compiles one loop body and no separate remainder
+    n_models = leaves[0].shape[0]
+    batch_size = n_models if batch_size is None else min(batch_size, n_models)
+    extra = (-n_models) % batch_size
+    inputs = [jnp.concatenate([leaf, jnp.repeat(leaf[:1], extra, axis=0)]) if extra else leaf
+              for leaf, e in zip(leaves, empty) if not e]
+    nonempty, info = jax.lax.map(one, inputs, batch_size=batch_size)
+    nonempty, info = jax.tree.map(lambda a: a[:n_models], (nonempty, info))
+    return rebuild(nonempty, True), info
+
+
+def status_names(codes) -> list[str]:
+    return [STATUSES[int(c)] for c in codes]
+
+
+def flops_per_newton_step(width: int, k: int, n_in: int, n_out: int, n_points: int) -> float:
+    """Dominant flops of one all-parameter Newton step: J^T J (2 N dy P^2) + Cholesky (P^3 / 3)."""
+    P = width * unit_size(k, n_in, n_out) + n_out
+    return 2.0 * n_points * n_out * P * P + P**3 / 3.0
