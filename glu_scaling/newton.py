@@ -189,16 +189,18 @@ def hessian_and_gradient(
     def accumulate(carry, batch):
         H, g, S = carry
         xc, tc, wc = batch
-        r = (apply_params(params, xc) - tc) * wc[:, None]  # (C, dy)
-        Ju, Sc = unit_derivatives(params, xc, r if sel.second_order else None)
-        Ju = Ju[..., cols] * wc[:, None, None, None]
+        res = apply_params(params, xc) - tc  # (C, dy)
+        # weighted least squares: rows of J and r scaled by sqrt(w), S weighted by w
+        sw = jnp.sqrt(wc)
+        Ju, Sc = unit_derivatives(params, xc, res * wc[:, None] if sel.second_order else None)
+        Ju = Ju[..., cols] * sw[:, None, None, None]
         J = jnp.transpose(Ju, (0, 2, 1, 3)).reshape(-1, W * p_s)
         if sel.with_d:
-            eye = jnp.broadcast_to(jnp.eye(dy, dtype=J.dtype), (xc.shape[0], dy, dy)) * wc[:, None, None]
+            eye = jnp.broadcast_to(jnp.eye(dy, dtype=J.dtype), (xc.shape[0], dy, dy)) * sw[:, None, None]
             J = jnp.concatenate([J, eye.reshape(-1, dy)], axis=1)
         if sel.second_order:
             S = S + Sc[:, cols][:, :, cols]
-        return (H + J.T @ J, g + J.T @ r.reshape(-1), S), None
+        return (H + J.T @ J, g + J.T @ (res * sw[:, None]).reshape(-1), S), None
 
     dtype = params.G.dtype
     zeros = (jnp.zeros((P, P), dtype), jnp.zeros((P,), dtype), jnp.zeros((W, p_s, p_s), dtype))
@@ -250,7 +252,9 @@ def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int 
 
     Returns (p, damping_index, used_fallback); p (P,) is zero on removed rows.
     """
-    diag = jnp.diagonal(H)
+    # |diag|: a row of negative curvature stays in the solve (the damping handles it);
+    # only (numerically) zero rows -- masked units, dead gates -- are removed
+    diag = jnp.abs(jnp.diagonal(H))
     eps = jnp.finfo(H.dtype).eps
     active = diag > 100 * eps * jnp.max(diag)
     scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)

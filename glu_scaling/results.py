@@ -9,6 +9,7 @@ truncates) such a line, and a rerun trains only the models that are missing.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -35,11 +36,22 @@ def prepare_folder(out: str | os.PathLike) -> Path:
     return path
 
 
+def json_safe(obj):
+    """Replace non-finite floats (NaN, inf) by None, so files are strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file and rename it into place."""
+    """Write strict JSON to a temporary file and rename it into place."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
+        json.dump(json_safe(obj), fh, indent=2, sort_keys=True, allow_nan=False)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -62,7 +74,8 @@ def check_config(folder: Path, config: dict) -> None:
                 f"use another --out or rerun with {k}={old.get(k)!r}")
         merged = dict(config)
         for key in ("archs", "widths", "seeds"):
-            merged[key] = sorted(set(old.get(key, [])) | set(config.get(key, [])), key=str)
+            merged[key] = sorted(set(old.get(key, [])) | set(config.get(key, [])),
+                                 key=lambda v: (isinstance(v, str), v))
         config = merged
     write_json_atomic(path, config)
 
@@ -103,7 +116,7 @@ def append_records(folder: Path, records: list[dict]) -> None:
     """Append whole lines and fsync, so finished models survive any crash."""
     if not records:
         return
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    text = "".join(json.dumps(json_safe(r), sort_keys=True, allow_nan=False) + "\n" for r in records)
     with open(Path(folder) / "results.jsonl", "a") as fh:
         fh.write(text)
         fh.flush()

@@ -139,6 +139,8 @@ def _check(config: SweepConfig) -> None:
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise UsageError("dtype float64 needs jax_enable_x64; call jax.config.update('jax_enable_x64', True) "
                          "first (the CLI does), or pass dtype='float32'")
+    if config.batch_size is not None:
+        check_positive_int("batch_size", config.batch_size)
     if config.steps is not None and config.steps < 0:
         raise UsageError(f"steps must be >= 0, got {config.steps}")
     for name in ("n_data", "n_test"):

@@ -1,0 +1,359 @@
+"""Tests for glu_scaling.newton: the structured Hessian against autodiff, the linear
+least-squares stage against numpy, and the safeguards (damping, descent, line search).
+
+Expected values come from jax.hessian / jax.grad of `loss_fn` and from numpy; conftest
+enables float64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glu_scaling import models, newton, train
+
+K = {"mlp": 0, "glu": 1, "gqu": 2}
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def _random_params(seed, arch, n_in, n_hidden, n_out, width, activation):
+    """Random N(0,1) model (gates too) built with numpy, with *non-zero* garbage in the
+    masked units, so that only the mask (not zero parameters) can make their rows vanish."""
+    rng = np.random.default_rng(seed)
+    k = K[arch]
+    mask = (np.arange(width) < n_hidden).astype(float)
+    a = lambda *shape: jnp.asarray(rng.normal(size=shape))  # noqa: E731
+    return models.Params(G=a(width, n_in), g=a(width), U=a(k, width, n_in), u=a(k, width), D=a(width, n_out),
+                         d=a(n_out), mask=jnp.asarray(mask), activation=activation)
+
+
+def _data(seed, n_real, n_pad, n_in, n_out):
+    """n_real points in [-1, 1]^n_in with random targets, then n_pad far-away padding points."""
+    rng = np.random.default_rng(100 + seed)
+    x = rng.uniform(-1, 1, size=(n_real, n_in))
+    t = rng.normal(size=(n_real, n_out))
+    xp = np.full((n_pad, n_in), 3.0)
+    tp = np.full((n_pad, n_out), -7.0)
+    w = np.concatenate([np.ones(n_real), np.zeros(n_pad)])
+    return (jnp.asarray(np.concatenate([x, xp])), jnp.asarray(np.concatenate([t, tp])), jnp.asarray(w))
+
+
+def _full(k, n_in, n_out):
+    return newton.Selection(tuple(range(models.unit_size(k, n_in, n_out))), with_d=True)
+
+
+def _autodiff(params, x, t, w, sel):
+    """Reference: jax.hessian / jax.grad of loss_fn w.r.t. the flattened selection."""
+    theta = newton._flatten(models.pack_units(params), params.d, sel)
+
+    def f(th):
+        return newton.loss_fn(newton.params_from_theta(params, th, sel), x, t, w)
+
+    return jax.hessian(f)(theta), jax.grad(f)(theta)
+
+
+@functools.partial(jax.jit, static_argnames=("sel", "chunk", "n_real"))
+def _structured_and_autodiff(params, x, t, w, sel, chunk, n_real):
+    """(H, g) from hessian_and_gradient on the padded, chunked data, and (Ha, ga) from
+    autodiff on the first n_real points only (one compile per shape)."""
+    H, g = newton.hessian_and_gradient(params, x, t, w, sel, chunk)
+    Ha, ga = _autodiff(params, x[:n_real], t[:n_real], w[:n_real], sel)
+    return H, g, Ha, ga
+
+
+def _sub_index(sel, width, n_unit_cols, n_out):
+    """Positions of a selection's flat entries inside the full selection's flat vector."""
+    idx = [i * n_unit_cols + c for i in range(width) for c in sel.columns]
+    if sel.with_d:
+        idx += [width * n_unit_cols + o for o in range(n_out)]
+    return np.asarray(idx)
+
+
+# (arch, activation, n_in, n_out): every arch with relu and gelu; input and output
+# dimensions 1 and 2 each appear with every arch.
+CASES = [
+    ("mlp", "relu", 1, 1), ("mlp", "gelu", 2, 2),
+    ("glu", "relu", 2, 1), ("glu", "gelu", 1, 2),
+    ("gqu", "relu", 1, 2), ("gqu", "gelu", 2, 1),
+]
+N_HIDDEN, WIDTH = 3, 4  # unit 3 is masked
+N_REAL, N_PAD, CHUNK = 13, 3, 4  # 16 points = 4 chunks; the last 3 points are padding
+
+
+def _check_masked_unit(H, g, p_s):
+    masked = np.arange(N_HIDDEN * p_s, WIDTH * p_s)
+    H, g = np.asarray(H), np.asarray(g)
+    assert np.all(H[masked, :] == 0.0) and np.all(H[:, masked] == 0.0)
+    assert np.all(g[masked] == 0.0)
+
+
+@pytest.mark.parametrize("arch,activation,n_in,n_out", CASES)
+def test_structured_hessian_equals_autodiff(arch, activation, n_in, n_out):
+    k = K[arch]
+    params = _random_params(1, arch, n_in, N_HIDDEN, n_out, WIDTH, activation)
+    x, t, w = _data(1, N_REAL, N_PAD, n_in, n_out)
+    sel = _full(k, n_in, n_out)
+    H, g, Ha, ga = _structured_and_autodiff(params, x, t, w, sel, CHUNK, N_REAL)
+    P = WIDTH * models.unit_size(k, n_in, n_out) + n_out
+    assert H.shape == (P, P) and g.shape == (P,)
+    assert np.max(np.abs(np.asarray(Ha))) > 1e-3  # a non-trivial reference
+    assert _rel(H, Ha) < 1e-10, _rel(H, Ha)
+    assert _rel(g, ga) < 1e-10, _rel(g, ga)
+    _check_masked_unit(H, g, models.unit_size(k, n_in, n_out))
+    _check_masked_unit(Ha, ga, models.unit_size(k, n_in, n_out))
+
+
+def test_single_chunk_path_equals_scan_path():
+    arch, activation, n_in, n_out = CASES[3]
+    params = _random_params(1, arch, n_in, N_HIDDEN, n_out, WIDTH, activation)
+    x, t, w = _data(1, N_REAL, N_PAD, n_in, n_out)
+    sel = _full(K[arch], n_in, n_out)
+    H, g, Ha, ga = _structured_and_autodiff(params, x, t, w, sel, CHUNK, N_REAL)
+    H1, g1 = jax.jit(newton.hessian_and_gradient, static_argnums=(4, 5))(params, x, t, w, sel, N_REAL + N_PAD)
+    assert _rel(H1, Ha) < 1e-10 and _rel(g1, ga) < 1e-10
+    assert _rel(H1, H) < 1e-12 and _rel(g1, g) < 1e-12
+
+
+@functools.partial(jax.jit, static_argnames=("sels",))
+def _partials(params, x, t, w, sels):
+    return [newton.hessian_and_gradient(params, x, t, w, sel, CHUNK) for sel in sels]
+
+
+def test_partial_selections_are_blocks_of_the_full_hessian():
+    """Hessian w.r.t. a subset = the sub-block of the full Hessian (the stages of a schedule,
+    including the first-order-free linear ones where S is skipped)."""
+    arch, activation, n_in, n_out = CASES[3]  # glu, gelu, 1 input, 2 outputs
+    k = K[arch]
+    params = _random_params(1, arch, n_in, N_HIDDEN, n_out, WIDTH, activation)
+    x, t, w = _data(1, N_REAL, N_PAD, n_in, n_out)
+    full = _full(k, n_in, n_out)
+    _, _, Ha, ga = _structured_and_autodiff(params, x, t, w, full, CHUNK, N_REAL)
+    gate_and_factor = newton.Selection(tuple(models.group_columns(k, n_in, n_out, "gate")
+                                             + models.group_columns(k, n_in, n_out, "factor1")), False)
+    sels = (train.selection(("gate",), k, n_in, n_out), train.selection(("out",), k, n_in, n_out),
+            train.selection(("factor1",), k, n_in, n_out), gate_and_factor)
+    assert [s.second_order for s in sels] == [True, False, False, True]
+    p = models.unit_size(k, n_in, n_out)
+    for sel, (H, g) in zip(sels, _partials(params, x, t, w, sels)):
+        idx = _sub_index(sel, WIDTH, p, n_out)
+        assert H.shape == (idx.size, idx.size)
+        assert _rel(H, np.asarray(Ha)[np.ix_(idx, idx)]) < 1e-10, sel
+        assert _rel(g, np.asarray(ga)[idx]) < 1e-10, sel
+        _check_masked_unit(H, g, len(sel.columns))
+
+
+def test_hessian_with_fractional_weights():
+    """`loss_fn` is documented for any weights (sum_n w_n |r_n|^2 / 2 sum_n w_n) and
+    `hessian_and_gradient` as its exact Hessian and gradient: check non-0/1 weights."""
+    arch, activation, n_in, n_out = CASES[3]
+    params = _random_params(1, arch, n_in, N_HIDDEN, n_out, WIDTH, activation)
+    x, t, w = _data(1, N_REAL, N_PAD, n_in, n_out)
+    w = w * jnp.asarray(np.random.default_rng(3).uniform(0.2, 2.0, size=w.shape))
+    H, g, Ha, ga = _structured_and_autodiff(params, x, t, w, _full(K[arch], n_in, n_out), CHUNK, N_REAL)
+    assert _rel(g, ga) < 1e-10, _rel(g, ga)
+    assert _rel(H, Ha) < 1e-10, _rel(H, Ha)
+
+
+@functools.partial(jax.jit, static_argnames=("sel", "chunk"))
+def _hg(params, x, t, w, sel, chunk):
+    return newton.hessian_and_gradient(params, x, t, w, sel, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("sel", "chunk"))
+def _step(params, x, t, w, sel, chunk):
+    return newton.newton_step(params, x, t, w, sel, chunk)
+
+
+@pytest.mark.parametrize("arch,n_in,n_out", [("mlp", 1, 1), ("gqu", 2, 2)])
+def test_linear_stage_is_solved_in_one_step(arch, n_in, n_out):
+    """{D, d} enter y linearly: one Newton step is the least-squares solution."""
+    k = K[arch]
+    n_hidden, width = 5, 6
+    params = _random_params(4, arch, n_in, n_hidden, n_out, width, "relu")
+    n_real, n_pad = 30, 2
+    x, t, w = _data(4, n_real, n_pad, n_in, n_out)
+    sel = train.selection(("out",), k, n_in, n_out)
+    assert sel.with_d and not sel.second_order
+    new, info = _step(params, x, t, w, sel, 8)
+    # the gates and factors did not move, the masked unit stayed untouched
+    for name in ("G", "g", "U", "u"):
+        np.testing.assert_array_equal(getattr(new, name), getattr(params, name))
+    np.testing.assert_array_equal(np.asarray(new.D)[n_hidden:], np.asarray(params.D)[n_hidden:])
+    # numpy least squares on the design matrix [hidden activations of the real units, 1]
+    Hx = np.asarray(models.hidden(params, x[:n_real]))[:, :n_hidden]
+    A = np.concatenate([Hx, np.ones((n_real, 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(A, np.asarray(t[:n_real]), rcond=None)
+    resid = A @ coef - np.asarray(t[:n_real])
+    loss_ls = 0.5 * np.sum(resid**2) / n_real
+    assert int(info.damping_index) == 0 and float(info.alpha) == 1.0
+    assert abs(float(info.loss) - loss_ls) <= 1e-10 * loss_ls
+    assert abs(float(newton.loss_fn(new, x, t, w)) - loss_ls) <= 1e-10 * loss_ls
+    # live units get the least-squares coefficients; a dead ReLU unit (zero column, removed
+    # from the solve) keeps its D, lstsq's minimum-norm solution gives it 0
+    live = np.any(Hx != 0, axis=0)
+    assert live.sum() >= 2
+    np.testing.assert_allclose(np.asarray(new.D)[:n_hidden][live], coef[:n_hidden][live], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(np.asarray(new.D)[:n_hidden][~live], np.asarray(params.D)[:n_hidden][~live])
+    np.testing.assert_allclose(coef[:n_hidden][~live], 0.0, atol=1e-12)
+    np.testing.assert_allclose(new.d, coef[n_hidden], rtol=1e-9, atol=1e-9)
+    _, g = _hg(new, x, t, w, sel, 8)
+    _, g0 = _hg(params, x, t, w, sel, 8)
+    assert np.linalg.norm(g) <= 1e-10 * np.linalg.norm(g0)
+    # the decrement predicts the decrease exactly for a quadratic: L0 - L1 = decrement / 2
+    loss0 = float(newton.loss_fn(params, x, t, w))
+    np.testing.assert_allclose(loss0 - float(info.loss), 0.5 * float(info.decrement), rtol=1e-9)
+
+
+# ---------------------------------------------------------------- safeguards
+
+
+def _sym(rng, n, eigs):
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return (Q * np.asarray(eigs)) @ Q.T
+
+
+def _unit_diag(A):
+    s = 1 / np.sqrt(np.abs(np.diag(A)))
+    return s[:, None] * A * s[None, :]
+
+
+_chol = jax.jit(newton.damped_cholesky_solve)
+
+
+def test_damped_cholesky_spd_is_exact_and_undamped():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        A = _unit_diag(_sym(rng, 6, rng.uniform(0.1, 3.0, 6)))
+        b = rng.normal(size=6)
+        z, i = _chol(jnp.asarray(A), jnp.asarray(b))
+        assert int(i) == 0
+        np.testing.assert_allclose(z, np.linalg.solve(A, b), rtol=1e-12, atol=1e-12)
+
+
+def test_damped_cholesky_indefinite_damps_just_enough():
+    rng = np.random.default_rng(1)
+    for trial in range(8):
+        eigs = rng.uniform(0.2, 3.0, 6)
+        eigs[: 1 + trial % 3] *= -rng.uniform(0.01, 0.5)
+        A = _sym(rng, 6, eigs)
+        b = rng.normal(size=6)
+        z, i = _chol(jnp.asarray(A), jnp.asarray(b))
+        i = int(i)
+        lam = float(newton.damping_of(jnp.asarray(i), jnp.float64))
+        assert i > 0 and np.all(np.isfinite(z))
+        # the solution is that of the damped system, which is positive definite ...
+        assert np.min(np.linalg.eigvalsh(A + lam * np.eye(6))) > 0
+        np.testing.assert_allclose(z, np.linalg.solve(A + lam * np.eye(6), b), rtol=1e-10, atol=1e-10)
+        # ... and the previous rung of the ladder was not
+        prev = float(newton.damping_of(jnp.asarray(i - 1), jnp.float64))
+        assert np.min(np.linalg.eigvalsh(A + prev * np.eye(6))) < 0
+
+
+def test_damping_ladder():
+    got = [float(newton.damping_of(jnp.asarray(i), jnp.float64)) for i in range(0, 14)]
+    assert got[0] == 0.0
+    np.testing.assert_allclose(got[1:], [10.0 ** (i - 11) for i in range(1, 14)], rtol=1e-14)
+
+
+_direction = jax.jit(newton.newton_direction)
+
+
+def test_newton_direction_descends_for_indefinite_hessians():
+    rng = np.random.default_rng(2)
+    n = 7
+    for trial in range(20):
+        H = _sym(rng, n, rng.uniform(-3, 3, n))
+        H = H * np.exp(rng.normal(size=n))[:, None] * np.exp(rng.normal(size=n))[None, :]
+        H = 0.5 * (H + H.T)
+        H = H + np.diag(np.abs(np.diag(H)) + 0.1)  # positive diagonal, as J^T J + S mostly has
+        g = rng.normal(size=n)
+        p, _, _ = _direction(jnp.asarray(H), jnp.asarray(g))
+        assert np.all(np.isfinite(p))
+        assert float(np.dot(g, p)) < 0, trial
+
+
+def test_newton_direction_descends_along_negative_curvature_rows():
+    """A coordinate with negative curvature (H_ii < 0, e.g. a gelu gate with a large
+    residual) is not a masked/dead row: its diagonal is not (numerically) zero.  The
+    direction must still descend when the gradient lives on such coordinates."""
+    rng = np.random.default_rng(6)
+    n = 6
+    for trial in range(6):
+        H = _sym(rng, n, rng.uniform(-3, 3, n))
+        H = H + np.diag(np.abs(np.diag(H)) + 0.1)
+        neg = rng.choice(n, size=1 + trial % 3, replace=False) if trial < 5 else np.arange(n)
+        H[neg, neg] = -rng.uniform(0.5, 2.0, neg.size)
+        g = np.zeros(n)
+        g[neg] = rng.normal(size=neg.size)  # a non-stationary point
+        p, _, _ = _direction(jnp.asarray(H), jnp.asarray(g))
+        assert np.all(np.isfinite(p))
+        assert float(np.dot(g, p)) < 0, (trial, np.asarray(p))
+
+
+def test_newton_direction_removes_zero_rows_and_solves_spd_exactly():
+    rng = np.random.default_rng(3)
+    A = _sym(rng, 5, rng.uniform(0.5, 2.0, 5))
+    H = np.zeros((7, 7))
+    keep = np.array([0, 1, 3, 4, 6])
+    H[np.ix_(keep, keep)] = A
+    g = rng.normal(size=7)
+    g[[2, 5]] = 0.0
+    p, i, fallback = _direction(jnp.asarray(H), jnp.asarray(g))
+    assert int(i) == 0 and not bool(fallback)
+    assert p[2] == 0.0 and p[5] == 0.0
+    np.testing.assert_allclose(np.asarray(p)[keep], -np.linalg.solve(A, g[keep]), rtol=1e-11, atol=1e-12)
+
+
+@jax.jit
+def _search(x0, p, A, b, c):
+    """Backtracking along p on the non-convex f(x) = 0.5 x.Ax + b.x + c.sum(cos 3x)."""
+
+    def f(x):
+        return 0.5 * x @ A @ x + b @ x + jnp.sum(c * jnp.cos(3 * x))
+
+    loss0 = f(x0)
+    slope = jnp.dot(jax.grad(f)(x0), p)
+    alpha, loss = newton.backtracking(lambda a: f(x0 + a * p), loss0, slope)
+    return alpha, loss, loss0, f(x0 + alpha * p), slope
+
+
+def test_backtracking_never_increases_the_loss():
+    rng = np.random.default_rng(4)
+    n = 5
+    n_ascent = 0
+    for trial in range(40):
+        A = _sym(rng, n, rng.uniform(0.1, 2.0, n))
+        b = rng.normal(size=n)
+        c = rng.uniform(0, 1, n) * (trial % 2)  # half convex quadratics, half non-convex
+        x0 = rng.normal(size=n)
+        p = rng.normal(size=n) * 10 ** rng.uniform(-2, 2)
+        alpha, loss, loss0, at_alpha, slope = (float(v) for v in _search(x0, p, A, b, c))
+        assert loss <= loss0
+        assert abs(loss - at_alpha) <= 1e-14 * abs(loss)  # the loss at the accepted step
+        if alpha > 0:
+            assert loss < loss0 and loss <= loss0 + 1e-4 * alpha * slope
+        else:
+            assert loss == loss0
+        if slope > 0 and c.sum() == 0:  # an ascent direction of a convex function
+            n_ascent += 1
+            assert alpha == 0.0 and loss == loss0
+    assert n_ascent >= 5
+
+
+def test_backtracking_takes_the_full_step_on_a_quadratic_newton_direction():
+    rng = np.random.default_rng(5)
+    A = _sym(rng, 4, rng.uniform(0.5, 2.0, 4))
+    b = rng.normal(size=4)
+    x0 = rng.normal(size=4)
+    p = -np.linalg.solve(A, A @ x0 + b)
+    alpha, loss, loss0, _, slope = (float(v) for v in _search(x0, p, A, b, np.zeros(4)))
+    assert alpha == 1.0
+    np.testing.assert_allclose(loss0 - loss, -0.5 * slope, rtol=1e-10)

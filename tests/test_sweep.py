@@ -1,0 +1,255 @@
+"""Tests for glu_scaling.sweep: SPEC parsing, bucket planning, and run_sweep's outputs,
+resume, determinism and bucketing invariance.
+
+Every sweep here is the same tiny study (64 training / 64 test points, widths 2 and 4,
+seeds 0 and 1, `newton-splines` with steps=2) so the compiled training calls are shared
+across tests (and with tests/test_results.py and tests/test_cli.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from glu_scaling import models, results, sweep, train
+from glu_scaling.errors import UsageError
+
+BASE = sweep.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+                         optimizer="newton-splines", steps=2, n_data=64, n_test=64)
+DESIGN_FIELDS = {"arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
+                 "train_rmse", "test_rmse", "status", "seconds"}
+SLOPE_FIELDS = {"arch", "problem", "x", "slope", "ci_low", "ci_high", "r2", "range"}
+
+
+def _lines(folder):
+    return (folder / "results.jsonl").read_text().splitlines()
+
+
+def _strip(records, drop=("seconds",)):
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+class CountingTrainBucket:
+    """Wraps sweep.train_bucket, recording (arch, width, pairs) per call; the calls
+    numbered in `fail_on` (1-based) raise instead, like a crash mid-sweep."""
+
+    def __init__(self, fail_on=()):
+        self.calls = []
+        self.fail_on = set(fail_on)
+        self.inner = sweep.train_bucket
+
+    def __call__(self, arch, pairs, width, dataset, config):
+        self.calls.append((arch, width, list(pairs)))
+        if len(self.calls) in self.fail_on:
+            raise RuntimeError("simulated crash")
+        return self.inner(arch, pairs, width, dataset, config)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    recs = sweep.run_sweep(BASE, out, progress=False)
+    return out, recs
+
+
+# ---------------------------------------------------------------- parse_spec
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("1:10:3", [1, 4, 7]), ("1:4", [1, 2, 3]), ("4,2,2", [2, 4]), (" 3 ", [3]), ("7", [7]),
+    ("2:3", [2]), (5, [5]), ([4, 1, 4], [1, 4]), ("1:104:3", list(range(1, 104, 3))),
+])
+def test_parse_spec_accepts(spec, expected):
+    assert sweep.parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec,bad", [
+    ("5:1", "'5:1'"), ("a:b", "'a:b'"), ("1:5:0", "'1:5:0'"), ("1:5:-1", "'1:5:-1'"), ("", "''"),
+    ("0,1", "0"), ("1:2:3:4", "'1:2:3:4'"), ("x", "'x'"), ("2,-3", "-3"), ("0:3", "0"),
+])
+def test_parse_spec_rejects_widths(spec, bad):
+    with pytest.raises(UsageError) as err:
+        sweep.parse_spec(spec, "widths")
+    msg = str(err.value)
+    assert bad in msg and "widths" in msg and "\n" not in msg
+
+
+def test_parse_spec_seed_minimum_is_zero():
+    assert sweep.parse_spec("0:3", "seeds", minimum=0) == [0, 1, 2]
+    assert sweep.parse_spec("0", "seeds", minimum=0) == [0]
+    with pytest.raises(UsageError, match=r"seeds must be >= 0, got -1"):
+        sweep.parse_spec("-1", "seeds", minimum=0)
+    with pytest.raises(UsageError, match=r"seeds.*'-2:1'|-2"):
+        sweep.parse_spec("-2:1", "seeds", minimum=0)
+
+
+# ---------------------------------------------------------------- plan_buckets
+
+
+def _cost(buckets, spw2, compile_s):
+    return sum(compile_s + spw2 * len(b) * max(b) ** 2 for b in buckets)
+
+
+def _all_partitions(w, max_buckets):
+    m = len(w)
+    for k in range(1, min(max_buckets, m) + 1):
+        for cuts in itertools.combinations(range(1, m), k - 1):
+            edges = (0, *cuts, m)
+            yield [w[edges[i]:edges[i + 1]] for i in range(k)]
+
+
+def _check_partition(buckets, widths, max_buckets):
+    w = sorted(set(widths))
+    assert 1 <= len(buckets) <= max_buckets
+    assert [x for b in buckets for x in b] == w  # every width once, contiguous, in order
+    assert all(b == sorted(b) and len(b) > 0 for b in buckets)
+
+
+def test_plan_buckets_partitions_and_is_optimal():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        widths = [int(v) for v in rng.integers(1, 200, size=rng.integers(1, 9))]
+        spw2 = float(10.0 ** rng.uniform(-7, -1))
+        compile_s = float(rng.uniform(0.5, 5))
+        max_b = int(rng.integers(1, 6))
+        buckets = sweep.plan_buckets(widths, seconds_per_w2=spw2, compile_seconds=compile_s, max_buckets=max_b)
+        _check_partition(buckets, widths, max_b)
+        best = min(_cost(p, spw2, compile_s) for p in _all_partitions(sorted(set(widths)), max_b))
+        assert math.isclose(_cost(buckets, spw2, compile_s), best, rel_tol=1e-12), trial
+
+
+def test_plan_buckets_extremes():
+    widths = list(range(1, 104, 3))
+    assert sweep.plan_buckets(widths, seconds_per_w2=0.0) == [widths]
+    assert sweep.plan_buckets([5, 1, 3, 3]) == [[1, 3, 5]]
+    many = sweep.plan_buckets(widths, seconds_per_w2=1e6, max_buckets=8)
+    assert len(many) == 8
+    _check_partition(many, widths, 8)
+    assert sweep.plan_buckets([2, 4, 6], seconds_per_w2=1e6, max_buckets=8) == [[2], [4], [6]]
+
+
+# ---------------------------------------------------------------- run_sweep outputs
+
+
+def test_run_sweep_writes_the_results_folder(base_run):
+    out, recs = base_run
+    config = json.loads((out / "config.json").read_text())
+    assert config == BASE.to_json()
+    lines = _lines(out)
+    assert len(lines) == 8
+    file_recs = [json.loads(line) for line in lines]
+    keys = [results.model_key(r) for r in file_recs]
+    assert sorted(keys) == sorted((a, n, s) for a in BASE.archs for n in BASE.widths for s in BASE.seeds)
+    for r in file_recs:
+        assert DESIGN_FIELDS <= set(r), DESIGN_FIELDS - set(r)
+        assert r["n_params"] == models.param_count(r["arch"], 1, r["n_hidden"], 1)
+        assert r["n_params"] == ((models.n_factors(r["arch"]) + 1) * 2 + 1) * r["n_hidden"] + 1
+        assert (r["activation"], r["problem"], r["optimizer"], r["n_in"]) == ("relu", BASE.problem, BASE.optimizer, 1)
+        assert r["status"] in train.STATUSES and r["status"] == "ok"
+        assert r["seconds"] > 0 and 0 < r["test_rmse"] < 1 and 0 < r["train_rmse"] < 1
+    # the returned records are the file's, in (arch, width, seed) order
+    assert _strip(recs) == _strip(sorted(file_recs, key=lambda r: (BASE.archs.index(r["arch"]), r["n_hidden"],
+                                                                   r["seed"])))
+
+
+def test_slopes_json(base_run):
+    out, recs = base_run
+    rows = json.loads((out / "slopes.json").read_text())
+    assert isinstance(rows, list) and len(rows) == 4
+    assert {(r["arch"], r["x"]) for r in rows} == {(a, x) for a in BASE.archs for x in ("n_hidden", "n_params")}
+    for row in rows:
+        assert SLOPE_FIELDS <= set(row)
+        assert row["problem"] == BASE.problem
+        sel = [r for r in recs if r["arch"] == row["arch"]]
+        x = {n: next(r[row["x"]] for r in sel if r["n_hidden"] == n) for n in (2, 4)}
+        assert row["range"] == [x[2], x[4]]
+        # two widths per seed: each seed's slope is log(e4/e2)/log(x4/x2); the slope is their mean
+        per_seed = []
+        for s in BASE.seeds:
+            e = {r["n_hidden"]: r["test_rmse"] for r in sel if r["seed"] == s}
+            per_seed.append(math.log(e[4] / e[2]) / math.log(x[4] / x[2]))
+        assert math.isclose(row["slope"], float(np.mean(per_seed)), rel_tol=1e-12, abs_tol=1e-12)
+        assert row["ci_low"] <= row["slope"] <= row["ci_high"]
+        assert row["r2"] <= 1.0
+
+
+def test_python_entry_point_matches_run_sweep(base_run):
+    _, recs = base_run
+    got = sweep.sweep(["mlp"], "2,4", "0:2", problem=BASE.problem, optimizer=BASE.optimizer, steps=2,
+                      n_data=64, n_test=64)
+    assert _strip(got) == _strip([r for r in recs if r["arch"] == "mlp"])
+
+
+# ---------------------------------------------------------------- determinism and bucketing
+
+
+def test_same_sweep_twice_is_identical(base_run, tmp_path):
+    _, recs = base_run
+    again = sweep.run_sweep(BASE, tmp_path / "again", progress=False)
+    assert _strip(again) == _strip(recs)
+    assert _strip([json.loads(s) for s in _lines(tmp_path / "again")]) == \
+        _strip([json.loads(s) for s in _lines(base_run[0])])
+
+
+def _forced_plan(monkeypatch, buckets):
+    planned = []
+
+    def plan(widths, **kw):
+        planned.append(sorted(widths))
+        return [list(b) for b in buckets]
+
+    monkeypatch.setattr(sweep, "plan_buckets", plan)
+    return planned
+
+
+def test_bucketing_does_not_change_the_models(tmp_path, monkeypatch):
+    """Widths 2, 4, 6 in buckets [2, 4] + [6] (padded to 4 and 6) vs one bucket padded to 6
+    (shapes shared with the other tests: only the 6-model bucket compiles anew)."""
+    config = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
+    planned = _forced_plan(monkeypatch, [[2, 4], [6]])
+    split = sweep.run_sweep(config, tmp_path / "split", progress=False)
+    assert planned == [[2, 4, 6]]
+    _forced_plan(monkeypatch, [[2, 4, 6]])
+    one = sweep.run_sweep(config, tmp_path / "one", progress=False)
+    assert [r["bucket_width"] for r in split] == [4, 4, 4, 4, 6, 6]
+    assert {r["bucket_width"] for r in one} == {6}
+    assert [results.model_key(r) for r in split] == [results.model_key(r) for r in one] == \
+        [("mlp", n, s) for n in (2, 4, 6) for s in (0, 1)]
+    for a, b in zip(split, one):
+        for key in ("train_rmse", "test_rmse"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-9), (key, a, b)
+        assert a["status"] == b["status"] and a["n_params"] == b["n_params"] and a["steps"] == b["steps"]
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_trains_only_missing_widths(base_run, tmp_path, monkeypatch):
+    out = tmp_path / "resume"
+    out.mkdir()
+    src = base_run[0]
+    for name in ("config.json", "results.jsonl"):
+        (out / name).write_text((src / name).read_text())
+    counter = CountingTrainBucket()
+    monkeypatch.setattr(sweep, "train_bucket", counter)
+    more = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
+    recs = sweep.run_sweep(more, out, progress=False)
+    assert counter.calls == [("mlp", 6, [(6, 0), (6, 1)])]
+    lines = _lines(out)
+    assert len(lines) == 10
+    keys = [results.model_key(json.loads(s)) for s in lines]
+    assert len(set(keys)) == len(keys)
+    assert [results.model_key(r) for r in recs] == [("mlp", n, s) for n in (2, 4, 6) for s in (0, 1)]
+    old = {results.model_key(r): r for r in base_run[1]}
+    for r in recs[:4]:
+        assert r == old[results.model_key(r)]  # reused verbatim, not retrained
+    # config.json now covers the union of the widths; a third identical run trains nothing
+    config = json.loads((out / "config.json").read_text())
+    assert config["widths"] == [2, 4, 6] and config["archs"] == ["glu", "mlp"]
+    sweep.run_sweep(more, out, progress=False)
+    assert len(counter.calls) == 1 and len(_lines(out)) == 10

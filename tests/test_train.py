@@ -1,0 +1,255 @@
+"""Tests for glu_scaling.train: masked units, batch independence, monotone Newton
+schedules, divergence handling, and the spline schedule as an exact least-squares fit.
+
+XLA compiles `train_batch` once per (config, shapes), which costs seconds on a small
+CPU, so every test reuses a few shapes: 64 training points, padded width 8, batches
+of 3 models (widths 3, 5, 8), and module-scoped fixtures.  conftest enables float64.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glu_scaling import models, newton, problems, train
+
+ARCH = "glu"
+WIDTHS = (3, 5, 8)
+SEEDS = (0, 1, 2)
+W = 8
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _stack(params_list):
+    return jax.tree.map(lambda *a: jnp.stack(a), *params_list)
+
+
+def _index(params, b):
+    return jax.tree.map(lambda a: a[b], params)
+
+
+def _leaves(p):
+    return {name: np.asarray(getattr(p, name)) for name in ("G", "g", "U", "u", "D", "d")}
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = problems.make_dataset("one_over_1_p_9x2", n_train=64, n_test=64)
+    d, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 64)
+    assert chunk == 64 and float(jnp.sum(d.weight)) == 64
+    return d
+
+
+def _batch(arch=ARCH, widths=WIDTHS, seeds=SEEDS, width=W):
+    return _stack([models.init(jax.random.PRNGKey(s), arch, 1, n, 1, width=width) for n, s in zip(widths, seeds)])
+
+
+def _train(params, data, optimizer, steps=3, lr=None):
+    out, info = train.train_batch(params, data, train.TrainConfig(optimizer, steps=steps, learning_rate=lr,
+                                                                  chunk=64))
+    return out, jax.tree.map(np.asarray, info)
+
+
+def _init_loss(params, data):
+    return np.asarray(jax.vmap(lambda p: newton.loss_fn(p, data.x, data.t, data.weight))(params))
+
+
+@pytest.fixture(scope="module")
+def cascade(data):
+    """glu widths 3, 5, 8 padded to 8, newton-cascade with 3 all-parameter steps."""
+    params = _batch()
+    out, info = _train(params, data, "newton-cascade")
+    return params, out, info
+
+
+# ---------------------------------------------------------------- masked units
+
+
+def _with_garbage(params, seed=7):
+    """Same models, with random non-zero values in every masked position."""
+    rng = np.random.default_rng(seed)
+    m = np.asarray(params.mask) > 0  # (B, W)
+
+    def fill(a, mask):
+        a = np.asarray(a)
+        return jnp.asarray(np.where(mask, a, rng.normal(size=a.shape)))
+
+    return params.replace(G=fill(params.G, m[..., None]), g=fill(params.g, m),
+                          U=fill(params.U, m[:, None, :, None]), u=fill(params.u, m[:, None, :]),
+                          D=fill(params.D, m[..., None]))
+
+
+def _masked_view(p):
+    m = np.asarray(p.mask) > 0
+    return {"G": np.asarray(p.G)[~m], "g": np.asarray(p.g)[~m], "D": np.asarray(p.D)[~m],
+            "U": np.moveaxis(np.asarray(p.U), 1, 2)[~m], "u": np.moveaxis(np.asarray(p.u), 1, 2)[~m]}
+
+
+@pytest.mark.parametrize("optimizer", ["newton-splines", "newton-cascade", "newton", "adam", "lbfgs"])
+def test_masked_units_never_change(data, cascade, optimizer):
+    params = cascade[0] if optimizer == "newton-cascade" else _batch()
+    out, info = cascade[1:] if optimizer == "newton-cascade" else _train(params, data, optimizer)
+    masked = _masked_view(out)
+    assert masked["G"].shape[0] == (W - 3) + (W - 5)
+    for name, v in masked.items():
+        assert np.all(v == 0.0), name
+    # the real units did move (so the check above is not vacuous)
+    assert np.max(np.abs(np.asarray(out.D) - np.asarray(params.D))) > 1e-6
+    np.testing.assert_array_equal(out.mask, params.mask)
+    # garbage in masked units is neither moved nor felt by the real units
+    garbage = _with_garbage(params)
+    out_g, info_g = _train(garbage, data, optimizer)
+    for name, v in _masked_view(out_g).items():
+        np.testing.assert_array_equal(v, _masked_view(garbage)[name], err_msg=name)
+    m = np.asarray(params.mask) > 0
+    np.testing.assert_allclose(np.asarray(out_g.D)[m], np.asarray(out.D)[m], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(info_g["test_rmse"], info["test_rmse"], rtol=1e-12)
+    np.testing.assert_array_equal(info_g["status"], info["status"])
+
+
+def test_spline_schedule_freezes_the_gates(data):
+    params = _batch()
+    out, info = _train(params, data, "newton-splines")
+    np.testing.assert_array_equal(out.G, params.G)
+    np.testing.assert_array_equal(out.g, params.g)
+    # one step on {D, d}, one on {U, u}: both accepted
+    np.testing.assert_array_equal(info["steps"], [2, 2, 2])
+    assert np.all(info["loss"] <= _init_loss(params, data))
+
+
+# ---------------------------------------------------------------- batch independence
+
+
+def test_model_in_mixed_batch_equals_solo_run(data, cascade):
+    """Width 3 trained padded to 8 beside widths 5 and 8 == trained alone at width 3.
+    (init(key, ..., width=W) == pad(init(key, ...), W) is tested in test_models.)"""
+    _, out, info = cascade
+    i = 0
+    n, s = WIDTHS[i], SEEDS[i]
+    solo0 = models.init(jax.random.PRNGKey(s), ARCH, 1, n, 1)
+    solo, solo_info = _train(_stack([solo0]), data, "newton-cascade")
+    for key in ("train_rmse", "test_rmse", "loss"):
+        assert _rel(info[key][i], solo_info[key][0]) < 1e-9, key
+    assert info["status"][i] == solo_info["status"][0] and info["steps"][i] == solo_info["steps"][0]
+    assert info["steps"][i] >= 4  # the cascade's stages really ran
+    real = models.unpad(_index(out, i))
+    alone = _index(solo, 0)
+    for name, v in _leaves(real).items():
+        assert v.shape == _leaves(alone)[name].shape
+        assert _rel(v, _leaves(alone)[name]) < 1e-9, name
+
+
+def test_info_is_consistent_with_the_returned_params(data, cascade):
+    params, out, info = cascade
+    loss = _init_loss(out, data)  # loss_fn of the trained params
+    np.testing.assert_allclose(info["loss"], loss, rtol=1e-12)
+    # n_out = 1: L = rmse^2 / 2 on the training points
+    np.testing.assert_allclose(info["loss"], 0.5 * info["train_rmse"] ** 2, rtol=1e-12)
+    y = jax.vmap(lambda p: newton.apply_params(p, data.x_test))(out)
+    np.testing.assert_allclose(info["test_rmse"], np.sqrt(np.mean((np.asarray(y) - np.asarray(data.t_test)) ** 2,
+                                                                  axis=(1, 2))), rtol=1e-12)
+    assert [train.STATUSES[int(c)] for c in info["status"]] == ["ok"] * 3
+
+
+# ---------------------------------------------------------------- monotone Newton
+
+
+def test_newton_never_increases_the_loss(data, cascade):
+    params, _, info = cascade
+    loss0 = _init_loss(params, data)
+    assert np.all(info["loss"] <= loss0) and np.all(info["loss"] < 0.5 * loss0)
+    out2, info2 = _train(params, data, "newton", steps=2)
+    out3, info3 = _train(params, data, "newton", steps=3)
+    assert np.all(info2["loss"] <= loss0)
+    assert np.all(info3["loss"] <= info2["loss"]), (info2["loss"], info3["loss"])
+    # step 3 starts where step 2 ended: where step 3 was rejected nothing moved
+    rejected = info3["steps"] == info2["steps"]
+    for b in np.flatnonzero(rejected):
+        np.testing.assert_array_equal(np.asarray(out3.D)[b], np.asarray(out2.D)[b])
+
+
+# ---------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize("optimizer,bad", [("newton-cascade", np.inf), ("newton-cascade", np.nan),
+                                           ("adam", np.inf)])
+def test_diverged_model_does_not_poison_its_batch(data, cascade, optimizer, bad):
+    params = cascade[0]
+    if optimizer == "newton-cascade":
+        ref_out, ref_info = cascade[1:]
+    else:
+        ref_out, ref_info = _train(params, data, optimizer)
+    D = np.asarray(params.D).copy()
+    D[1, 0, 0] = bad
+    poisoned = params.replace(D=jnp.asarray(D))
+    out, info = _train(poisoned, data, optimizer)
+    assert train.status_names(info["status"]) == ["ok", "diverged", "ok"]
+    assert train.STATUSES[int(info["status"][1])] == "diverged"
+    for b in (0, 2):
+        for key in ("train_rmse", "test_rmse", "loss", "status", "steps"):
+            np.testing.assert_array_equal(info[key][b], ref_info[key][b], err_msg=key)
+        for name, v in _leaves(_index(out, b)).items():
+            np.testing.assert_array_equal(v, _leaves(_index(ref_out, b))[name], err_msg=name)
+
+
+# ---------------------------------------------------------------- first order
+
+
+def test_adamw_decreases_the_loss(data):
+    params = _batch()
+    out, info = _train(params, data, "adamw", steps=5, lr=1e-4)
+    loss0 = _init_loss(params, data)
+    assert np.all(info["loss"] < loss0)
+    assert train.status_names(info["status"]) == ["ok"] * 3
+    # 5 steps of adam: each moves a parameter by at most lr (1 - b1) / sqrt(1 - b2)
+    moved = np.max(np.abs(np.asarray(out.D) - np.asarray(params.D)))
+    assert 0 < moved <= 5 * 1e-4 * 0.1 / np.sqrt(1 - 0.999) * 1.01
+
+
+# ---------------------------------------------------------------- newton-splines = least squares
+
+
+def test_spline_schedule_on_mlp_is_the_least_squares_spline(data):
+    """MLP + newton-splines: one Newton step on {D, d} with ReLU gates frozen at the
+    knots linspace(-1.001, 1.001, n), alternating facing: the least-squares linear
+    spline (numpy lstsq on the ReLU features).
+
+    For odd n the last unit (facing right at 1.001) is dead on [-1, 1] and the rest are
+    independent; for even n the first and last units are both linear on [-1, 1], so the
+    design is rank-deficient by one (the Newton solve then needs the damping ladder):
+    the fitted values are still the unique least-squares ones, to a looser tolerance."""
+    widths = (3, 4, 7)
+    params = _batch("mlp", widths)
+    out, info = _train(params, data, "newton-splines", steps=None)
+    x, t = np.asarray(data.x), np.asarray(data.t)
+    xt, tt = np.asarray(data.x_test), np.asarray(data.t_test)
+    for b, n in enumerate(widths):
+        i = np.arange(n)
+        knots = -1.001 + i * 2.002 / (n - 1)
+        sign = np.where(i % 2 == 0, 1.0, -1.0)
+        np.testing.assert_allclose(np.asarray(out.G)[b, :n, 0], sign, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(out.g)[b, :n], -sign * knots, rtol=0, atol=1e-14)
+
+        def feats(z):
+            return np.concatenate([np.maximum(sign * (z - knots), 0.0), np.ones((z.shape[0], 1))], axis=1)
+
+        live = np.any(feats(x)[:, :n] != 0, axis=0)
+        rank = np.linalg.matrix_rank(feats(x))
+        assert rank == (live.sum() + 1 if n % 2 else n)  # even n: one collinearity
+        tol = 1e-10 if n % 2 else 1e-8
+        coef, *_ = np.linalg.lstsq(feats(x), t, rcond=None)
+        fit = feats(x) @ coef
+        y = np.asarray(newton.apply_params(_index(out, b), data.x))
+        assert _rel(y, fit) < tol, (n, _rel(y, fit))
+        assert _rel(info["train_rmse"][b], np.sqrt(np.mean((fit - t) ** 2))) < 1e-12
+        assert _rel(info["test_rmse"][b], np.sqrt(np.mean((feats(xt) @ coef - tt) ** 2))) < tol
+        if n % 2:  # full rank on the live units: the coefficients themselves are unique
+            np.testing.assert_allclose(np.asarray(out.D)[b, :n][live], coef[:n][live], rtol=1e-9, atol=1e-10)
+            np.testing.assert_allclose(np.asarray(out.d)[b], coef[n], rtol=1e-9, atol=1e-10)
+    assert train.status_names(info["status"]) == ["ok"] * 3
