@@ -9,8 +9,16 @@ The public contract (see README and docs):
     sweep(...) -> list of result records;  fit_slope(x, y) -> SlopeFit
 """
 
-from glu_scaling.errors import UsageError
-from glu_scaling.models import (
+import os as _os
+
+# jaxlib's LAPACK (Cholesky, triangular solves) runs on OpenBLAS, whose own
+# threads spin against XLA's thread pool: one Newton step is ~2x slower with them
+# on a 2-core machine (scripts/bench.py).  Keep a user's explicit setting.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from glu_scaling.constructions import construct  # noqa: E402
+from glu_scaling.errors import UsageError  # noqa: E402
+from glu_scaling.models import (  # noqa: E402
     ACTIVATIONS,
     NAMED_ARCHS,
     Params,
@@ -21,11 +29,13 @@ from glu_scaling.models import (
     param_count,
     unpad,
 )
-from glu_scaling.problems import REGISTRY as PROBLEMS
-from glu_scaling.problems import Dataset, make_dataset
+from glu_scaling.problems import REGISTRY as PROBLEMS  # noqa: E402
+from glu_scaling.problems import Dataset, make_dataset  # noqa: E402
+from glu_scaling.slopes import SlopeFit, fit_slope  # noqa: E402
+from glu_scaling.sweeps import sweep  # noqa: E402
 
 __all__ = [
-    "ACTIVATIONS", "NAMED_ARCHS", "PROBLEMS", "Dataset", "Params", "UsageError",
-    "apply", "hidden", "init", "make_dataset", "pad", "param_count", "unpad",
+    "ACTIVATIONS", "NAMED_ARCHS", "PROBLEMS", "Dataset", "Params", "SlopeFit", "UsageError",
+    "apply", "construct", "fit_slope", "hidden", "init", "make_dataset", "pad", "param_count", "sweep", "unpad",
 ]
 __version__ = "0.1.0"

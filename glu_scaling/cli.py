@@ -1,6 +1,6 @@
 """The `glu-scaling` command line.
 
-Subcommands: speedrun, sweep, problems, plot.  Bad input ends with one line
+Subcommands: speedrun, sweep, construct, problems, plot.  Bad input ends with one line
 on stderr naming the bad value and what is accepted, exit status 2, no traceback.
 """
 
@@ -71,14 +71,14 @@ def _finish(config, out: Path, records: list[dict], *, title: str, fit_range=Non
 
 
 def cmd_speedrun(args) -> int:
-    from glu_scaling import slopes, sweep
+    from glu_scaling import slopes, sweeps
 
     t0 = time.perf_counter()
-    config = sweep.SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(sweep.parse_spec(SPEEDRUN["widths"])),
+    config = sweeps.SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(sweeps.parse_spec(SPEEDRUN["widths"])),
                                seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],
                                n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"])
     out = Path(args.out)
-    records = sweep.run_sweep(config, out, progress=not args.quiet)
+    records = sweeps.run_sweep(config, out, progress=not args.quiet)
     # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
     fit_range = (4, max(config.widths))
     _finish(config, out, records, title="speedrun: 1/(1+9x^2), gates frozen at spline init", fit_range=fit_range)
@@ -90,14 +90,14 @@ def cmd_speedrun(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from glu_scaling import sweep
+    from glu_scaling import sweeps
 
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     if not archs:
         raise UsageError(f"--arch {args.arch!r} names no architecture; e.g. --arch mlp,glu")
-    config = sweep.SweepConfig(
-        archs=archs, widths=tuple(sweep.parse_spec(args.widths, "widths")),
-        seeds=tuple(sweep.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
+    config = sweeps.SweepConfig(
+        archs=archs, widths=tuple(sweeps.parse_spec(args.widths, "widths")),
+        seeds=tuple(sweeps.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
         optimizer=args.optimizer, steps=args.steps, learning_rate=args.lr, n_data=args.n_data,
         n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
         spline_init=not args.random_init, eval=args.eval, target=args.target, dtype=args.dtype,
@@ -105,7 +105,7 @@ def cmd_sweep(args) -> int:
     )
     out = Path(args.out)
     fit_range = _parse_range(args.fit_range) if args.fit_range else None
-    records = sweep.run_sweep(config, out, progress=not args.quiet)
+    records = sweeps.run_sweep(config, out, progress=not args.quiet)
     _finish(config, out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
     return 0
 
@@ -118,6 +118,25 @@ def _parse_range(text: str) -> tuple[float, float]:
     if not 0 < lo < hi:
         raise UsageError(f"--fit-range needs 0 < lo < hi, got {text!r}")
     return lo, hi
+
+
+def cmd_construct(args) -> int:
+    from glu_scaling import compare
+
+    archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
+    if not archs:
+        raise UsageError(f"--arch {args.arch!r} names no architecture; e.g. --arch mlp,glu,gqu")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    out = Path(args.out)
+    records = compare.run_construct(
+        args.problem, archs, args.widths, out=out, seeds=args.seeds, n_data=args.n_data, n_test=args.n_test,
+        curvature=args.curvature, steps=args.steps, progress=not args.quiet, methods=methods,
+        fit_range=_parse_range(args.fit_range) if args.fit_range else None,
+    )
+    print("\n".join(compare.slope_summary(compare.slopes_by_method(records))))
+    print(f"models: {len(records)} ({_summary(records)}); results in {out}/ ; "
+          f"plot {out / 'fig4_construction.png'}")
+    return 0
 
 
 def cmd_problems(args) -> int:
@@ -179,6 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("construct", help="analytic constructions vs least-squares splines vs trained networks (Fig. 4)")
+    p.add_argument("--problem", default="one_over_1_p_9x2",
+                   help="a 1D problem from `glu-scaling problems` (default one_over_1_p_9x2)")
+    p.add_argument("--arch", default="mlp,glu,gqu", help="comma list of mlp, glu, gqu (default all three)")
+    p.add_argument("--widths", required=True, help="lo:hi[:step] (hi exclusive) or a comma list")
+    p.add_argument("--seeds", default="0", help="seeds of the models trained from the spline init (default 0)")
+    p.add_argument("--curvature", default="left", choices=["left", "mid", "hermite"],
+                   help="Taylor point of the GLU/GQU constructions; hermite: GQU Hermite cubic (GLU: mid)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="all-parameter Newton steps after the layer stages (default 100)")
+    p.add_argument("--n-data", type=int, default=2000, help="training points (default 2000)")
+    p.add_argument("--n-test", type=int, default=2000, help="test grid points (default 2000)")
+    p.add_argument("--methods", default="construction,lsq-spline,newton-splines,newton-cascade,"
+                   "cascade-from-construction",
+                   help="comma list; also newton-from-construction (all-parameter Newton from the construction)")
+    p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
+    p.add_argument("--out", default="runs/construct", help="results folder (default runs/construct)")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(func=cmd_construct)
 
     p = sub.add_parser("problems", help="list registered problems")
     p.set_defaults(func=cmd_problems)

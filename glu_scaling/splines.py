@@ -19,7 +19,7 @@ continuity C^(p-1) at the interior knots, of dimension n_knots + p.
   n - 1 for "hermite"); its construction is C^0 (C^1 for "hermite") piecewise cubic,
   again a larger space than the C^2 cubic spline.
 
-In general `n_knots = glu_scaling.construct.n_cells(arch, n_hidden, curvature)`.
+In general `n_knots = glu_scaling.constructions.n_cells(arch, n_hidden, curvature)`.
 Fitting uses `scipy.interpolate.make_lsq_spline` (QR) in float64 on the host.
 """
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+import glu_scaling  # noqa: F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
+
 # reference (PyTorch, one process per model) on the same machine kind: reference-baseline.md
 REF_SPEEDRUN_S = 116.0
 REF_CASCADE = {  # width: (seconds per model, test RMSE)
@@ -67,7 +69,7 @@ def matmul_gflops(jax, jnp, n: int = 2048, repeats: int = 5) -> float:
 
 
 def cascade_bench(jax, jnp) -> dict:
-    from glu_scaling import models, problems, sweep, train
+    from glu_scaling import models, problems, sweeps, train
 
     ds = problems.make_dataset("one_over_1_p_9x2", n_train=2000, n_test=2000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 2048)
@@ -77,9 +79,9 @@ def cascade_bench(jax, jnp) -> dict:
     total_run = total_first = flops = 0.0
     n_models = 0
     for width in sorted(REF_CASCADE):
-        params = sweep._init_batch(jnp.asarray(seeds, jnp.uint32), jnp.full((len(seeds),), width), k=1, n_in=1,
+        params = sweeps._init_batch(jnp.asarray(seeds, jnp.uint32), jnp.full((len(seeds),), width), k=1, n_in=1,
                                    n_out=1, width=width, activation="relu", spline_init=True, dtype=jnp.float64)
-        batch = sweep.default_batch_size(len(seeds))
+        batch = sweeps.default_batch_size(len(seeds))
         t0 = time.perf_counter()
         _, info = train.train_batch(params, data, config, batch_size=batch)
         jax.block_until_ready(info)

@@ -12,11 +12,11 @@ import os
 
 import pytest
 
-from glu_scaling import results, sweep
+from glu_scaling import results, sweeps
 from glu_scaling.errors import UsageError
 
 # the study of tests/test_sweep.py (same shapes and config: its compiled calls are reused)
-BASE = sweep.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 
 
@@ -29,13 +29,13 @@ def _strip(records, drop=("seconds",)):
 
 
 class CountingTrainBucket:
-    """Wraps sweep.train_bucket, recording (arch, width, pairs) per call; the calls
+    """Wraps sweeps.train_bucket, recording (arch, width, pairs) per call; the calls
     numbered in `fail_on` (1-based) raise instead, like a crash mid-sweep."""
 
     def __init__(self, fail_on=()):
         self.calls = []
         self.fail_on = set(fail_on)
-        self.inner = sweep.train_bucket
+        self.inner = sweeps.train_bucket
 
     def __call__(self, arch, pairs, width, dataset, config):
         self.calls.append((arch, width, list(pairs)))
@@ -128,23 +128,23 @@ def test_check_config_merges_growing_axes_and_refuses_changes(tmp_path):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    return sweep.run_sweep(BASE, out, progress=False)
+    return sweeps.run_sweep(BASE, out, progress=False)
 
 
 def test_interrupted_sweep_resumes_without_duplicates(reference, tmp_path, monkeypatch):
     out = tmp_path / "crash"
     crash = CountingTrainBucket(fail_on={2})
-    monkeypatch.setattr(sweep, "train_bucket", crash)
+    monkeypatch.setattr(sweeps, "train_bucket", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sweep.run_sweep(BASE, out, progress=False)
+        sweeps.run_sweep(BASE, out, progress=False)
     first = [json.loads(s) for s in _lines(out)]
     assert {r["arch"] for r in first} == {"mlp"} and len(first) == 4  # bucket 1 was saved at once
     # the process also died while appending: a cut-off line at the end
     with open(out / "results.jsonl", "a") as fh:
         fh.write('{"arch": "glu", "n_hidden": 2, "seed": 0, "train_rm')
     resume = CountingTrainBucket()
-    monkeypatch.setattr(sweep, "train_bucket", resume)
-    recs = sweep.run_sweep(BASE, out, progress=False)
+    monkeypatch.setattr(sweeps, "train_bucket", resume)
+    recs = sweeps.run_sweep(BASE, out, progress=False)
     assert [(a, w, len(p)) for a, w, p in resume.calls] == [("glu", 4, 4)]  # mlp not retrained
     lines = _lines(out)
     assert len(lines) == 8
@@ -158,10 +158,10 @@ def test_interrupted_sweep_resumes_without_duplicates(reference, tmp_path, monke
 @pytest.mark.parametrize("key,value", [("problem", "cos"), ("optimizer", "newton"), ("n_data", 32)])
 def test_config_mismatch_is_refused(reference, tmp_path, key, value):
     out = tmp_path / "mismatch"
-    sweep.run_sweep(dataclasses.replace(BASE, archs=("mlp",)), out, progress=False)
+    sweeps.run_sweep(dataclasses.replace(BASE, archs=("mlp",)), out, progress=False)
     before = {p: (out / p).read_text() for p in ("config.json", "results.jsonl", "slopes.json")}
     with pytest.raises(UsageError) as err:
-        sweep.run_sweep(dataclasses.replace(BASE, archs=("mlp",), **{key: value}), out, progress=False)
+        sweeps.run_sweep(dataclasses.replace(BASE, archs=("mlp",), **{key: value}), out, progress=False)
     msg = str(err.value)
     assert f"{key}=" in msg and repr(value) in msg and "\n" not in msg
     assert {p: (out / p).read_text() for p in before} == before
@@ -171,7 +171,7 @@ def test_out_pointing_at_a_file_is_refused(tmp_path):
     f = tmp_path / "results.txt"
     f.write_text("precious")
     with pytest.raises(UsageError, match="is a file") as err:
-        sweep.run_sweep(dataclasses.replace(BASE, archs=("mlp",)), f, progress=False)
+        sweeps.run_sweep(dataclasses.replace(BASE, archs=("mlp",)), f, progress=False)
     assert repr(str(f)) in str(err.value)
     assert f.read_text() == "precious"
 

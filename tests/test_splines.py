@@ -19,7 +19,7 @@ from glu_scaling.problems import scalar_target
 
 # The module, not the function: the package root may export the function `construct`
 # under the same name, which shadows the submodule attribute.
-C = importlib.import_module("glu_scaling.construct")
+C = importlib.import_module("glu_scaling.constructions")
 
 WIDTHS = (64, 128, 256)
 N_TRAIN = 10000

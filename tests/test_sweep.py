@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pytest
 
-from glu_scaling import models, results, sweep, train
+from glu_scaling import models, results, sweeps, train
 from glu_scaling.errors import UsageError
 
-BASE = sweep.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 DESIGN_FIELDS = {"arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
                  "train_rmse", "test_rmse", "status", "seconds"}
@@ -35,13 +35,13 @@ def _strip(records, drop=("seconds",)):
 
 
 class CountingTrainBucket:
-    """Wraps sweep.train_bucket, recording (arch, width, pairs) per call; the calls
+    """Wraps sweeps.train_bucket, recording (arch, width, pairs) per call; the calls
     numbered in `fail_on` (1-based) raise instead, like a crash mid-sweep."""
 
     def __init__(self, fail_on=()):
         self.calls = []
         self.fail_on = set(fail_on)
-        self.inner = sweep.train_bucket
+        self.inner = sweeps.train_bucket
 
     def __call__(self, arch, pairs, width, dataset, config):
         self.calls.append((arch, width, list(pairs)))
@@ -53,7 +53,7 @@ class CountingTrainBucket:
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
-    recs = sweep.run_sweep(BASE, out, progress=False)
+    recs = sweeps.run_sweep(BASE, out, progress=False)
     return out, recs
 
 
@@ -65,7 +65,7 @@ def base_run(tmp_path_factory):
     ("2:3", [2]), (5, [5]), ([4, 1, 4], [1, 4]), ("1:104:3", list(range(1, 104, 3))),
 ])
 def test_parse_spec_accepts(spec, expected):
-    assert sweep.parse_spec(spec) == expected
+    assert sweeps.parse_spec(spec) == expected
 
 
 @pytest.mark.parametrize("spec,bad", [
@@ -74,18 +74,18 @@ def test_parse_spec_accepts(spec, expected):
 ])
 def test_parse_spec_rejects_widths(spec, bad):
     with pytest.raises(UsageError) as err:
-        sweep.parse_spec(spec, "widths")
+        sweeps.parse_spec(spec, "widths")
     msg = str(err.value)
     assert bad in msg and "widths" in msg and "\n" not in msg
 
 
 def test_parse_spec_seed_minimum_is_zero():
-    assert sweep.parse_spec("0:3", "seeds", minimum=0) == [0, 1, 2]
-    assert sweep.parse_spec("0", "seeds", minimum=0) == [0]
+    assert sweeps.parse_spec("0:3", "seeds", minimum=0) == [0, 1, 2]
+    assert sweeps.parse_spec("0", "seeds", minimum=0) == [0]
     with pytest.raises(UsageError, match=r"seeds must be >= 0, got -1"):
-        sweep.parse_spec("-1", "seeds", minimum=0)
+        sweeps.parse_spec("-1", "seeds", minimum=0)
     with pytest.raises(UsageError, match=r"seeds.*'-2:1'|-2"):
-        sweep.parse_spec("-2:1", "seeds", minimum=0)
+        sweeps.parse_spec("-2:1", "seeds", minimum=0)
 
 
 # ---------------------------------------------------------------- plan_buckets
@@ -117,7 +117,7 @@ def test_plan_buckets_partitions_and_is_optimal():
         spw2 = float(10.0 ** rng.uniform(-7, -1))
         compile_s = float(rng.uniform(0.5, 5))
         max_b = int(rng.integers(1, 6))
-        buckets = sweep.plan_buckets(widths, seconds_per_w2=spw2, compile_seconds=compile_s, max_buckets=max_b)
+        buckets = sweeps.plan_buckets(widths, seconds_per_w2=spw2, compile_seconds=compile_s, max_buckets=max_b)
         _check_partition(buckets, widths, max_b)
         best = min(_cost(p, spw2, compile_s) for p in _all_partitions(sorted(set(widths)), max_b))
         assert math.isclose(_cost(buckets, spw2, compile_s), best, rel_tol=1e-12), trial
@@ -125,12 +125,12 @@ def test_plan_buckets_partitions_and_is_optimal():
 
 def test_plan_buckets_extremes():
     widths = list(range(1, 104, 3))
-    assert sweep.plan_buckets(widths, seconds_per_w2=0.0) == [widths]
-    assert sweep.plan_buckets([5, 1, 3, 3]) == [[1, 3, 5]]
-    many = sweep.plan_buckets(widths, seconds_per_w2=1e6, max_buckets=8)
+    assert sweeps.plan_buckets(widths, seconds_per_w2=0.0) == [widths]
+    assert sweeps.plan_buckets([5, 1, 3, 3]) == [[1, 3, 5]]
+    many = sweeps.plan_buckets(widths, seconds_per_w2=1e6, max_buckets=8)
     assert len(many) == 8
     _check_partition(many, widths, 8)
-    assert sweep.plan_buckets([2, 4, 6], seconds_per_w2=1e6, max_buckets=8) == [[2], [4], [6]]
+    assert sweeps.plan_buckets([2, 4, 6], seconds_per_w2=1e6, max_buckets=8) == [[2], [4], [6]]
 
 
 # ---------------------------------------------------------------- run_sweep outputs
@@ -180,7 +180,7 @@ def test_slopes_json(base_run):
 
 def test_python_entry_point_matches_run_sweep(base_run):
     _, recs = base_run
-    got = sweep.sweep(["mlp"], "2,4", "0:2", problem=BASE.problem, optimizer=BASE.optimizer, steps=2,
+    got = sweeps.sweep(["mlp"], "2,4", "0:2", problem=BASE.problem, optimizer=BASE.optimizer, steps=2,
                       n_data=64, n_test=64)
     assert _strip(got) == _strip([r for r in recs if r["arch"] == "mlp"])
 
@@ -190,7 +190,7 @@ def test_python_entry_point_matches_run_sweep(base_run):
 
 def test_same_sweep_twice_is_identical(base_run, tmp_path):
     _, recs = base_run
-    again = sweep.run_sweep(BASE, tmp_path / "again", progress=False)
+    again = sweeps.run_sweep(BASE, tmp_path / "again", progress=False)
     assert _strip(again) == _strip(recs)
     assert _strip([json.loads(s) for s in _lines(tmp_path / "again")]) == \
         _strip([json.loads(s) for s in _lines(base_run[0])])
@@ -203,7 +203,7 @@ def _forced_plan(monkeypatch, buckets):
         planned.append(sorted(widths))
         return [list(b) for b in buckets]
 
-    monkeypatch.setattr(sweep, "plan_buckets", plan)
+    monkeypatch.setattr(sweeps, "plan_buckets", plan)
     return planned
 
 
@@ -212,10 +212,10 @@ def test_bucketing_does_not_change_the_models(tmp_path, monkeypatch):
     (shapes shared with the other tests: only the 6-model bucket compiles anew)."""
     config = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
     planned = _forced_plan(monkeypatch, [[2, 4], [6]])
-    split = sweep.run_sweep(config, tmp_path / "split", progress=False)
+    split = sweeps.run_sweep(config, tmp_path / "split", progress=False)
     assert planned == [[2, 4, 6]]
     _forced_plan(monkeypatch, [[2, 4, 6]])
-    one = sweep.run_sweep(config, tmp_path / "one", progress=False)
+    one = sweeps.run_sweep(config, tmp_path / "one", progress=False)
     assert [r["bucket_width"] for r in split] == [4, 4, 4, 4, 6, 6]
     assert {r["bucket_width"] for r in one} == {6}
     assert [results.model_key(r) for r in split] == [results.model_key(r) for r in one] == \
@@ -236,9 +236,9 @@ def test_resume_trains_only_missing_widths(base_run, tmp_path, monkeypatch):
     for name in ("config.json", "results.jsonl"):
         (out / name).write_text((src / name).read_text())
     counter = CountingTrainBucket()
-    monkeypatch.setattr(sweep, "train_bucket", counter)
+    monkeypatch.setattr(sweeps, "train_bucket", counter)
     more = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
-    recs = sweep.run_sweep(more, out, progress=False)
+    recs = sweeps.run_sweep(more, out, progress=False)
     assert counter.calls == [("mlp", 6, [(6, 0), (6, 1)])]
     lines = _lines(out)
     assert len(lines) == 10
@@ -251,5 +251,5 @@ def test_resume_trains_only_missing_widths(base_run, tmp_path, monkeypatch):
     # config.json now covers the union of the widths; a third identical run trains nothing
     config = json.loads((out / "config.json").read_text())
     assert config["widths"] == [2, 4, 6] and config["archs"] == ["glu", "mlp"]
-    sweep.run_sweep(more, out, progress=False)
+    sweeps.run_sweep(more, out, progress=False)
     assert len(counter.calls) == 1 and len(_lines(out)) == 10
