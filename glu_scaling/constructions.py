@@ -90,7 +90,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling.errors import UsageError, check_choice, check_positive_int
+from glu_scaling.errors import UsageError, check_choice, check_interval, check_positive_int
 from glu_scaling.models import Params, default_float, pad
 
 ARCHS = ("mlp", "glu", "gqu")
@@ -182,16 +182,6 @@ def derivatives(f: Callable, x, *, dtype=None) -> np.ndarray:
 # ------------------------------------------------------------------ argument checks
 
 
-def _check_interval(interval) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise UsageError(f"interval must be a pair (a, b) of numbers, got {interval!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b) and a < b):
-        raise UsageError(f"interval must be finite with a < b, got {interval!r}")
-    return a, b
-
-
 def _check_arch_curvature(arch: str, curvature: str) -> tuple[str, str]:
     check_choice("construction architecture", arch, ARCHS)
     check_choice("curvature", curvature, CURVATURES)
@@ -243,7 +233,7 @@ def n_cells(arch: str, n_hidden: int, curvature: str = "left") -> int:
 
 def cell_knots(m: int, interval=(-1.0, 1.0)) -> np.ndarray:
     """Cell boundaries t_k = a + k (b - a) / m, k = 0..m (t_m = b exactly); (m + 1,)."""
-    a, b = _check_interval(interval)
+    a, b = check_interval(interval)
     return np.linspace(a, b, check_positive_int("m", m) + 1)
 
 
@@ -451,7 +441,7 @@ def construct(
     """
     arch, curvature = _check_arch_curvature(arch, curvature)
     n = check_positive_int("n_hidden", n_hidden)
-    interval = _check_interval(interval)
+    interval = check_interval(interval)
     dtype = _check_dtype(dtype)
     if width is not None:
         width = check_positive_int("width", width)

@@ -7,6 +7,7 @@ status 2 and no traceback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -36,3 +37,14 @@ def check_positive_int(kind: str, value: object) -> int:
     if as_int is None or as_int < 1:
         raise UsageError(f"{kind} must be a positive integer, got {value!r}")
     return as_int
+
+
+def check_interval(interval) -> tuple[float, float]:
+    """Return (a, b) as floats if `interval` is a finite pair with a < b, else raise."""
+    try:
+        a, b = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise UsageError(f"interval must be a pair (a, b) of numbers, got {interval!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b) and a < b):
+        raise UsageError(f"interval must be finite with a < b, got {interval!r}")
+    return a, b

@@ -25,12 +25,11 @@ Fitting uses `scipy.interpolate.make_lsq_spline` (QR) in float64 on the host.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from scipy.interpolate import BSpline, make_lsq_spline
 
-from glu_scaling.errors import UsageError, check_positive_int
+from glu_scaling.errors import UsageError, check_interval, check_positive_int
 
 
 def _as_points(name: str, a) -> np.ndarray:
@@ -45,19 +44,9 @@ def _as_points(name: str, a) -> np.ndarray:
     return arr
 
 
-def _check_interval(interval) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise UsageError(f"interval must be a pair (a, b) of numbers, got {interval!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b) and a < b):
-        raise UsageError(f"interval must be finite with a < b, got {interval!r}")
-    return a, b
-
-
 def breakpoints(n_knots: int, interval=(-1.0, 1.0)) -> np.ndarray:
     """Cell boundaries t_k = a + k (b - a) / n_knots, k = 0..n_knots; (n_knots + 1,)."""
-    a, b = _check_interval(interval)
+    a, b = check_interval(interval)
     return np.linspace(a, b, check_positive_int("n_knots", n_knots) + 1)
 
 
@@ -83,7 +72,7 @@ def fit_lsq_spline(x_train, y_train, degree: int, n_knots: int, interval=(-1.0, 
       A scipy `BSpline` (call it on points (M,) to get (M,); it extrapolates outside
       [a, b] with the end polynomials).
     """
-    a, b = _check_interval(interval)
+    a, b = check_interval(interval)
     x = _as_points("x_train", x_train)
     y = _as_points("y_train", y_train)
     if x.size != y.size:

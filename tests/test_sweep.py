@@ -19,6 +19,8 @@ import pytest
 from glu_scaling import models, results, sweeps, train
 from glu_scaling.errors import UsageError
 
+from conftest import CountingTrainBucket
+
 BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 DESIGN_FIELDS = {"arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
@@ -32,22 +34,6 @@ def _lines(folder):
 
 def _strip(records, drop=("seconds",)):
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
-
-
-class CountingTrainBucket:
-    """Wraps sweeps.train_bucket, recording (arch, width, pairs) per call; the calls
-    numbered in `fail_on` (1-based) raise instead, like a crash mid-sweep."""
-
-    def __init__(self, fail_on=()):
-        self.calls = []
-        self.fail_on = set(fail_on)
-        self.inner = sweeps.train_bucket
-
-    def __call__(self, arch, pairs, width, dataset, config):
-        self.calls.append((arch, width, list(pairs)))
-        if len(self.calls) in self.fail_on:
-            raise RuntimeError("simulated crash")
-        return self.inner(arch, pairs, width, dataset, config)
 
 
 @pytest.fixture(scope="module")
