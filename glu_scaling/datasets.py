@@ -194,7 +194,7 @@ def check_xy(x: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.
 # ------------------------------------------------------------------ packaged data sets
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _packaged_table(name: str, delimiter: str) -> tuple[tuple[str, ...], np.ndarray]:
     columns, values = parse_table(read_packaged(name).decode("utf-8"), delimiter, name)
     values.flags.writeable = False

@@ -25,7 +25,6 @@ Fitting uses `scipy.interpolate.make_lsq_spline` (QR) in float64 on the host.
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy.interpolate import BSpline, make_lsq_spline
 

@@ -69,7 +69,7 @@ def matmul_gflops(jax, jnp, n: int = 2048, repeats: int = 5) -> float:
 
 
 def cascade_bench(jax, jnp) -> dict:
-    from glu_scaling import models, problems, sweeps, train
+    from glu_scaling import problems, sweeps, train
 
     ds = problems.make_dataset("one_over_1_p_9x2", n_train=2000, n_test=2000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 2048)

@@ -86,7 +86,7 @@ def _f_np(f, x):
     return C.derivatives(f, x)[0]  # jitted once per f
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rmse(target: str, arch: str, curvature: str, n: int) -> float:
     f = TARGETS[target]
     x = _grid()

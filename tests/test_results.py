@@ -11,11 +11,10 @@ import json
 import os
 
 import pytest
+from conftest import CountingTrainBucket
 
 from glu_scaling import results, sweeps
 from glu_scaling.errors import UsageError
-
-from conftest import CountingTrainBucket
 
 # the study of tests/test_sweep.py (same shapes and config: its compiled calls are reused)
 BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",

@@ -34,7 +34,7 @@ TARGETS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _data(target: str):
     """(x_train (N_TRAIN,), y_train, x_test (N_TEST,), y_test) on [-1, 1]: random train, grid test."""
     f = TARGETS[target]

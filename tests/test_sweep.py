@@ -15,11 +15,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import CountingTrainBucket
 
 from glu_scaling import models, results, sweeps, train
 from glu_scaling.errors import UsageError
-
-from conftest import CountingTrainBucket
 
 BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
