@@ -217,11 +217,11 @@ def hessian_and_gradient(
 
 
 def damping_of(index: jax.Array, dtype) -> jax.Array:
-    """The damping ladder lambda_i: 0 for i = 0, else 10^(i - 11) (1e-10, 1e-9, ...)."""
-    return jnp.where(index == 0, 0.0, 10.0 ** (index - 11.0)).astype(dtype)
+    """The damping ladder lambda_i: 0 for i = 0, else 10^(i - 15) (1e-14, 1e-13, ...)."""
+    return jnp.where(index == 0, 0.0, 10.0 ** (index - 15.0)).astype(dtype)
 
 
-def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int = 0, max_index: int = 16):
+def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int = 0, max_index: int = 20):
     """Solve (H + lambda_i I) z = rhs for the first i >= start on the damping ladder
     whose Cholesky factor is finite.  H is assumed Jacobi-scaled (unit diagonal).
 

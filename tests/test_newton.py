@@ -260,7 +260,7 @@ def test_damped_cholesky_indefinite_damps_just_enough():
 def test_damping_ladder():
     got = [float(newton.damping_of(jnp.asarray(i), jnp.float64)) for i in range(0, 14)]
     assert got[0] == 0.0
-    np.testing.assert_allclose(got[1:], [10.0 ** (i - 11) for i in range(1, 14)], rtol=1e-14)
+    np.testing.assert_allclose(got[1:], [10.0 ** (i - 15) for i in range(1, 14)], rtol=1e-14)
 
 
 _direction = jax.jit(newton.newton_direction)
