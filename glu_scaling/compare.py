@@ -7,10 +7,10 @@ problem uses (`sweeps.load_dataset`):
 =============================  ==============================================================
 method                         what it is
 =============================  ==============================================================
-``construction``               `construct.construct(arch, f, n, curvature=...)`, no training;
-                               the record carries ``predicted_rmse`` (`construct.predicted_rmse`)
+``construction``               `constructions.construct(arch, f, n, curvature=...)`, no training;
+                               the record carries ``predicted_rmse`` (`constructions.predicted_rmse`)
 ``lsq-spline-deg{p}``          least-squares spline of degree p = 1, 2, 3 for mlp, glu, gqu on
-                               ``n_knots = construct.n_cells(arch, n, curvature)`` uniform cells
+                               ``n_knots = constructions.n_cells(arch, n, curvature)`` uniform cells
                                (the construction's cells; ``spline_knots="width"``: n cells)
 ``newton-splines``             `sweeps.run_sweep` from the spline init, gates frozen
 ``newton-cascade``             `sweeps.run_sweep` from the spline init, the reference's cascade
@@ -189,10 +189,10 @@ def _rmse_pair(params: models.Params, data: train.TrainData):
 
 def construction_records(problem: str, arch: str, widths: Sequence[int], data: train.TrainData, *,
                          curvature: str = "left", seed: int = 0, dtype=None) -> list[dict]:
-    """Score `construct.construct(arch, f, n)` for each n on the (padded) training and the test data.
+    """Score `constructions.construct(arch, f, n)` for each n on the (padded) training and the test data.
 
     Records carry method "construction", optimizer "none", status "ok", curvature,
-    n_cells and predicted_rmse (`construct.predicted_rmse`, leading-order theory on
+    n_cells and predicted_rmse (`constructions.predicted_rmse`, leading-order theory on
     the whole interval, to compare with test_rmse).
     """
     f = check_problem(problem)
@@ -215,7 +215,7 @@ def spline_records(problem: str, arch: str, widths: Sequence[int], dataset: prob
                    curvature: str = "left", spline_knots: str = "cells", seed: int = 0) -> list[dict]:
     """The least-squares spline baseline matched to `arch` for each width n.
 
-    Degree 1, 2, 3 for mlp, glu, gqu; n_knots = `construct.n_cells(arch, n, curvature)`
+    Degree 1, 2, 3 for mlp, glu, gqu; n_knots = `constructions.n_cells(arch, n, curvature)`
     (spline_knots="cells", the construction's cells) or n ("width").  Records carry
     method "lsq-spline-deg{p}", optimizer "lsq", degree, n_knots, and n_params =
     n_knots + p (the spline's coefficients; n_hidden is the matched width n).
@@ -399,7 +399,7 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
       progress: messages (and the sweep's progress bar) on stderr.
       methods: a subset of `METHODS` (default `DEFAULT_METHODS`, all but
         "newton-from-construction"); "lsq-spline" gives the degree matched to each arch.
-      spline_knots: "cells" (n_knots = construct.n_cells(arch, n, curvature)) or "width" (n).
+      spline_knots: "cells" (n_knots = constructions.n_cells(arch, n, curvature)) or "width" (n).
       fit_range: optional (lo, hi) on n for the slopes.
 
     Returns:
