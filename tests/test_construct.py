@@ -16,26 +16,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The module, not the function: the package root may export the function `construct`
+# under the same name, which shadows the submodule attribute.
+from conftest import SMOOTH_TARGETS  # noqa: E402
+
 import glu_scaling
 from glu_scaling.errors import UsageError
 from glu_scaling.models import count_trainable, param_count
-from glu_scaling.problems import scalar_target
 
-# The module, not the function: the package root may export the function `construct`
-# under the same name, which shadows the submodule attribute.
 C = importlib.import_module("glu_scaling.constructions")
 
 WIDTHS = (64, 128, 256)
 N_TEST = 20001
 
-# Smooth targets: three registered ones and two that are not in the registry.
-TARGETS = {
-    "paper_1d": scalar_target("paper_1d"),
-    "sin": scalar_target("sin"),
-    "one_over_1_p_9x2": scalar_target("one_over_1_p_9x2"),
-    "exp_sin_2x": lambda x: jnp.exp(jnp.sin(2 * x)),
-    "one_over_2_p_x": lambda x: 1 / (2 + x),
-}
+TARGETS = SMOOTH_TARGETS
 
 # (arch, curvature, expected slope in n, tolerance)
 VARIANTS = [
