@@ -62,9 +62,8 @@ def _summary(records: list[dict]) -> str:
 def _finish(config, out: Path, records: list[dict], *, title: str, fit_range=None) -> None:
     from glu_scaling import plots, results, slopes
 
-    all_records = results.read_records(out)
+    all_records = results.unique_records(out)  # what run_sweep fitted into slopes.json
     rows = slopes.slopes_table(all_records, fit_range=fit_range)
-    results.write_json_atomic(out / "slopes.json", rows)
     _print_slopes(rows)
     paths = plots.convergence_figure(all_records, out / "convergence", title=title, fit_range=fit_range)
     print(f"models: {len(records)} ({_summary(records)}); results in {out}/ ; plot {paths[0]}")
@@ -78,9 +77,9 @@ def cmd_speedrun(args) -> int:
                                seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],
                                n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"])
     out = Path(args.out)
-    records = sweeps.run_sweep(config, out, progress=not args.quiet)
     # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
     fit_range = (4, max(config.widths))
+    records = sweeps.run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
     _finish(config, out, records, title="speedrun: 1/(1+9x^2), gates frozen at spline init", fit_range=fit_range)
     all_widths = {r["arch"]: r["slope"] for r in slopes.slopes_table(records) if r["x"] == "n_hidden"}
     print("slopes fitted on n >= 4; over all widths: "
@@ -105,7 +104,7 @@ def cmd_sweep(args) -> int:
     )
     out = Path(args.out)
     fit_range = _parse_range(args.fit_range) if args.fit_range else None
-    records = sweeps.run_sweep(config, out, progress=not args.quiet)
+    records = sweeps.run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
     _finish(config, out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
     return 0
 
@@ -154,7 +153,7 @@ def cmd_plot(args) -> int:
     folder = Path(args.dir)
     if not (folder / "results.jsonl").exists():
         raise UsageError(f"{str(folder)!r} holds no results.jsonl; give a folder written by sweep or speedrun")
-    records = results.read_records(folder)
+    records = results.unique_records(folder)
     rows = slopes.slopes_table(records)
     results.write_json_atomic(folder / "slopes.json", rows)
     _print_slopes(rows)

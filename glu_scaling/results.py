@@ -96,6 +96,14 @@ def read_records(folder: Path) -> list[dict]:
     return records
 
 
+def unique_records(folder: Path) -> list[dict]:
+    """`read_records` with one record per (arch, n_hidden, seed): the first one written."""
+    first: dict[tuple, dict] = {}
+    for rec in read_records(folder):
+        first.setdefault(model_key(rec), rec)
+    return list(first.values())
+
+
 def repair(folder: Path) -> int:
     """Truncate a cut-off last line of results.jsonl; returns bytes removed."""
     path = Path(folder) / "results.jsonl"

@@ -201,11 +201,12 @@ def load_dataset(config: SweepConfig) -> problems.Dataset:
 
 
 def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: bool = True,
-              on_bucket: Callable[[list[dict]], None] | None = None) -> list[dict]:
+              on_bucket: Callable[[list[dict]], None] | None = None, fit_range=None) -> list[dict]:
     """Train every model of `config` not already in `out`; returns all records.
 
     With `out`, config.json is written (or checked against the existing one),
-    records are appended after each bucket, and slopes.json is rewritten at the end.
+    records are appended after each bucket, and slopes.json (fitted over
+    `fit_range` of n_hidden, default all) is rewritten at the end.
     """
     _check(config)
     dataset = load_dataset(config)
@@ -215,8 +216,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
         folder = results.prepare_folder(out)
         results.check_config(folder, config.to_json())
         results.repair(folder)
-        for rec in results.read_records(folder):
-            done.setdefault(results.model_key(rec), rec)
+        done = {results.model_key(rec): rec for rec in results.unique_records(folder)}
     todo = []
     for arch in config.archs:
         cost = seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0], len(config.seeds),
@@ -250,8 +250,8 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     all_records = [r for r in (list(done.values()) + new_records) if results.model_key(r) in wanted]
     all_records.sort(key=lambda r: (config.archs.index(r["arch"]), r["n_hidden"], r["seed"]))
     if folder is not None:
-        folder_records = list({results.model_key(r): r for r in results.read_records(folder)}.values())
-        results.write_json_atomic(folder / "slopes.json", slopes.slopes_table(folder_records))
+        results.write_json_atomic(folder / "slopes.json",
+                                  slopes.slopes_table(results.unique_records(folder), fit_range=fit_range))
     return all_records
 
 
