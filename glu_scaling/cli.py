@@ -7,11 +7,12 @@ on stderr naming the bad value and what is accepted, exit status 2, no traceback
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
-from glu_scaling.errors import UsageError
+from glu_scaling.errors import UsageError, did_you_mean, suggest
 
 SPEEDRUN = {
     "archs": ("mlp", "glu", "gqu"),
@@ -25,10 +26,48 @@ SPEEDRUN = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports mistakes on one line (exit 2) instead of usage + error."""
+    """argparse that reports mistakes on one line (exit 2) instead of usage + error, with
+    the closest subcommand, choice or flag suggested for a typo ("did you mean ...?")."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {_choice_hint(message)} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:  # reported by the subcommand's parser, which knows the flags it takes
+            parser = self._subparser(getattr(args, "command", None)) or self
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{_flag_hint(extras, parser)}")
+        return args
+
+    def _subparser(self, name):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(name)
+        return None
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: (?P<value>'[^']*'|\S+) \(choose from (?P<choices>.*)\)")
+
+
+def _choice_hint(message: str) -> str:
+    """argparse's "invalid choice: 'v' (choose from ...)" with "(did you mean 'w'?)" after 'v'."""
+    m = _INVALID_CHOICE.search(message)
+    if m is None:
+        return message
+    choices = [c.strip().strip("'") for c in m["choices"].split(",")]
+    return message[:m.end("value")] + did_you_mean(m["value"].strip("'"), choices) + message[m.end("value"):]
+
+
+def _flag_hint(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """" (did you mean --steps instead of --stpes?)" for the unknown flags among `extras`."""
+    options = list(parser._option_string_actions)
+    hints = []
+    for arg in extras:
+        flag = arg.split("=", 1)[0]
+        hits = suggest(flag, options) if flag.startswith("-") else []
+        if hits:
+            hints.append(f"{hits[0]} instead of {flag}")
+    return f" (did you mean {'; '.join(hints)}?)" if hints else ""
 
 
 def _configure_jax() -> None:
@@ -69,6 +108,27 @@ def _finish(config, out: Path, records: list[dict], *, title: str, fit_range=Non
     print(f"models: {len(records)} ({_summary(records)}); results in {out}/ ; plot {paths[0]}")
 
 
+def _cut_off_bytes(path: Path) -> int:
+    """Bytes after the last newline of `path` (a line cut off by an interrupted run); 0 if none."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    return 0 if not data or data.endswith(b"\n") else len(data) - (data.rfind(b"\n") + 1)
+
+
+def _run_sweep(config, out: Path, **kwargs) -> list[dict]:
+    """sweeps.run_sweep, with a note on stderr when it repaired a cut-off last line of results.jsonl."""
+    from glu_scaling import sweeps
+
+    cut = _cut_off_bytes(out / "results.jsonl")
+    records = sweeps.run_sweep(config, out, **kwargs)
+    if cut:
+        print(f"note: dropped the cut-off last line of {out / 'results.jsonl'} ({cut} bytes left by an "
+              "interrupted run); finished records kept, the missing models retrained", file=sys.stderr)
+    return records
+
+
 def cmd_speedrun(args) -> int:
     from glu_scaling import slopes, sweeps
 
@@ -79,7 +139,7 @@ def cmd_speedrun(args) -> int:
     out = Path(args.out)
     # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
     fit_range = (4, max(config.widths))
-    records = sweeps.run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
+    records = _run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
     _finish(config, out, records, title="speedrun: 1/(1+9x^2), gates frozen at spline init", fit_range=fit_range)
     all_widths = {r["arch"]: r["slope"] for r in slopes.slopes_table(records) if r["x"] == "n_hidden"}
     print("slopes fitted on n >= 4; over all widths: "
@@ -104,7 +164,7 @@ def cmd_sweep(args) -> int:
     )
     out = Path(args.out)
     fit_range = _parse_range(args.fit_range) if args.fit_range else None
-    records = sweeps.run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
+    records = _run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
     _finish(config, out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
     return 0
 

@@ -39,7 +39,7 @@ import zipfile
 
 import numpy as np
 
-from glu_scaling.errors import UsageError, check_choice
+from glu_scaling.errors import UsageError, check_choice, did_you_mean, unknown
 from glu_scaling.problems import EVAL_MODES, Problem, standardise
 
 TEST_FRACTION = 0.2
@@ -77,7 +77,7 @@ def verify_sha256(data: bytes, expected: str, name: str) -> bytes:
 def read_packaged(name: str) -> bytes:
     """The verified, uncompressed bytes of packaged data file `name` (e.g. "cal_housing.csv")."""
     if name not in CHECKSUMS:
-        raise UsageError(f"unknown packaged data file {name!r}; accepted: {', '.join(CHECKSUMS)}")
+        raise unknown("packaged data file", name, CHECKSUMS)
     resource = importlib.resources.files("glu_scaling").joinpath("data", name + ".gz")
     try:
         data = gzip.decompress(resource.read_bytes())
@@ -152,8 +152,8 @@ def select_target(columns: tuple[str, ...], values: np.ndarray, target: str | No
     else:
         hits = [i for i, c in enumerate(columns) if c == target]
         if not hits:
-            raise UsageError(f"unknown target column {target!r} in data file {source!r}; "
-                             f"columns: {', '.join(columns)}")
+            raise UsageError(f"unknown target column {target!r} in data file {source!r}"
+                             f"{did_you_mean(target, columns)}; columns: {', '.join(columns)}")
         if len(hits) > 1:
             raise UsageError(f"target column {target!r} appears {len(hits)} times in data file {source!r}")
         j = hits[0]
@@ -253,7 +253,13 @@ def read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
             raise UsageError(f"data file {path!r} holds object arrays; store numeric arrays x and y") from None
         raise UsageError(f"cannot read data file {path!r}: {err}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise UsageError(f"cannot read data file {path!r}: {err}") from None
+        raise UsageError(f"cannot read data file {path!r}: {_reason(err)}") from None
+
+
+def _reason(err: Exception) -> str:
+    """An exception's reason on one line, without the path an OSError repeats."""
+    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return " ".join(str(text).split()) or type(err).__name__
 
 
 def read_table(path: str, delimiter: str, target: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +268,7 @@ def read_table(path: str, delimiter: str, target: str | None = None) -> tuple[np
         with open(path, "rb") as f:
             text = f.read().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read data file {path!r}: {err}") from None
+        raise UsageError(f"cannot read data file {path!r}: {_reason(err)}") from None
     columns, values = parse_table(text, delimiter, path)
     return select_target(columns, values, target, path)
 
@@ -273,8 +279,8 @@ def read_file(path: str, target: str | None = None) -> tuple[np.ndarray, np.ndar
         raise UsageError("file: needs a path, e.g. file:data.csv")
     ext = os.path.splitext(path)[1].lower()
     if ext not in FILE_EXTENSIONS:
-        raise UsageError(f"unknown extension {ext or '(none)'!r} of data file {path!r}; "
-                         f"accepted: {', '.join(FILE_EXTENSIONS)}")
+        raise UsageError(f"unknown extension {ext or '(none)'!r} of data file {path!r}"
+                         f"{did_you_mean(ext, FILE_EXTENSIONS)}; accepted: {', '.join(FILE_EXTENSIONS)}")
     if not os.path.exists(path):
         raise UsageError(f"data file {path!r} not found")
     if not os.path.isfile(path):

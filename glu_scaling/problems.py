@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling.errors import UsageError, check_choice, check_positive_int
+from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
 
 EVAL_MODES = ("test", "train")
 DEFAULT_N_TRAIN = 2000  # generated problems when n_train is None (tabular: all rows)
@@ -114,7 +114,7 @@ _TARGETS_2D = {
 def scalar_target(name: str) -> Callable:
     """The scalar function f(x) of a registered 1D target (JAX-traceable)."""
     if name not in _TARGETS_1D:
-        raise UsageError(f"unknown 1D target {name!r}; accepted: {', '.join(_TARGETS_1D)}")
+        raise unknown("1D target", name, _TARGETS_1D)
     return _TARGETS_1D[name][1]
 
 
@@ -235,6 +235,16 @@ def accepted_problems() -> list[str]:
     return [*REGISTRY, "file:PATH"]
 
 
+def _problem_candidates(name) -> list[str]:
+    """What to suggest for an unknown problem name: "file:NAME" for a data file's path
+    given without its "file:" prefix, else the registered names."""
+    from glu_scaling.datasets import FILE_EXTENSIONS
+
+    if isinstance(name, str) and name.lower().endswith(FILE_EXTENSIONS):
+        return [f"file:{name}"]
+    return list(REGISTRY)
+
+
 def get_problem(name: str, *, target: str | None = None) -> Problem:
     """The registered problem `name`, or a user's data file for "file:PATH".
 
@@ -245,7 +255,7 @@ def get_problem(name: str, *, target: str | None = None) -> Problem:
 
         return datasets.file_problem(name[len("file:"):], target=target)
     if not isinstance(name, str) or name not in REGISTRY:
-        raise UsageError(f"unknown problem {name!r}; accepted: {', '.join(accepted_problems())}")
+        raise unknown("problem", name, accepted_problems(), candidates=_problem_candidates(name))
     if target is not None:
         raise UsageError(f"target={target!r} applies only to file:PATH problems, not to {name!r}")
     return REGISTRY[name]

@@ -64,14 +64,22 @@ def check_config(folder: Path, config: dict) -> None:
     if path.exists():
         try:
             old = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise UsageError(f"{path} is not valid JSON; move it away or use another --out") from None
+        except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+            old = None
+        if not isinstance(old, dict):
+            raise UsageError(f"{str(path)!r} is not valid JSON (an object of settings); use another --out, "
+                             "or move that file away to reuse the folder")
+        kind_old, kind_new = old.get("kind", "sweep"), config.get("kind", "sweep")
+        if kind_old != kind_new:
+            raise UsageError(f"{str(folder)!r} holds results of a {kind_old!r} run, not of a {kind_new!r} run; "
+                             "use another --out, or delete the folder to start afresh")
         diffs = [k for k in MODEL_KEYS if old.get(k) != config.get(k)]
         if diffs:
             k = diffs[0]
             raise UsageError(
-                f"{folder} holds results for {k}={old.get(k)!r}, not {config.get(k)!r}; "
-                f"use another --out or rerun with {k}={old.get(k)!r}")
+                f"{str(folder)!r} holds results for {k}={old.get(k)!r}, not {config.get(k)!r}; results are "
+                f"never mixed: use another --out, delete the folder to start afresh, or rerun with "
+                f"{k}={old.get(k)!r}")
         merged = dict(config)
         for key in ("archs", "widths", "seeds"):
             merged[key] = sorted(set(old.get(key, [])) | set(config.get(key, [])),

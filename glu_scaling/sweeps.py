@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling import models, problems, results, slopes, train
-from glu_scaling.errors import UsageError, check_positive_int
+from glu_scaling.errors import UsageError, check_positive_int, unknown
 
 
 def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: int = 1) -> list[int]:
@@ -36,21 +36,29 @@ def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: i
                     raise ValueError
                 values = list(range(*parts))
             else:
-                values = [int(p) for p in text.split(",") if p.strip() != ""]
+                values = [int(p) for p in text.split(",")] if text else []
         except ValueError:
             raise UsageError(f"malformed {kind} spec {spec!r}; use lo:hi[:step] (hi exclusive, step > 0) "
                              f"or a comma list such as 1,2,4") from None
     else:
         try:
-            values = [int(v) for v in spec]
-        except (TypeError, ValueError):
-            raise UsageError(f"malformed {kind} {spec!r}; give integers") from None
+            values = [_integer(v) for v in spec]
+        except (AttributeError, TypeError, ValueError):
+            raise UsageError(f"malformed {kind} {spec!r}; give integers, a lo:hi[:step] string "
+                             f"or a comma list such as '1,2,4'") from None
     if not values:
         raise UsageError(f"{kind} spec {spec!r} is empty; use lo:hi[:step] with lo < hi, or a comma list")
     bad = [v for v in values if v < minimum]
     if bad:
         raise UsageError(f"{kind} must be >= {minimum}, got {bad[0]} in {spec!r}")
     return sorted(set(values))
+
+
+def _integer(value) -> int:
+    """`value` as an int if it is an integer (a bool or a float is not), else TypeError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an integer")
+    return int(value.__index__())
 
 
 def plan_buckets(widths: Sequence[int], *, seconds_per_w2: float = 0.0, compile_seconds: float = 3.0,
@@ -129,29 +137,47 @@ class SweepConfig:
         return d
 
 
+SEED_LIMIT = 2**32  # seeds become uint32 PRNG keys
+
+
 def _check(config: SweepConfig) -> None:
+    if isinstance(config.archs, str) or not config.archs:
+        raise UsageError(f"archs must be a non-empty list of names such as ('mlp', 'glu'), got {config.archs!r}")
     for arch in config.archs:
-        models.n_factors(arch)
+        try:
+            models.n_factors(arch)
+        except UsageError:
+            raise unknown("architecture", arch, models.accepted_archs(),
+                          candidates=[*models.NAMED_ARCHS, *(f"gated{k}" for k in range(10))]) from None
     models.activation_fn(config.activation)
     train.TrainConfig(config.optimizer)
     if config.dtype not in ("float32", "float64"):
-        raise UsageError(f"unknown dtype {config.dtype!r}; accepted: float32, float64")
+        raise unknown("dtype", config.dtype, ("float32", "float64"))
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise UsageError("dtype float64 needs jax_enable_x64; call jax.config.update('jax_enable_x64', True) "
                          "first (the CLI does), or pass dtype='float32'")
     if config.batch_size is not None:
         check_positive_int("batch_size", config.batch_size)
-    if config.steps is not None and config.steps < 0:
-        raise UsageError(f"steps must be >= 0, got {config.steps}")
+    if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
+                                     or config.steps < 0):
+        raise UsageError(f"steps must be >= 0 (an integer), got {config.steps!r}")
+    lr = config.learning_rate
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float | np.number)
+                           or not np.isfinite(lr) or lr <= 0):
+        raise UsageError(f"learning rate (--lr) must be a positive finite number, got {lr!r}")
     for name in ("n_data", "n_test"):
         value = getattr(config, name)
         if value is not None:
             check_positive_int(name, value)
     if config.n_data is not None and config.n_data < 2:
         raise UsageError(f"n_data must be at least 2, got {config.n_data}")
-    for seed in config.seeds:
-        if seed < 0:
-            raise UsageError(f"seeds must be >= 0, got {seed}")
+    parse_spec(config.widths, "widths")
+    for seed in parse_spec(config.seeds, "seeds", minimum=0):
+        if seed >= SEED_LIMIT:
+            raise UsageError(f"seeds must be < 2**32, got {seed}")
+    ds = config.data_seed
+    if isinstance(ds, bool) or not isinstance(ds, int | np.integer) or not 0 <= ds < SEED_LIMIT:
+        raise UsageError(f"data_seed (--data-seed) must be an integer in [0, 2**32), got {ds!r}")
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype"))
