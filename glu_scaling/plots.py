@@ -49,10 +49,27 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
         ax.plot(ux, med, color=color, marker=marker, ms=2.5, lw=1.0, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    xs_all = [r[x] for r in records if r.get(x)]
+    if xs_all:
+        plain_log_ticks(ax.xaxis, min(xs_all), max(xs_all))
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     ax.set_ylabel("test RMSE")
     ax.grid(True, which="major", lw=0.3, alpha=0.5)
     ax.legend(frameon=False, loc="lower left")
+
+
+def plain_log_ticks(axis, lo: float, hi: float) -> None:
+    """Label a log axis at 1-2-5 multiples of powers of ten within [lo, hi], as plain numbers
+    (matplotlib's default writes 2x10^0 at minor ticks when the range is under a decade)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ticks = [m * 10.0**e for e in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+             for m in (1, 2, 5) if lo <= m * 10.0**e <= hi]
+    if len(ticks) < 2:
+        ticks = sorted({lo, hi})
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def save(fig, path_stem: Path) -> list[Path]:

@@ -1,0 +1,364 @@
+"""`glu-scaling reproduce`: the paper's figures and Table 1, regenerated from scratch.
+
+Every number comes from sweeps run through the batched engine (`sweeps.run_sweep`),
+one results folder per experiment under `runs/` (so an interrupted reproduction
+resumes where it stopped), and every figure and table is drawn from those records:
+
+* ``1d``: target 1/(1 + cos^2(pi x)) (`paper_1d`), MLP, GLU and GQU, `newton-cascade`,
+  float64 (paper.md §5) -> Fig. 3 (MLP, GLU vs n and P), Fig. 4 (against least-squares
+  linear and quadratic splines and the analytic constructions), Fig. 5 (with the GQU),
+  and the 1D row of Table 1;
+* ``table1_<problem>``: MLP and GLU on sin(4x) sin(4y), Friedman #1-#3, airfoil
+  self-noise and California housing -> Fig. 6 (2D and Friedman), Fig. 7 (real data)
+  and the other rows of Table 1;
+* the illustrative figures (1, 2, 8, 9-11), which need no sweep
+  (`glu_scaling.illustrations`).
+
+`--quick` runs the same pipeline with fewer widths, seeds, points and Newton steps
+(a few minutes on two CPU cores); its slopes are rougher and say so in the table's
+protocol column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from glu_scaling import plots, problems, results, slopes, sweeps
+from glu_scaling.errors import UsageError
+
+# The paper's slopes vs n (paper.md §6: Fig. 3 and 5 for the 1D row, Table 1 for the others).
+PAPER_SLOPES = {
+    "paper_1d": {"mlp": -2.13, "glu": -3.08, "gqu": -3.50},
+    "sin_x_sin_y": {"mlp": -0.91, "glu": -1.55},
+    "friedman1": {"mlp": -0.55, "glu": -1.00},
+    "friedman2": {"mlp": -0.75, "glu": -1.12},
+    "friedman3": {"mlp": -0.31, "glu": -0.56},
+    "airfoil": {"mlp": -0.25, "glu": -0.39},
+    "california": {"mlp": -0.09, "glu": -0.09},
+}
+# Spline theory for a smooth 1D target (paper.md §1, §4): -(degree + 1).
+THEORY_1D = {"mlp": -2.0, "glu": -3.0, "gqu": -4.0}
+PROBLEM_LABELS = {
+    "paper_1d": "1/(1 + cos^2(pi x))",
+    "sin_x_sin_y": "sin(4x) sin(4y)",
+    "friedman1": "Friedman #1",
+    "friedman2": "Friedman #2",
+    "friedman3": "Friedman #3",
+    "airfoil": "Airfoil self-noise",
+    "california": "California housing",
+}
+FIG6_PROBLEMS = ("sin_x_sin_y", "friedman1", "friedman2", "friedman3")
+FIG7_PROBLEMS = ("airfoil", "california")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One sweep of the reproduction and how its slopes are fitted.
+
+    fit_range: (lo, hi) on n_hidden for the table's slopes (None: every width).
+    """
+
+    name: str
+    config: sweeps.SweepConfig
+    fit_range: tuple[float, float] | None = None
+
+    @property
+    def problem(self) -> str:
+        return self.config.problem
+
+
+# Widths: every width of the paper's 1..50 in 1D; log-spaced 1..128 beyond 1D.
+_TABLE_WIDTHS = (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128)
+_CALIFORNIA_WIDTHS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def experiments(quick: bool = False) -> list[Experiment]:
+    """The sweeps behind the figures and Table 1; `quick` shrinks every one of them."""
+    cfg = sweeps.SweepConfig
+    if quick:
+        one_d = cfg(archs=("mlp", "glu", "gqu"), widths=(2, 3, 4, 6, 8, 11, 16, 23, 32), seeds=(0, 1),
+                    problem="paper_1d", optimizer="newton-cascade", steps=20, n_data=2000, n_test=2000)
+        table = [cfg(archs=("mlp", "glu"), widths=(1, 2, 4, 8, 16, 32), seeds=(0, 1), problem=p,
+                     optimizer="newton-cascade", steps=20, n_data=1000 if p != "airfoil" else None)
+                 for p in PAPER_SLOPES if p != "paper_1d"]
+        return [Experiment("1d", one_d, (4, 32))] + [Experiment(f"table1_{c.problem}", c) for c in table]
+    one_d = cfg(archs=("mlp", "glu", "gqu"), widths=tuple(range(1, 51)), seeds=(0, 1, 2, 3), problem="paper_1d",
+                optimizer="newton-cascade", n_data=10_000, n_test=10_000)
+    table = [cfg(archs=("mlp", "glu"), widths=_TABLE_WIDTHS, seeds=(0, 1, 2, 3), problem=p,
+                 optimizer="newton-cascade")
+             for p in ("sin_x_sin_y", "friedman1", "friedman2", "friedman3", "airfoil")]
+    table.append(cfg(archs=("mlp", "glu"), widths=_CALIFORNIA_WIDTHS, seeds=(0, 1, 2, 3), problem="california",
+                     optimizer="newton-cascade", n_data=4000))
+    return [Experiment("1d", one_d, (4, 50))] + [Experiment(f"table1_{c.problem}", c) for c in table]
+
+
+def run_experiments(exps: Sequence[Experiment], runs: Path, *, progress: bool = True,
+                    log: Callable[[str], None] = print) -> dict[str, list[dict]]:
+    """Run (or resume) every experiment into runs/<name>; returns records by experiment name."""
+    out = {}
+    for i, exp in enumerate(exps, 1):
+        t0 = time.perf_counter()
+        log(f"[{i}/{len(exps)}] {exp.name}: {', '.join(exp.config.archs)} x {len(exp.config.widths)} widths x "
+            f"{len(exp.config.seeds)} seeds on {exp.problem}")
+        out[exp.name] = sweeps.run_sweep(exp.config, runs / exp.name, progress=progress, fit_range=exp.fit_range)
+        log(f"      done in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+# ------------------------------------------------------------------ Table 1
+
+
+def _fit(records: list[dict], error: str, fit_range) -> slopes.SlopeFit | None:
+    ok = [r for r in records if r["status"] == "ok"]
+    if len({r["n_hidden"] for r in ok}) < 2:
+        return None
+    return slopes.fit_slope([r["n_hidden"] for r in ok], [r[error] for r in ok], groups=[r["seed"] for r in ok],
+                            fit_range=fit_range)
+
+
+def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
+    """The table's protocol column: points, widths, seeds, optimiser, evaluation."""
+    w = config.widths
+    steps = config.steps if config.steps is not None else 100
+    return (f"{dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test pts; n = {min(w)}..{max(w)} "
+            f"({len(w)} widths); {len(config.seeds)} seeds; {config.optimizer} ({steps} steps); {config.dtype}")
+
+
+def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> list[dict]:
+    """One row per (problem, arch): the paper's slope, ours on test and train RMSE with 95% CIs."""
+    rows = []
+    for exp in exps:
+        recs = records.get(exp.name, [])
+        if not recs:
+            continue
+        dataset = sweeps.load_dataset(exp.config)
+        for arch in exp.config.archs:
+            mine = [r for r in recs if r["arch"] == arch]
+            test, train = _fit(mine, "test_rmse", exp.fit_range), _fit(mine, "train_rmse", exp.fit_range)
+            if test is None:
+                continue
+            rows.append({
+                "problem": exp.problem, "label": PROBLEM_LABELS.get(exp.problem, exp.problem),
+                "n_in": dataset.n_in, "arch": arch, "paper": PAPER_SLOPES.get(exp.problem, {}).get(arch),
+                "slope": test.slope, "ci_low": test.ci_low, "ci_high": test.ci_high, "r2": test.r2,
+                "train_slope": train.slope, "train_ci_low": train.ci_low, "train_ci_high": train.ci_high,
+                "theory": THEORY_1D.get(arch) if dataset.n_in == 1 else None,
+                "fit_range": list(test.range), "n_models": len(mine),
+                "statuses": {s: sum(r["status"] == s for r in mine) for s in ("ok", "diverged", "stalled")},
+                "protocol": protocol(exp.config, dataset),
+            })
+    return rows
+
+
+def _num(v, fmt="{:.2f}") -> str:
+    return "n/a" if v is None or not np.isfinite(v) else fmt.format(v)
+
+
+def table1_markdown(rows: list[dict], *, quick: bool, seconds: float | None = None) -> str:
+    """Table 1 as markdown: paper vs ours (test-set and training-set RMSE slopes vs n)."""
+    lines = [
+        "# Table 1: convergence order (slope of RMSE vs hidden width n)",
+        "",
+        "Generated by `glu-scaling reproduce" + (" --quick" if quick else "") + "`; do not edit by hand. "
+        "Ours: mean of the per-seed least-squares slopes of log RMSE vs log n, with a 95% "
+        "t-interval over seeds; *test* scores on held-out points (a dense grid in 1D and 2D, fresh "
+        "draws for Friedman, the 20% split for real data), *train* on the training points as the "
+        "reference did for its real data. Theory: spline order -(degree+1) for a smooth 1D target.",
+        "",
+        "| problem | dx | arch | paper | ours (test) [95% CI] | ours (train) [95% CI] | theory | fitted n | "
+        "models (ok/div/stall) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        st = r["statuses"]
+        lines.append(
+            f"| {r['label']} | {r['n_in']} | {r['arch'].upper()} | {_num(r['paper'])} | "
+            f"{_num(r['slope'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}] | "
+            f"{_num(r['train_slope'])} [{_num(r['train_ci_low'])}, {_num(r['train_ci_high'])}] | "
+            f"{_num(r['theory'], '{:.0f}')} | {r['fit_range'][0]:.0f}..{r['fit_range'][1]:.0f} | "
+            f"{st['ok']}/{st['diverged']}/{st['stalled']} |")
+    lines += ["", "## Protocol", ""]
+    seen = set()
+    for r in rows:
+        if r["problem"] not in seen:
+            seen.add(r["problem"])
+            lines.append(f"- {r['label']}: {r['protocol']}")
+    if seconds is not None:
+        lines += ["", f"Wall time of this reproduction (sweeps and figures): {seconds:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _convergence_panels(panels: list[tuple[str, list[dict]]], path_stem: Path, *, x_axes=("n_hidden",),
+                        fit_ranges: dict | None = None, title: str | None = None) -> list[Path]:
+    """A row of 3 x 3 inch log-log panels, one per (title, records) and x axis."""
+    plt = plots._mpl()
+    n = len(panels) * len(x_axes)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.0), squeeze=False)
+    k = 0
+    for name, recs in panels:
+        for x in x_axes:
+            ax = axes[0, k]
+            fr = (fit_ranges or {}).get(name)
+            plots.convergence_axes(ax, recs, x, label_fmt="{arch}", fit_range=fr)
+            ax.set_title(name)
+            k += 1
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    paths = plots.save(fig, path_stem)
+    plt.close(fig)
+    return paths
+
+
+def fig3(records_1d: list[dict], out: Path, fit_range=None) -> list[Path]:
+    """Fig. 3: MLP and GLU on the 1D target, test RMSE vs n and vs P with fitted slopes."""
+    recs = [r for r in records_1d if r["arch"] in ("mlp", "glu")]
+    return _convergence_panels([("1/(1+cos²(πx))", recs)], out / "fig3_convergence_1d",
+                               x_axes=("n_hidden", "n_params"), fit_ranges={"1/(1+cos²(πx))": fit_range},
+                               title="Fig. 3: MLP vs GLU, newton-cascade, float64")
+
+
+def fig5(records_1d: list[dict], out: Path, fit_range=None) -> list[Path]:
+    """Fig. 5: as Fig. 3 with the GQU."""
+    return _convergence_panels([("1/(1+cos²(πx))", records_1d)], out / "fig5_convergence_gqu",
+                               x_axes=("n_hidden", "n_params"), fit_ranges={"1/(1+cos²(πx))": fit_range},
+                               title="Fig. 5: MLP, GLU and GQU")
+
+
+def fig4(records_1d: list[dict], config: sweeps.SweepConfig, out: Path, fit_range=None) -> list[Path]:
+    """Fig. 4: trained MLP/GLU (median over seeds) against least-squares linear/quadratic
+    splines and the analytic constructions with the same number of knots (n)."""
+    from glu_scaling import compare
+
+    dataset, data, _ = compare.load_data(config.problem, n_data=config.n_data, n_test=config.n_test)
+    widths = sorted({r["n_hidden"] for r in records_1d})
+    recs = [{**r, "method": "newton-cascade"} for r in records_1d if r["arch"] in ("mlp", "glu")]
+    for arch in ("mlp", "glu"):
+        recs += compare.spline_records(config.problem, arch, widths, dataset, spline_knots="width")
+        recs += compare.construction_records(config.problem, arch, widths, data, curvature="mid"
+                                             if arch == "glu" else "left")
+    return compare.construct_figure(recs, out / "fig4_splines", fit_range=fit_range,
+                                    title="Fig. 4: trained vs least-squares splines vs constructions")
+
+
+def fig6(records: dict[str, list[dict]], out: Path, names=FIG6_PROBLEMS, stem="fig6_2d_friedman",
+         title="Fig. 6: 2D target and Friedman #1-#3") -> list[Path]:
+    """Fig. 6 (and 7): one panel per problem, MLP vs GLU test RMSE vs n."""
+    panels = [(PROBLEM_LABELS[p], records[f"table1_{p}"]) for p in names if records.get(f"table1_{p}")]
+    if not panels:
+        return []
+    return _convergence_panels(panels, out / stem, title=title)
+
+
+def fig7(records: dict[str, list[dict]], out: Path) -> list[Path]:
+    """Fig. 7: airfoil self-noise and California housing."""
+    return fig6(records, out, FIG7_PROBLEMS, "fig7_real_data", "Fig. 7: real data (held-out 20% split)")
+
+
+# ------------------------------------------------------------------ the command
+
+
+def _copy_results(records: dict[str, list[dict]], out: Path) -> None:
+    """The records behind the figures, one JSONL per experiment, under out/results/."""
+    folder = out / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, recs in records.items():
+        text = "".join(json.dumps(results.json_safe(r), allow_nan=False) + "\n" for r in recs)
+        tmp = folder / f"{name}.jsonl.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / f"{name}.jsonl")
+
+
+def parse_only(text: str | None) -> tuple[str, ...]:
+    """'fig3,fig5' -> ('fig3', 'fig5'); None -> every figure."""
+    if text is None:
+        return FIGURES
+    names = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in FIGURES]
+    if bad or not names:
+        raise UsageError(f"unknown figure {(bad or [text])[0]!r} in --only; accepted: {', '.join(FIGURES)}")
+    return names
+
+
+def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table: bool) -> list[Experiment]:
+    """The experiments that the requested figures (and the table) draw on."""
+    if table:
+        return list(exps)
+    wanted = set()
+    if {"fig3", "fig4", "fig5"} & set(figures):
+        wanted.add("1d")
+    if "fig6" in figures:
+        wanted |= {f"table1_{p}" for p in FIG6_PROBLEMS}
+    if "fig7" in figures:
+        wanted |= {f"table1_{p}" for p in FIG7_PROBLEMS}
+    return [e for e in exps if e.name in wanted]
+
+
+def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, quick: bool = False,
+              figures: Sequence[str] = FIGURES, table: bool = True, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict:
+    """Run the reproduction's sweeps (resuming any finished ones), then draw and write.
+
+    Args:
+      out: folder for figN_*.png/.pdf, table1.md, table1.json and results/*.jsonl.
+      runs: folder of the sweeps' results folders (default runs/reproduce/{quick,full}).
+      quick: the small version (a few minutes on two CPU cores).
+      figures: subset of `FIGURES` to draw; table: write Table 1.
+
+    Returns a summary dict: paths written, Table 1 rows, seconds.
+    """
+    t0 = time.perf_counter()
+    out = results.prepare_folder(out)
+    runs = results.prepare_folder(Path(runs) if runs is not None else
+                                  Path("runs") / "reproduce" / ("quick" if quick else "full"))
+    exps = experiments(quick)
+    by_name = {e.name: e for e in exps}
+    records = run_experiments(needed_experiments(exps, figures, table), runs, progress=progress, log=log)
+    paths: list[Path] = []
+    if "1d" in records:
+        exp = by_name["1d"]
+        if "fig3" in figures:
+            paths += fig3(records["1d"], out, exp.fit_range)
+        if "fig4" in figures:
+            paths += fig4(records["1d"], exp.config, out, exp.fit_range)
+        if "fig5" in figures:
+            paths += fig5(records["1d"], out, exp.fit_range)
+    if "fig6" in figures:
+        paths += fig6(records, out)
+    if "fig7" in figures:
+        paths += fig7(records, out)
+    illustrative = [f for f in figures if f in ("fig1", "fig2", "fig8", "fig9", "fig10", "fig11")]
+    if illustrative:
+        from glu_scaling import illustrations
+
+        log("illustrative figures " + ", ".join(illustrative))
+        for name in illustrative:
+            paths += getattr(illustrations, name)(out)
+    _copy_results(records, out)
+    rows = table1_rows(exps, records) if table else []
+    seconds = time.perf_counter() - t0
+    if table:
+        results.write_json_atomic(out / "table1.json", {"quick": quick, "seconds": seconds, "rows": rows})
+        (out / "table1.md").write_text(table1_markdown(rows, quick=quick, seconds=seconds))
+        paths += [out / "table1.md", out / "table1.json"]
+    return {"paths": paths, "rows": rows, "seconds": seconds}
+
+
+def print_table(rows: list[dict], file=sys.stdout) -> None:
+    print(f"{'problem':<20} {'dx':>2} {'arch':<4} {'paper':>6} {'ours':>7}  {'95% CI':<17} {'train':>7}",
+          file=file)
+    for r in rows:
+        print(f"{r['label']:<20} {r['n_in']:>2} {r['arch']:<4} {_num(r['paper']):>6} {_num(r['slope'], '{:.3f}'):>7}"
+              f"  [{_num(r['ci_low'], '{:.3f}')}, {_num(r['ci_high'], '{:.3f}')}] "
+              f"{_num(r['train_slope'], '{:.3f}'):>7}", file=file)

@@ -1,0 +1,150 @@
+"""`glu-scaling reproduce`: Table 1 arithmetic on records with known slopes, the figure
+selection, and a tiny end-to-end reproduction that resumes without retraining."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import CountingTrainBucket
+
+from glu_scaling import reproduce, sweeps
+from glu_scaling.cli import main
+from glu_scaling.errors import UsageError
+
+
+def synthetic_records(problem, arch, slope, train_slope, widths=(4, 8, 16, 32, 64), seeds=(0, 1, 2, 3),
+                      noise=0.05, n_in=1, rng=None):
+    """test_rmse = 0.3 n^slope, train_rmse = 0.2 n^train_slope, times exp(noise * N(0,1)) per model."""
+    rng = rng or np.random.default_rng(0)
+    recs = []
+    for s in seeds:
+        for n in widths:
+            recs.append({"arch": arch, "problem": problem, "n_in": n_in, "n_hidden": n, "n_params": 3 * n + 1,
+                         "seed": s, "status": "ok",
+                         "test_rmse": 0.3 * n**slope * np.exp(noise * rng.normal()),
+                         "train_rmse": 0.2 * n**train_slope * np.exp(noise * rng.normal())})
+    return recs
+
+
+def tiny_config(problem="paper_1d", archs=("mlp", "glu")):
+    return sweeps.SweepConfig(archs=archs, widths=(2, 4, 8), seeds=(0, 1), problem=problem,
+                              optimizer="newton-cascade", steps=1, n_data=64, n_test=64)
+
+
+def test_table1_rows_recover_known_slopes():
+    exp = reproduce.Experiment("1d", tiny_config(), fit_range=(4, 64))
+    recs = synthetic_records("paper_1d", "mlp", -2.0, -2.1) + synthetic_records("paper_1d", "glu", -3.0, -3.2)
+    rows = reproduce.table1_rows([exp], {"1d": recs})
+    by_arch = {r["arch"]: r for r in rows}
+    for arch, slope, train_slope, paper, theory in (("mlp", -2.0, -2.1, -2.13, -2.0), ("glu", -3.0, -3.2, -3.08, -3.0)):
+        r = by_arch[arch]
+        assert r["ci_low"] < slope < r["ci_high"]
+        assert r["ci_high"] - r["ci_low"] < 0.3  # 4 seeds, 5% noise on 5 widths spanning 4 octaves
+        assert r["train_ci_low"] < train_slope < r["train_ci_high"]
+        assert r["paper"] == paper and r["theory"] == theory and r["n_in"] == 1
+        assert r["fit_range"] == [4.0, 64.0] and r["n_models"] == 20
+        assert r["statuses"] == {"ok": 20, "diverged": 0, "stalled": 0}
+
+
+def test_table1_ci_matches_the_t_interval_over_seeds():
+    """Without noise inside a seed, every seed's slope is exact: the CI is mean +- t sd / sqrt(G)."""
+    from scipy import stats
+
+    exp = reproduce.Experiment("1d", tiny_config(archs=("mlp",)))
+    per_seed = [-1.9, -2.0, -2.1, -2.2]
+    recs = []
+    for s, k in enumerate(per_seed):
+        for n in (2, 4, 8):
+            recs.append({"arch": "mlp", "problem": "paper_1d", "n_in": 1, "n_hidden": n, "n_params": 3 * n + 1,
+                         "seed": s, "status": "ok", "test_rmse": 0.5 * n**k, "train_rmse": 0.5 * n**k})
+    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    half = stats.t.ppf(0.975, 3) * np.std(per_seed, ddof=1) / 2
+    assert row["slope"] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert row["ci_high"] - row["slope"] == pytest.approx(half, rel=1e-9)
+
+
+def test_table1_leaves_out_non_ok_models_and_counts_them():
+    exp = reproduce.Experiment("1d", tiny_config(archs=("glu",)))
+    recs = synthetic_records("paper_1d", "glu", -3.0, -3.0, noise=0.0)
+    recs[0] = {**recs[0], "status": "diverged", "test_rmse": 1e9}
+    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    assert row["slope"] == pytest.approx(-3.0, abs=1e-9)
+    assert row["statuses"]["diverged"] == 1 and row["statuses"]["ok"] == 19
+
+
+def test_markdown_table_has_a_row_per_arch_and_the_protocol():
+    exp = reproduce.Experiment("table1_friedman1", tiny_config("friedman1"))
+    recs = synthetic_records("friedman1", "mlp", -0.5, -0.6, n_in=5) + synthetic_records("friedman1", "glu", -1.0,
+                                                                                          -1.1, n_in=5)
+    rows = reproduce.table1_rows([exp], {"table1_friedman1": recs})
+    text = reproduce.table1_markdown(rows, quick=True, seconds=12.0)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| Friedman #1")]
+    assert len(lines) == 2
+    assert "| MLP | -0.55 |" in lines[0] and "| GLU | -1.00 |" in lines[1]
+    assert rows[0]["theory"] is None and "| n/a |" in lines[0]  # no spline theory beyond 1D
+    assert "64 train / 64 test pts; n = 2..8 (3 widths); 2 seeds; newton-cascade (1 steps)" in text
+    assert "reproduce --quick" in text and "12 s" in text
+
+
+def test_experiments_follow_the_paper_protocol():
+    full = {e.name: e for e in reproduce.experiments(quick=False)}
+    one_d = full["1d"].config
+    assert one_d.problem == "paper_1d" and one_d.n_data == 10_000 and one_d.dtype == "float64"
+    assert set(range(1, 51)) <= set(one_d.widths) and len(one_d.seeds) >= 4
+    assert one_d.optimizer == "newton-cascade" and one_d.archs == ("mlp", "glu", "gqu")
+    for p in reproduce.PAPER_SLOPES:
+        name = "1d" if p == "paper_1d" else f"table1_{p}"
+        assert full[name].problem == p
+        assert min(full[name].config.widths) == 1 and len(full[name].config.seeds) == 4
+    assert max(full["table1_friedman1"].config.widths) >= 128
+    quick = reproduce.experiments(quick=True)
+    assert [e.name for e in quick] == list(full)
+
+
+def test_figure_selection():
+    assert reproduce.parse_only(None) == reproduce.FIGURES
+    assert reproduce.parse_only("fig3, FIG5") == ("fig3", "fig5")
+    with pytest.raises(UsageError, match="unknown figure 'fig12'.*accepted: fig1"):
+        reproduce.parse_only("fig3,fig12")
+    exps = reproduce.experiments(quick=True)
+    assert [e.name for e in reproduce.needed_experiments(exps, ("fig4",), table=False)] == ["1d"]
+    assert [e.name for e in reproduce.needed_experiments(exps, ("fig7",), table=False)] == [
+        "table1_airfoil", "table1_california"]
+    assert reproduce.needed_experiments(exps, ("fig1",), table=False) == []
+    assert len(reproduce.needed_experiments(exps, ("fig1",), table=True)) == len(exps)
+
+
+def test_cli_rejects_an_unknown_figure(capsys):
+    assert main(["reproduce", "--only", "fig99", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'fig99'" in err[0]
+
+
+@pytest.fixture
+def tiny_experiments(monkeypatch):
+    exps = [reproduce.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
+            reproduce.Experiment("table1_sin_x_sin_y", tiny_config("sin_x_sin_y"))]
+    monkeypatch.setattr(reproduce, "experiments", lambda quick=False: exps)
+    return exps
+
+
+def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch):
+    out, runs = tmp_path / "figs", tmp_path / "runs"
+    figures = ("fig3", "fig4", "fig5", "fig6")
+    summary = reproduce.reproduce(out, runs=runs, quick=True, figures=figures, progress=False, log=lambda s: None)
+    for stem in ("fig3_convergence_1d", "fig4_splines", "fig5_convergence_gqu", "fig6_2d_friedman"):
+        for ext in (".png", ".pdf"):
+            assert (out / f"{stem}{ext}").stat().st_size > 1000
+    table = json.loads((out / "table1.json").read_text())
+    assert [(r["problem"], r["arch"]) for r in table["rows"]] == [
+        ("paper_1d", "mlp"), ("paper_1d", "glu"), ("paper_1d", "gqu"), ("sin_x_sin_y", "mlp"), ("sin_x_sin_y", "glu")]
+    assert table["rows"][3]["n_in"] == 2 and table["rows"][3]["paper"] == -0.91
+    copied = [json.loads(ln) for ln in (out / "results" / "1d.jsonl").read_text().splitlines()]
+    assert len(copied) == 3 * 3 * 2 and {r["arch"] for r in copied} == {"mlp", "glu", "gqu"}
+    assert len(summary["rows"]) == 5
+    # a second run finds every model done and trains nothing, with the same table
+    counter = CountingTrainBucket()
+    monkeypatch.setattr(sweeps, "train_bucket", counter)
+    again = reproduce.reproduce(out, runs=runs, quick=True, figures=("fig3",), progress=False, log=lambda s: None)
+    assert counter.calls == []
+    assert [r["slope"] for r in again["rows"]] == [r["slope"] for r in table["rows"]]
