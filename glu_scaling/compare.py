@@ -357,21 +357,35 @@ def construct_figure(records: list[dict], path_stem, *, title: str | None = None
 # ------------------------------------------------------------------ the study
 
 
-def _prepare_out(out) -> Path:
+PREVIOUS = "results.previous.jsonl"  # the last run's records, kept until this run has finished
+
+
+def _prepare_out(out, config: dict) -> Path:
+    """The construct folder `out`, checked against `config`: a folder of another kind of
+    run, or of a construct run with other settings, is refused (results are never mixed).
+    A rerun with the same settings recomputes everything; the previous records are kept
+    as results.previous.jsonl until the new run has finished."""
+    import json
+
     folder = results.prepare_folder(out)
     cfg = folder / "config.json"
     if cfg.exists():
-        import json
-
         try:
-            kind = json.loads(cfg.read_text()).get("kind")
-        except (json.JSONDecodeError, AttributeError):
-            kind = None
+            old = json.loads(cfg.read_text())
+        except json.JSONDecodeError:
+            old = None
+        kind = old.get("kind") if isinstance(old, dict) else None
         if kind != "construct":
             raise UsageError(f"{str(folder)!r} holds results of another kind of run (config.json kind={kind!r}); "
                              "use another --out")
-    for name in ("results.jsonl", "slopes.json"):
-        (folder / name).unlink(missing_ok=True)
+        diffs = [k for k in config if old.get(k) != config[k]]
+        if diffs:
+            k = diffs[0]
+            raise UsageError(f"{str(folder)!r} holds construct results with {k}={old.get(k)!r}, not {config[k]!r}; "
+                             "results are never mixed: use another --out, or delete the folder to start afresh")
+    if (folder / "results.jsonl").exists():
+        (folder / "results.jsonl").replace(folder / PREVIOUS)
+    (folder / "slopes.json").unlink(missing_ok=True)
     return folder
 
 
@@ -431,7 +445,7 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
               "fit_range": None if fit_range is None else list(fit_range), "dtype": base.dtype,
               "activation": "relu",
               "from_construction": {m: FROM_CONSTRUCTION[m] for m in methods if m in FROM_CONSTRUCTION}}
-    folder = _prepare_out(out)
+    folder = _prepare_out(out, results.json_safe(config))
     results.write_json_atomic(folder / "config.json", config)
     seed0 = seeds[0]
     records: list[dict] = []
@@ -464,6 +478,7 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
     results.write_json_atomic(folder / "slopes.json", slopes_by_method(records, fit_range=fit_range))
     construct_figure(records, folder / "fig4_construction", title=f"{problem}: constructions, splines, training",
                      fit_range=fit_range)
+    (folder / PREVIOUS).unlink(missing_ok=True)
     return records
 
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from glu_scaling import spline_init as _spline
-from glu_scaling.errors import UsageError, check_choice, check_positive_int
+from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
 
 NAMED_ARCHS = {"mlp": 0, "glu": 1, "gqu": 2}
 
@@ -62,7 +62,8 @@ def n_factors(arch: str) -> int:
         return NAMED_ARCHS[arch]
     match = _GATED_K.fullmatch(arch) if isinstance(arch, str) else None
     if match is None:
-        raise UsageError(f"unknown architecture {arch!r}; accepted: {', '.join(accepted_archs())}")
+        raise unknown("architecture", arch, accepted_archs(),
+                      candidates=[*NAMED_ARCHS, *(f"gated{k}" for k in range(10))])
     return int(match.group(1))
 
 

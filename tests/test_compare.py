@@ -55,6 +55,20 @@ def test_refuses_a_folder_written_by_another_kind_of_run(tmp_path):
         compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=("construction",))
 
 
+def test_rerun_with_other_settings_is_refused_and_keeps_the_results(tmp_path):
+    """Only constructions and splines (no training): the same settings recompute the same
+    records and leave no previous copy; other widths are refused with the folder untouched."""
+    recs = compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=("construction", "lsq-spline"))
+    before = (tmp_path / "results.jsonl").read_bytes()
+    with pytest.raises(UsageError, match=r"widths=\[4, 8\], not \[4, 16\].*never mixed.*another --out"):
+        compare.run_construct("sin", "mlp", "4,16", out=tmp_path, methods=("construction", "lsq-spline"))
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+    again = compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=("construction", "lsq-spline"))
+    assert [r["test_rmse"] for r in again] == [r["test_rmse"] for r in recs]
+    assert not (tmp_path / compare.PREVIOUS).exists()
+    assert len(results.read_records(tmp_path)) == len(recs)
+
+
 # ------------------------------------------------------------------ constructions and splines
 
 
