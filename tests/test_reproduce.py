@@ -1,6 +1,7 @@
 """`glu-scaling reproduce`: Table 1 arithmetic on records with known slopes, the figure
 selection, and a tiny end-to-end reproduction that resumes without retraining."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -44,6 +45,7 @@ def test_table1_rows_recover_known_slopes():
         assert r["paper"] == paper and r["theory"] == theory and r["n_in"] == 1
         assert r["fit_range"] == [4.0, 64.0] and r["n_models"] == 20
         assert r["statuses"] == {"ok": 20, "diverged": 0, "stalled": 0}
+        assert r["octave_range"] == [32.0, 64.0] and r["octave_ci_low"] < slope < r["octave_ci_high"]
 
 
 def test_table1_ci_matches_the_t_interval_over_seeds():
@@ -70,6 +72,15 @@ def test_table1_leaves_out_non_ok_models_and_counts_them():
     (row,) = reproduce.table1_rows([exp], {"1d": recs})
     assert row["slope"] == pytest.approx(-3.0, abs=1e-9)
     assert row["statuses"]["diverged"] == 1 and row["statuses"]["ok"] == 19
+
+
+def test_frozen_gate_rows_carry_no_paper_slope():
+    exp = reproduce.Experiment("1d_frozen", dataclasses.replace(tiny_config(archs=("glu",)),
+                                                                optimizer="newton-splines"))
+    (row,) = reproduce.table1_rows([exp], {"1d_frozen": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
+    assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-splines"
+    assert row["label"] == "1/(1 + cos^2(pi x)), newton-splines"
+    assert "gates frozen" in row["protocol"]
 
 
 def test_markdown_table_has_a_row_per_arch_and_the_protocol():
