@@ -85,7 +85,7 @@ STYLES = {
     "cascade-from-construction": ("-.", "^"),
     "newton-from-construction": ((0, (3, 1, 1, 1, 1, 1)), "D"),
 }
-SLOPE_STATUSES = ("ok", "stalled")  # a stalled model still has a valid, finite RMSE
+SLOPE_STATUSES = slopes.FIT_STATUSES  # a stalled model still has a valid, finite RMSE
 
 
 def spline_method(arch: str) -> str:

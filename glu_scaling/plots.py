@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_scaling.slopes import fit_slope
+from glu_scaling.slopes import FIT_STATUSES, fit_slope
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -30,7 +30,7 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
     """Draw test RMSE vs `x` per arch (all seeds as points, median line, fitted slope)."""
     archs = list(dict.fromkeys(r["arch"] for r in records))
     for i, arch in enumerate(archs):
-        rec = [r for r in records if r["arch"] == arch and r["status"] == "ok"]
+        rec = [r for r in records if r["arch"] == arch and r["status"] in FIT_STATUSES]
         if not rec:
             continue
         xs = np.array([r[x] for r in rec], float)
@@ -39,9 +39,11 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
         ux = np.unique(xs)
         med = np.array([np.median(ys[xs == u]) for u in ux])
         label = label_fmt.format(arch=arch)
-        if len(ux) >= 2:
-            fit = fit_slope(xs, ys, groups=[r["seed"] for r in rec],
-                            fit_range=None if fit_range is None or x != "n_hidden" else fit_range)
+        # the fitted range is on n_hidden whatever the x axis (n or P)
+        nh = np.array([r["n_hidden"] for r in rec], float)
+        keep = np.ones(nh.shape, bool) if fit_range is None else (nh >= fit_range[0]) & (nh <= fit_range[1])
+        if len(np.unique(xs[keep])) >= 2:
+            fit = fit_slope(xs[keep], ys[keep], groups=[r["seed"] for r, k in zip(rec, keep) if k])
             xx = np.array(fit.range)
             ax.plot(xx, np.exp(fit.intercept) * xx**fit.slope, color=color, lw=0.8, ls="--")
             label += f"  slope {fit.slope:.2f}"

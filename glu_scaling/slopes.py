@@ -94,10 +94,16 @@ def local_slopes(x, y) -> np.ndarray:
     return np.diff(np.log(y)) / np.diff(np.log(x))
 
 
-def slopes_table(records: list[dict], *, fit_range=None, statuses=("ok",)) -> list[dict]:
+# Models whose errors enter a slope: a "stalled" model (its line search gave up) is still
+# a finished, finite model of the protocol; a "diverged" one is left out.
+FIT_STATUSES = ("ok", "stalled")
+
+
+def slopes_table(records: list[dict], *, fit_range=None, statuses=FIT_STATUSES) -> list[dict]:
     """slopes.json rows: per (arch, problem) and x in {n_hidden, n_params}, test RMSE slope.
 
     Seeds are the groups of the confidence interval.  `fit_range` is on n_hidden.
+    Models whose status is not in `statuses` (default: diverged ones) are left out.
     """
     rows = []
     keys = sorted({(r["arch"], r["problem"]) for r in records})

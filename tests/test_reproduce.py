@@ -65,13 +65,23 @@ def test_table1_ci_matches_the_t_interval_over_seeds():
     assert row["ci_high"] - row["slope"] == pytest.approx(half, rel=1e-9)
 
 
-def test_table1_leaves_out_non_ok_models_and_counts_them():
+def test_table1_leaves_out_diverged_models_keeps_stalled_ones_and_counts_them():
     exp = reproduce.Experiment("1d", tiny_config(archs=("glu",)))
     recs = synthetic_records("paper_1d", "glu", -3.0, -3.0, noise=0.0)
     recs[0] = {**recs[0], "status": "diverged", "test_rmse": 1e9}
     (row,) = reproduce.table1_rows([exp], {"1d": recs})
     assert row["slope"] == pytest.approx(-3.0, abs=1e-9)
-    assert row["statuses"]["diverged"] == 1 and row["statuses"]["ok"] == 19
+    assert row["statuses"] == {"ok": 19, "diverged": 1, "stalled": 0}
+    # a stalled model at the widest n, 10x worse than the trend, enters the fit of its seed
+    widest = max(range(len(recs)), key=lambda i: (recs[i]["seed"] == 1, recs[i]["n_hidden"]))
+    recs[widest] = {**recs[widest], "status": "stalled", "test_rmse": 10 * recs[widest]["test_rmse"]}
+    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    assert row["statuses"] == {"ok": 18, "diverged": 1, "stalled": 1}
+    widths = np.log([4, 8, 16, 32, 64])
+    bump = np.zeros(5)
+    bump[-1] = np.log(10.0)
+    seed1_slope = -3.0 + np.polyfit(widths, bump, 1)[0]
+    assert row["slope"] == pytest.approx((3 * -3.0 + seed1_slope) / 4, abs=1e-9)
 
 
 def test_frozen_gate_rows_carry_no_paper_slope():
@@ -95,6 +105,7 @@ def test_markdown_table_has_a_row_per_arch_and_the_protocol():
     assert rows[0]["theory"] is None and "| n/a |" in lines[0]  # no spline theory beyond 1D
     assert "64 train / 64 test pts; n = 2..8 (3 widths); 2 seeds; newton-cascade (1 steps)" in text
     assert "reproduce --quick" in text and "12 s" in text
+    assert "trained in 0 s" in text  # the synthetic records carry no seconds
 
 
 def test_experiments_follow_the_paper_protocol():
