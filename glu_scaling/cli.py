@@ -149,8 +149,9 @@ def cmd_speedrun(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from glu_scaling import sweeps
+    from glu_scaling import distributed, sweeps
 
+    distributed.initialize()  # multi-host when JAX_COORDINATOR_ADDRESS etc. say so (README: Scale-out)
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     if not archs:
         raise UsageError(f"--arch {args.arch!r} names no architecture; e.g. --arch mlp,glu")
@@ -160,11 +161,15 @@ def cmd_sweep(args) -> int:
         optimizer=args.optimizer, steps=args.steps, learning_rate=args.lr, n_data=args.n_data,
         n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
         spline_init=not args.random_init, eval=args.eval, target=args.target, dtype=args.dtype,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, devices=args.devices,
     )
     out = Path(args.out)
     fit_range = _parse_range(args.fit_range) if args.fit_range else None
     records = _run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
+    if distributed.process_index() != 0:  # process 0 alone prints the slopes and draws the plot
+        print(f"process {distributed.process_index()}: {len(records)} models ({_summary(records)}) in "
+              f"{out / distributed.records_filename()}; `glu-scaling merge {out}` once every host is done")
+        return 0
     _finish(config, out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
     return 0
 
@@ -219,6 +224,21 @@ def cmd_problems(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from glu_scaling import results, slopes
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise UsageError(f"{str(folder)!r} is not a folder; give a results folder written by sweep")
+    records, n_hosts = results.merge(folder)
+    rows = slopes.slopes_table(records)
+    results.write_json_atomic(folder / "slopes.json", rows)
+    _print_slopes(rows)
+    print(f"merged {n_hosts} host file(s): {len(records)} models in {folder / 'results.jsonl'}; "
+          f"slopes in {folder / 'slopes.json'}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from glu_scaling import plots, results, slopes
 
@@ -265,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="target column of a file:PATH csv")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--batch-size", type=int, default=None, help="models vmapped together (default: auto)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="devices the models of a bucket are split over (default: all visible)")
     p.add_argument("--out", default="runs/sweep", help="results folder (default runs/sweep)")
     p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -306,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="slopes.json and convergence figures from a results folder")
     p.add_argument("dir", help="a results folder")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("merge", help="fold a multi-host sweep's results.host*.jsonl into results.jsonl")
+    p.add_argument("dir", help="a results folder")
+    p.set_defaults(func=cmd_merge)
     return parser
 
 

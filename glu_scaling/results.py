@@ -4,6 +4,10 @@ results.jsonl gets one JSON object per trained model, appended a bucket at a
 time with flush + fsync, so a process killed at any moment leaves only whole
 lines plus at most one cut-off last line; `read_records` drops (and `repair`
 truncates) such a line, and a rerun trains only the models that are missing.
+
+A multi-host sweep writes one results.host{K}.jsonl per process instead (never two
+writers on one file); readers see results.jsonl and then the host files in host
+order, and `merge` folds the host files into results.jsonl.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from glu_scaling.errors import UsageError
@@ -58,8 +63,9 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def check_config(folder: Path, config: dict) -> None:
-    """Write config.json, or check an existing one describes the same models."""
+def check_config(folder: Path, config: dict, write: bool = True) -> None:
+    """Write config.json, or check an existing one describes the same models
+    (`write=False`: only check, as the processes other than 0 of a multi-host run do)."""
     path = folder / "config.json"
     if path.exists():
         try:
@@ -85,12 +91,30 @@ def check_config(folder: Path, config: dict) -> None:
             merged[key] = sorted(set(old.get(key, [])) | set(config.get(key, [])),
                                  key=lambda v: (isinstance(v, str), v))
         config = merged
-    write_json_atomic(path, config)
+    if write:
+        write_json_atomic(path, config)
 
 
-def read_records(folder: Path) -> list[dict]:
-    """All whole records of results.jsonl (a cut-off last line is ignored)."""
-    path = Path(folder) / "results.jsonl"
+RECORDS = "results.jsonl"
+_HOST_FILE = re.compile(r"results\.host(\d+)\.jsonl")
+
+
+def host_files(folder: Path) -> list[Path]:
+    """The per-host results.host{K}.jsonl files of a folder, in host order."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("results.host*.jsonl")
+             if (m := _HOST_FILE.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def read_records(folder: Path, name: str | None = None) -> list[dict]:
+    """All whole records of results.jsonl and then of each results.host{K}.jsonl (or of
+    the one file `name`); a cut-off last line is ignored."""
+    if name is None:
+        return [rec for path in [Path(folder) / RECORDS, *host_files(folder)] for rec in _read_lines(path)]
+    return _read_lines(Path(folder) / name)
+
+
+def _read_lines(path: Path) -> list[dict]:
     if not path.exists():
         return []
     records = []
@@ -112,9 +136,9 @@ def unique_records(folder: Path) -> list[dict]:
     return list(first.values())
 
 
-def repair(folder: Path) -> int:
-    """Truncate a cut-off last line of results.jsonl; returns bytes removed."""
-    path = Path(folder) / "results.jsonl"
+def repair(folder: Path, name: str = RECORDS) -> int:
+    """Truncate a cut-off last line of results.jsonl (or of the file `name`); returns bytes removed."""
+    path = Path(folder) / name
     if not path.exists():
         return 0
     data = path.read_bytes()
@@ -128,12 +152,13 @@ def repair(folder: Path) -> int:
     return len(data) - keep
 
 
-def append_records(folder: Path, records: list[dict]) -> None:
-    """Append whole lines and fsync, so finished models survive any crash."""
+def append_records(folder: Path, records: list[dict], name: str = RECORDS) -> None:
+    """Append whole lines to results.jsonl (or to the file `name`) and fsync, so finished
+    models survive any crash."""
     if not records:
         return
     text = "".join(json.dumps(json_safe(r), sort_keys=True, allow_nan=False) + "\n" for r in records)
-    with open(Path(folder) / "results.jsonl", "a") as fh:
+    with open(Path(folder) / name, "a") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
@@ -141,3 +166,30 @@ def append_records(folder: Path, records: list[dict]) -> None:
 
 def model_key(record: dict) -> tuple:
     return record["arch"], int(record["n_hidden"]), int(record["seed"])
+
+
+def merge(folder: Path) -> tuple[list[dict], int]:
+    """Fold every results.host{K}.jsonl into results.jsonl, each model once (the first
+    record read wins, as everywhere), then delete the host files.
+
+    results.jsonl is rewritten atomically before any host file goes, so a crash leaves
+    at worst duplicates that readers skip.  config.json is not touched.
+    Returns (the merged records, the number of host files folded in).
+    """
+    folder = Path(folder)
+    if not (folder / RECORDS).exists() and not host_files(folder):
+        raise UsageError(f"{str(folder)!r} holds no results.jsonl or results.host*.jsonl; "
+                         "give a folder written by sweep")
+    hosts = host_files(folder)
+    for path in hosts:
+        repair(folder, path.name)
+    records = unique_records(folder)
+    tmp = folder / (RECORDS + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write("".join(json.dumps(json_safe(r), sort_keys=True, allow_nan=False) + "\n" for r in records))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / RECORDS)
+    for path in hosts:
+        path.unlink()
+    return records, len(hosts)

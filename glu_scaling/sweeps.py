@@ -5,21 +5,31 @@ buckets (`plan_buckets`); every model of a bucket is padded to the bucket's
 largest width and all of them train in one compiled call (`train.train_batch`).
 Finished buckets are appended to results.jsonl at once, so an interrupted sweep
 resumes by training only the models that are missing.
+
+With several devices the models of a bucket are split over all of them
+(`SweepConfig.devices`, `distributed.make_mesh`, `train.train_batch`); in a
+multi-host run (`distributed.initialize`) every process writes the models its own
+devices trained to results.host{K}.jsonl, and process 0 alone writes config.json
+and slopes.json (`glu-scaling merge DIR` folds the host files into results.jsonl).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import models, problems, results, slopes, train
+from glu_scaling import distributed, models, problems, results, slopes, train
 from glu_scaling.errors import UsageError, check_positive_int, unknown
 
 
@@ -94,6 +104,16 @@ def plan_buckets(widths: Sequence[int], *, seconds_per_w2: float = 0.0, compile_
     return list(reversed(buckets))
 
 
+# The bucket planner's guesses: sustained Newton flop rate (float64) and seconds to
+# compile one bucket, per backend (scripts/bench_gpu.py measures both on a GPU).
+FLOP_RATE = {"cpu": 2e10, "gpu": 5e12, "tpu": 5e12}
+COMPILE_SECONDS = {"cpu": 3.0, "gpu": 8.0, "tpu": 8.0}
+
+
+def _accelerator() -> bool:
+    return jax.default_backend() in ("gpu", "tpu")
+
+
 def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int, optimizer: str,
                    steps: int | None) -> float:
     """Rough training seconds of the `n_seeds` models of one width per unit of W^2."""
@@ -104,7 +124,7 @@ def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int
         p = n_in + 1  # each stage moves one group of a unit
     if optimizer in train.FIRST_ORDER:
         n_steps = n_steps * 3 / (p * n_out)  # gradient steps cost ~ a forward pass each, not P^2
-    flop_rate = 2e12 if jax.default_backend() in ("gpu", "tpu") else 2e10
+    flop_rate = FLOP_RATE.get(jax.default_backend(), FLOP_RATE["cpu"])
     return n_seeds * n_steps * 2.0 * n_points * n_out * p * p / flop_rate
 
 
@@ -128,7 +148,8 @@ class SweepConfig:
     target: str | None = None
     dtype: str = "float64"
     chunk: int = 2048
-    batch_size: int | None = None
+    batch_size: int | None = None  # models vmapped together on one device (None: auto)
+    devices: int | None = None  # devices the batch is sharded over (None: all visible); not part of a model
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -158,6 +179,7 @@ def _check(config: SweepConfig) -> None:
                          "first (the CLI does), or pass dtype='float32'")
     if config.batch_size is not None:
         check_positive_int("batch_size", config.batch_size)
+    distributed.resolve_devices(config.devices)
     if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
                                      or config.steps < 0):
         raise UsageError(f"steps must be >= 0 (an integer), got {config.steps!r}")
@@ -191,33 +213,160 @@ def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_in
     return jax.vmap(one)(seeds, n_hidden)
 
 
-def default_batch_size(n_models: int) -> int:
-    """Models vmapped together inside a bucket: all of them on an accelerator; on a
-    CPU a few (the per-model work is already large matrix products)."""
-    if jax.default_backend() in ("gpu", "tpu"):
-        return n_models
-    return min(n_models, 4)
+def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8) -> int:
+    """Rough peak bytes one model of padded width W holds while it trains (vmapped on a device).
+
+    With p = unit_size, P = W p + dy, C = chunk points and N (padded) points:
+      Hessian build, per chunk: Ju (C, W, dy, p), its transposed copy J (C dy, P) and the
+      per-unit blocks ~ 3 C dy P, plus (k + 6) (C, W) activation arrays;
+      H, its scaled copy, the Cholesky factor and the solve ~ 6 P^2;
+      the line search's forward passes over all points ~ (k + 3) N W;
+    doubled for XLA's temporaries.  GQU (k = 2, 1D), W = 100, C = 2048, N = 10240,
+    float64: P = 701, 3 C P = 4.3 M, 8 C W = 1.6 M, 6 P^2 = 2.9 M, 5 N W = 5.1 M
+    elements = 112 MB, doubled 224 MB; a paper-scale bucket of 30 widths x 16 seeds
+    (480 models) then needs ~107 GB at once, so on a 141 GB H200 (allocator limit 127 GB
+    with XLA_PYTHON_CLIENT_MEM_FRACTION=0.9, budget half of it: cap 283 models)
+    `default_batch_size` splits it into 2 vmapped groups of 240 (53 GB).  A GLU bucket at
+    W = 30 (P = 151) needs ~44 MB a model: all 480 at once (21 GB).
+    """
+    p = models.unit_size(k, n_in, n_out)
+    P = width * p + n_out
+    c = min(chunk, n_points)
+    n_pad = -(-n_points // c) * c
+    elements = 3 * c * n_out * P + (k + 6) * c * width + 6 * P * P + (k + 3) * n_pad * width
+    return 2 * itemsize * elements
+
+
+def memory_budget(fraction: float = 0.5) -> float:
+    """Bytes one device may spend on a vmapped group: `fraction` of its allocator limit
+    (16 GB x fraction when the backend does not report one)."""
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # some backends (and CPU) report nothing
+        stats = {}
+    return fraction * float(stats.get("bytes_limit", 16e9))
+
+
+def default_batch_size(n_models: int, *, n_devices: int = 1, bytes_per_model: float | None = None) -> int:
+    """Models vmapped together on one device: on a CPU a few (the per-model work is already
+    large matrix products), on an accelerator as many as fit in `memory_budget()`
+    (all of them when `bytes_per_model` is None).
+
+    A device holds ceil(n_models / n_devices) models; when they need several groups the
+    groups are balanced (7 models, cap 4: two groups of 4, one dummy) so padding stays small.
+    A single CPU device keeps min(n_models, 4), as the unsharded sweeps always had.
+    """
+    share = -(-n_models // n_devices)
+    if not _accelerator():
+        if n_devices == 1:
+            return min(n_models, 4)
+        cap = 4
+    else:
+        cap = share if bytes_per_model is None else max(1, int(memory_budget() // bytes_per_model))
+    groups = -(-share // min(cap, share))
+    return -(-share // groups)
+
+
+def _is_out_of_memory(err: Exception) -> bool:
+    text = str(err)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+class _BucketSetup(NamedTuple):
+    k: int
+    tconf: train.TrainConfig
+    data: train.TrainData
+    batch: int
+    n_devices: int
+    mesh: jax.sharding.Mesh | None
+
+
+def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Dataset,
+                  config: SweepConfig) -> _BucketSetup:
+    """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
+    k = models.n_factors(arch)
+    tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk)
+    data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
+    tconf = dataclasses.replace(tconf, chunk=chunk)
+    n_devices = distributed.resolve_devices(config.devices)
+    mesh = distributed.make_mesh(n_devices)
+    need = model_bytes(k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
+                       jnp.dtype(config.dtype).itemsize)
+    batch = config.batch_size or default_batch_size(n_models, n_devices=n_devices, bytes_per_model=need)
+    return _BucketSetup(k, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
+
+
+def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
+    return dict(k=k, n_in=dataset.n_in, n_out=dataset.n_out, width=width, activation=config.activation,
+                spline_init=config.spline_init, dtype=jnp.dtype(config.dtype))
+
+
+def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> None:
+    """Compile a bucket's calls (`_init_batch`, `train.train_batch`) for `n_models` models without
+    running them.
+
+    jit shares its caches with ahead-of-time lowering, so `train_bucket` then finds the
+    executable ready.  Runs in a worker thread (XLA compiles without the GIL); a
+    thread-local setting such as `jax.default_matmul_precision(...)` used as a context
+    manager is not seen there (set it with `jax.config.update` instead).
+    """
+    setup = _bucket_setup(arch, n_models, width, dataset, config)
+    seeds = jax.ShapeDtypeStruct((n_models,), jnp.uint32)
+    ns = jax.ShapeDtypeStruct((n_models,), jnp.asarray(0).dtype)
+    kwargs = _init_kwargs(setup.k, width, dataset, config)
+    _init_batch.lower(seeds, ns, **kwargs).compile()
+    shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns)
+    if setup.mesh is not None:
+        replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
+        shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), shapes)
+    train.train_batch.lower(shapes, setup.data, setup.tconf, batch_size=setup.batch, mesh=setup.mesh).compile()
 
 
 def train_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: problems.Dataset,
                  config: SweepConfig) -> tuple[models.Params, dict, float]:
-    """Train the (n_hidden, seed) pairs of one bucket in one compiled call.
+    """Train the (n_hidden, seed) pairs of one bucket in one compiled call, the models split
+    over `config.devices` devices (all visible when None).
 
-    Returns (params with a leading batch axis, info arrays (B,), wall seconds).
+    Returns (params with a leading batch axis, info arrays (B,), wall seconds); info["process"]
+    is the index of the process whose devices trained each model.  An accelerator that runs
+    out of memory is retried with half as many models vmapped together.
     """
-    dtype = jnp.dtype(config.dtype)
     t0 = time.perf_counter()
+    setup = _bucket_setup(arch, len(pairs), width, dataset, config)
     seeds = jnp.asarray([s for _, s in pairs], dtype=jnp.uint32)
     ns = jnp.asarray([n for n, _ in pairs])
-    params = _init_batch(seeds, ns, k=models.n_factors(arch), n_in=dataset.n_in, n_out=dataset.n_out,
-                         width=width, activation=config.activation, spline_init=config.spline_init, dtype=dtype)
-    tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk)
-    data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
-    tconf = dataclasses.replace(tconf, chunk=chunk)
-    batch = config.batch_size or default_batch_size(len(pairs))
-    params, info = train.train_batch(params, data, tconf, batch_size=batch)
-    info = jax.tree.map(np.asarray, info)
-    return params, info, time.perf_counter() - t0
+    params = _init_batch(seeds, ns, **_init_kwargs(setup.k, width, dataset, config))
+    params = distributed.replicate(params, setup.mesh)
+    batch = setup.batch
+    while True:
+        try:
+            trained, info = train.train_batch(params, setup.data, setup.tconf, batch_size=batch, mesh=setup.mesh)
+            info = jax.tree.map(np.asarray, info)
+            break
+        except jax.errors.JaxRuntimeError as err:
+            if not _is_out_of_memory(err) or batch == 1:
+                raise
+            warnings.warn(f"{arch} bucket W={width}: out of memory with {batch} models vmapped together; "
+                          f"retrying with {-(-batch // 2)}", RuntimeWarning, stacklevel=2)
+            batch = -(-batch // 2)
+    n_total, _ = train.padded_size(len(pairs), setup.n_devices, batch)
+    info["process"] = distributed.device_owners(n_total, setup.mesh)[:len(pairs)]
+    return trained, info, time.perf_counter() - t0
+
+
+def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset, config: SweepConfig,
+                   workers: int | None = None) -> tuple[concurrent.futures.Executor | None, list]:
+    """On an accelerator, start compiling every bucket after the first in worker threads
+    (`precompile_bucket`), so that compilation overlaps training and other compilations
+    (on a CPU the cores that would compile are the ones training).  Returns (pool, futures
+    by bucket; None where nothing was started)."""
+    if len(todo) < 2 or not _accelerator():
+        return None, [None] * len(todo)
+    workers = workers or max(1, min(len(todo) - 1, (os.cpu_count() or 2) // 2))
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="glu_scaling-compile")
+    futures = [None] + [pool.submit(precompile_bucket, arch, len(pairs), width, dataset, config)
+                        for arch, width, pairs in todo[1:]]
+    return pool, futures
 
 
 def load_dataset(config: SweepConfig) -> problems.Dataset:
@@ -232,31 +381,66 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
 
     With `out`, config.json is written (or checked against the existing one),
     records are appended after each bucket, and slopes.json (fitted over
-    `fit_range` of n_hidden, default all) is rewritten at the end.
+    `fit_range` of n_hidden, default all) is rewritten at the end.  In a multi-host
+    run every process appends its own models to results.host{K}.jsonl, all of them
+    skip the models process 0 finds done, and process 0 alone writes config.json and
+    slopes.json; the records returned are this process's share plus those it found done.
     """
     _check(config)
     dataset = load_dataset(config)
     folder = None
     done: dict[tuple, dict] = {}
+    first = jax.process_index() == 0
+    filename = distributed.records_filename()
     if out is not None:
         folder = results.prepare_folder(out)
-        results.check_config(folder, config.to_json())
-        results.repair(folder)
+        results.check_config(folder, config.to_json(), write=first)
+        results.repair(folder, filename)
         done = {results.model_key(rec): rec for rec in results.unique_records(folder)}
+    done_keys = _agreed_done(config, done)
     todo = []
     for arch in config.archs:
         cost = seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0], len(config.seeds),
                               config.optimizer, config.steps)
-        for bucket in plan_buckets(config.widths, seconds_per_w2=cost):
-            pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done]
+        compile_s = COMPILE_SECONDS.get(jax.default_backend(), COMPILE_SECONDS["cpu"])
+        for bucket in plan_buckets(config.widths, seconds_per_w2=cost, compile_seconds=compile_s):
+            pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
             if pairs:
                 todo.append((arch, max(bucket), pairs))
-    new_records = []
     bar = _progress(todo, progress)
-    for arch, width, pairs in bar:
+    pool, compiling = _compile_ahead(todo, dataset, config)
+    try:
+        new_records = _train_todo(bar, compiling, dataset, config, folder, filename, on_bucket)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    wanted = {(a, n, s) for a in config.archs for n in config.widths for s in config.seeds}
+    all_records = [r for r in (list(done.values()) + new_records) if results.model_key(r) in wanted]
+    all_records.sort(key=lambda r: (config.archs.index(r["arch"]), r["n_hidden"], r["seed"]))
+    distributed.barrier("glu_scaling.run_sweep")  # every host's records are on disk
+    if folder is not None and first:
+        results.write_json_atomic(folder / "slopes.json",
+                                  slopes.slopes_table(results.unique_records(folder), fit_range=fit_range))
+    return all_records
+
+
+def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepConfig, folder: Path | None,
+                filename: str, on_bucket) -> list[dict]:
+    """Train the buckets of `bar` in order (each once its ahead-of-time compilation is done),
+    appending this process's records after each; returns them."""
+    new_records = []
+    for (arch, width, pairs), ahead in zip(bar, compiling):
+        if ahead is not None:
+            try:
+                ahead.result()
+            except Exception:  # train_bucket compiles again and reports the error itself
+                pass
         _, info, seconds = train_bucket(arch, pairs, width, dataset, config)
+        owner = info.get("process", np.zeros(len(pairs), int))
         recs = []
         for b, (n, s) in enumerate(pairs):
+            if owner[b] != jax.process_index():
+                continue  # another host's model: it writes that record
             recs.append({
                 "arch": arch, "activation": config.activation, "problem": config.problem,
                 "n_in": dataset.n_in, "n_out": dataset.n_out, "n_hidden": n,
@@ -266,19 +450,21 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
                 "seconds": seconds / len(pairs), "steps": int(info["steps"][b]), "bucket_width": width,
             })
         if folder is not None:
-            results.append_records(folder, recs)
+            results.append_records(folder, recs, filename)
         if on_bucket is not None:
             on_bucket(recs)
         new_records += recs
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(f"{arch} W={width}")
-    wanted = {(a, n, s) for a in config.archs for n in config.widths for s in config.seeds}
-    all_records = [r for r in (list(done.values()) + new_records) if results.model_key(r) in wanted]
-    all_records.sort(key=lambda r: (config.archs.index(r["arch"]), r["n_hidden"], r["seed"]))
-    if folder is not None:
-        results.write_json_atomic(folder / "slopes.json",
-                                  slopes.slopes_table(results.unique_records(folder), fit_range=fit_range))
-    return all_records
+    return new_records
+
+
+def _agreed_done(config: SweepConfig, done: dict[tuple, dict]) -> set[tuple]:
+    """The (arch, n_hidden, seed) keys of `config` to skip: those in `done`, as process 0
+    sees them (so every host of a multi-host run plans the same buckets, shared folder or not)."""
+    keys = [(a, n, s) for a in config.archs for n in config.widths for s in config.seeds]
+    have = distributed.broadcast_from_first(np.asarray([key in done for key in keys], dtype=np.int32))
+    return {key for key, h in zip(keys, have) if h}
 
 
 def _progress(items, enabled: bool):

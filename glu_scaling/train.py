@@ -245,39 +245,81 @@ def train_one(params: Params, data: TrainData, config: TrainConfig) -> tuple[Par
     return params, info
 
 
-@functools.partial(jax.jit, static_argnames=("config", "batch_size"))
-def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size: int | None = None):
+def padded_size(n_models: int, n_devices: int = 1, batch_size: int | None = None) -> tuple[int, int]:
+    """(models after padding, models vmapped together on one device) for a batch of `n_models`.
+
+    Each of the `n_devices` devices gets ceil(n_models / n_devices) models, rounded up
+    to a multiple of its vmap batch min(batch_size, that share) (None: the whole
+    share), so every device runs the same number of whole `lax.map` groups.
+    """
+    share = -(-n_models // n_devices)
+    batch = share if batch_size is None else min(batch_size, share)
+    return n_devices * -(-share // batch) * batch, batch
+
+
+def pad_models(params: Params, n_total: int) -> Params:
+    """Append dummy models up to `n_total` on the leading axis: copies of model 0 with
+    every unit masked (a constant model, whose Newton steps end at once); their
+    results are dropped by the caller."""
+    extra = n_total - params.mask.shape[0]
+    if extra == 0:
+        return params
+    dummy = jax.tree.map(lambda a: jnp.repeat(a[:1], extra, axis=0), params)
+    dummy = dummy.replace(mask=jnp.zeros_like(dummy.mask))
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, dummy)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "batch_size", "mesh"))
+def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size: int | None = None,
+                mesh: jax.sharding.Mesh | None = None):
     """Train a batch of models (leading axis B on every Params leaf) in one compiled call.
 
-    Models are vmapped in groups of `batch_size` (None: all at once) and the groups
-    run one after another (`jax.lax.map`), which bounds memory on a CPU.
+    Models are vmapped in groups of `batch_size` (None: all of a device's models at
+    once) and the groups run one after another (`jax.lax.map`), which bounds memory.
+    With a `mesh` of several devices (one axis, see `distributed.make_mesh`) the
+    batch is padded to a multiple of devices x batch_size (`padded_size`), device j
+    trains the j-th contiguous block of models (`jax.shard_map`) and the results are
+    gathered onto every device; `params` and `data` should then be replicated on the
+    mesh (`distributed.replicate`).  With no mesh (or one device) nothing is sharded.
     Returns (params (B, ...), info with (B,) arrays).
     """
+    n_models = params.mask.shape[0]
+    n_devices = 1 if mesh is None else mesh.size
+    n_total, batch = padded_size(n_models, n_devices, batch_size)
     # lax.map reshapes every leaf into (groups, batch, ...), which zero-size leaves
     # (U and u of an MLP) do not survive: carry only the non-empty ones through it.
-    leaves, treedef = jax.tree.flatten(params)
+    leaves, treedef = jax.tree.flatten(pad_models(params, n_total))
     empty = [leaf.size == 0 for leaf in leaves]
 
-    def rebuild(nonempty, batched):
+    def rebuild(nonempty, batch_shape):
         it = iter(nonempty)
         return treedef.unflatten([
-            jnp.zeros(leaf.shape if batched else leaf.shape[1:], leaf.dtype) if e else next(it)
+            jnp.zeros((*batch_shape, *leaf.shape[1:]), leaf.dtype) if e else next(it)
             for leaf, e in zip(leaves, empty)])
 
-    def one(nonempty):
-        trained, info = train_one(rebuild(nonempty, False), data, config)
+    def one(nonempty, data):
+        trained, info = train_one(rebuild(nonempty, ()), data, config)
         return [leaf for leaf in jax.tree.leaves(trained) if leaf.size], info
 
-    # pad the batch to a multiple of batch_size (copies of model 0, dropped after),
-    # so lax.map compiles one loop body and no separate remainder
-    n_models = leaves[0].shape[0]
-    batch_size = n_models if batch_size is None else min(batch_size, n_models)
-    extra = (-n_models) % batch_size
-    inputs = [jnp.concatenate([leaf, jnp.repeat(leaf[:1], extra, axis=0)]) if extra else leaf
-              for leaf, e in zip(leaves, empty) if not e]
-    nonempty, info = jax.lax.map(one, inputs, batch_size=batch_size)
+    def local(inputs, data):  # the models of one device, `batch` at a time
+        return jax.lax.map(lambda x: one(x, data), inputs, batch_size=batch)
+
+    inputs = [leaf for leaf, e in zip(leaves, empty) if not e]
+    if n_devices == 1:
+        nonempty, info = local(inputs, data)
+    else:
+        spec = jax.sharding.PartitionSpec
+        axis = mesh.axis_names[0]
+
+        def sharded(inputs, data):
+            return jax.lax.all_gather(local(inputs, data), axis, tiled=True)
+
+        # check_vma=False: the per-model loops start from constants (unvarying) and carry
+        # values that vary over devices; each device's work is independent, so no check is needed
+        nonempty, info = jax.shard_map(sharded, mesh=mesh, in_specs=(spec(axis), spec()),
+                                       out_specs=spec(), check_vma=False)(inputs, data)
     nonempty, info = jax.tree.map(lambda a: a[:n_models], (nonempty, info))
-    return rebuild(nonempty, True), info
+    return rebuild(nonempty, (n_models,)), info
 
 
 def status_names(codes) -> list[str]:
