@@ -16,7 +16,7 @@ from glu_scaling.errors import UsageError, did_you_mean, suggest
 
 SPEEDRUN = {
     "archs": ("mlp", "glu", "gqu"),
-    "widths": "1:104:3",
+    "widths": "1:101:3",  # 1, 4, ..., 100: the reference's 34 widths
     "seeds": "0",
     "problem": "one_over_1_p_9x2",
     "optimizer": "newton-splines",

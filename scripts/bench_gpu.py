@@ -99,8 +99,9 @@ def full_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
     return min(accepted + (accepted < n_steps), n_steps) if optimizer in train.NEWTON_SCHEDULES else 0
 
 
-def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress) -> dict:
-    """One sweep, bucket by bucket, until done or past `budget_end` (perf_counter seconds)."""
+def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, results_dir=None) -> dict:
+    """One sweep, bucket by bucket, until done or past `budget_end` (perf_counter seconds);
+    with `results_dir`, its records go to results_dir/<dtype>/ as a sweep's results folder."""
     from glu_scaling import models, sweeps, train
 
     k_of = {a: models.n_factors(a) for a in config.archs}
@@ -169,7 +170,8 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress) 
 
     sweeps.train_bucket = guarded
     try:
-        sweeps.run_sweep(config, None, progress=False, on_bucket=on_bucket)
+        out = None if results_dir is None else f"{results_dir}/{config.dtype}"
+        sweeps.run_sweep(config, out, progress=False, on_bucket=on_bucket)
         row["complete"] = not row["errors"]
     except OutOfTime:
         row["stopped"] = "time budget spent"
@@ -193,6 +195,8 @@ def parse_args(accelerator: bool) -> argparse.Namespace:
     d = PAPER if accelerator else SMALL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/bench_gpu.json")
+    parser.add_argument("--results-dir", default=None,
+                        help="also keep every model's record: DIR/float64 and DIR/float32 results folders")
     parser.add_argument("--archs", default=d["archs"])
     parser.add_argument("--widths", default=d["widths"], help="SPEC, lo:hi[:step] (hi exclusive)")
     parser.add_argument("--seeds", default=d["seeds"])
@@ -283,9 +287,9 @@ def main() -> None:
         try:
             if dtype == "float32":
                 with f32_precision(jax, args.f32_precision):
-                    row = run_sweep(jax, config, sweep_end, clock, save)
+                    row = run_sweep(jax, config, sweep_end, clock, save, args.results_dir)
             else:
-                row = run_sweep(jax, config, sweep_end, clock, save)
+                row = run_sweep(jax, config, sweep_end, clock, save, args.results_dir)
         except Exception as err:  # keep the other dtype's numbers
             traceback.print_exc()
             row = {"dtype": dtype, "error": f"{type(err).__name__}: {str(err)[:1000]}"}
