@@ -1,6 +1,6 @@
 """The `glu-scaling` command line.
 
-Subcommands: speedrun, sweep, construct, reproduce, problems, plot.  Bad input ends with one line
+Subcommands: speedrun, sweep, construct, reproduce, problems, plot, merge.  Bad input ends with one line
 on stderr naming the bad value and what is accepted, exit status 2, no traceback.
 """
 
@@ -206,12 +206,15 @@ def cmd_construct(args) -> int:
 def cmd_reproduce(args) -> int:
     from glu_scaling import reproduce
 
-    figures = reproduce.parse_only(args.only)
-    summary = reproduce.reproduce(args.out, runs=args.runs, quick=args.quick, figures=figures,
-                                  table=not args.no_table, progress=not args.quiet)
+    names = reproduce.parse_only(args.only)
+    figures = tuple(n for n in names if n != "table1")
+    table = not args.no_table and (args.only is None or "table1" in names)  # --only fig3 runs fig3's sweeps only
+    out = args.out or ("figures/quick" if args.quick else "figures")  # --quick never overwrites the full run
+    summary = reproduce.reproduce(out, runs=args.runs, quick=args.quick, figures=figures, table=table,
+                                  progress=not args.quiet)
     if summary["rows"]:
         reproduce.print_table(summary["rows"])
-    print(f"wrote {len(summary['paths'])} files to {args.out}/ in {summary['seconds']:.1f} s")
+    print(f"wrote {len(summary['paths'])} files to {out}/ in {summary['seconds']:.1f} s")
     return 0
 
 
@@ -314,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="regenerate the paper's figures and Table 1 (figures/)")
     p.add_argument("--quick", action="store_true", help="small widths, seeds and steps: a few minutes on a CPU")
-    p.add_argument("--out", default="figures", help="folder for the figures and table1.md/json (default figures)")
+    p.add_argument("--out", default=None,
+                   help="folder for the figures and table1.md/json (default figures, or figures/quick with --quick)")
     p.add_argument("--runs", default=None,
                    help="folder of the sweeps' results, resumable (default runs/reproduce/quick or /full)")
-    p.add_argument("--only", default=None, help="comma list of figures, e.g. fig3,fig5 (default all)")
+    p.add_argument("--only", default=None,
+                   help="comma list of fig1..fig11 and table1, e.g. fig3,fig5: only their sweeps run (default all)")
     p.add_argument("--no-table", action="store_true", help="skip Table 1 (runs only the sweeps the figures need)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)

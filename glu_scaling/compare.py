@@ -383,7 +383,9 @@ def _prepare_out(out, config: dict) -> Path:
             k = diffs[0]
             raise UsageError(f"{str(folder)!r} holds construct results with {k}={old.get(k)!r}, not {config[k]!r}; "
                              "results are never mixed: use another --out, or delete the folder to start afresh")
-    if (folder / "results.jsonl").exists():
+    if (folder / PREVIOUS).exists():  # an interrupted rerun: PREVIOUS is complete, results.jsonl partial
+        (folder / "results.jsonl").unlink(missing_ok=True)
+    elif (folder / "results.jsonl").exists():
         (folder / "results.jsonl").replace(folder / PREVIOUS)
     (folder / "slopes.json").unlink(missing_ok=True)
     return folder

@@ -13,7 +13,8 @@ environment asks for it, explicitly and nothing else:
   under SLURM);
 * ``GLU_SCALING_DISTRIBUTED=1``: everything from JAX's cluster auto-detection
   (a Cloud TPU pod slice, SLURM, Open MPI, Kubernetes);
-* ``SLURM_NTASKS`` > 1 (a job step started by ``srun`` with several tasks).
+* ``SLURM_STEP_NUM_TASKS`` > 1 (a job step started by ``srun`` with several tasks; not
+  ``SLURM_NTASKS``, which a plain batch script or ``salloc`` shell also carries).
 
 Every process then runs the same sweep over the global mesh (all processes' devices);
 each writes the records of the models its own devices trained to
@@ -50,7 +51,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict | None:
         return kwargs
     if env.get(FLAG, "").lower() in ("1", "true", "yes", "auto"):
         return {}
-    if env.get("SLURM_NTASKS") and _env_int("SLURM_NTASKS", env["SLURM_NTASKS"], minimum=1) > 1:
+    if env.get("SLURM_STEP_NUM_TASKS") and _env_int("SLURM_STEP_NUM_TASKS", env["SLURM_STEP_NUM_TASKS"],
+                                                   minimum=1) > 1:
         return {}
     return None
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_scaling import plots, problems, results, slopes, sweeps
-from glu_scaling.errors import UsageError
+from glu_scaling import plots, problems, results, slopes, sweeps, train
+from glu_scaling.errors import UsageError, unknown
 
 # The paper's slopes vs n (paper.md §6: Fig. 3 and 5 for the 1D row, Table 1 for the others).
 PAPER_SLOPES = {
@@ -121,11 +121,13 @@ def run_experiments(exps: Sequence[Experiment], runs: Path, *, progress: bool = 
 
 
 def _fit(records: list[dict], error: str, fit_range) -> slopes.SlopeFit | None:
-    ok = [r for r in records if r["status"] in slopes.FIT_STATUSES]
+    """Slope of `error` vs n over the models kept for fits within `fit_range`; None with < 2 widths."""
+    lo, hi = fit_range if fit_range is not None else (-np.inf, np.inf)
+    ok = [r for r in records if r["status"] in slopes.FIT_STATUSES and lo <= r["n_hidden"] <= hi
+          and r[error] is not None and np.isfinite(r[error]) and r[error] > 0]
     if len({r["n_hidden"] for r in ok}) < 2:
         return None
-    return slopes.fit_slope([r["n_hidden"] for r in ok], [r[error] for r in ok], groups=[r["seed"] for r in ok],
-                            fit_range=fit_range)
+    return slopes.fit_slope([r["n_hidden"] for r in ok], [r[error] for r in ok], groups=[r["seed"] for r in ok])
 
 
 def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
@@ -134,7 +136,7 @@ def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
     if config.optimizer == "newton-splines":
         schedule = "newton-splines (gates frozen at the spline init, one step per layer)"
     else:
-        schedule = f"{config.optimizer} ({config.steps if config.steps is not None else 100} steps)"
+        schedule = f"{config.optimizer} ({train.TrainConfig(config.optimizer, config.steps).n_steps} steps)"
     return (f"{dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test pts; n = {min(w)}..{max(w)} "
             f"({len(w)} widths); {len(config.seeds)} seeds; {schedule}; {config.dtype}")
 
@@ -152,7 +154,7 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
             test, train = _fit(mine, "test_rmse", exp.fit_range), _fit(mine, "train_rmse", exp.fit_range)
             if test is None:
                 continue
-            top = max(r["n_hidden"] for r in mine)
+            top = max(r["n_hidden"] for r in mine if r["status"] in slopes.FIT_STATUSES)
             octave = _fit(mine, "test_rmse", (top / 2, top))  # the last octave: closest to the asymptotic order
             cascade = exp.config.optimizer == "newton-cascade"  # the paper's slopes are of trained models
             label = PROBLEM_LABELS.get(exp.problem, exp.problem)
@@ -317,9 +319,11 @@ def parse_only(text: str | None) -> tuple[str, ...]:
     if text is None:
         return FIGURES
     names = tuple(t.strip().lower() for t in text.split(",") if t.strip())
-    bad = [n for n in names if n not in FIGURES]
-    if bad or not names:
-        raise UsageError(f"unknown figure {(bad or [text])[0]!r} in --only; accepted: {', '.join(FIGURES)}")
+    if not names:
+        raise UsageError(f"--only {text!r} names no figure; e.g. --only fig3,fig5")
+    for name in names:
+        if name not in FIGURES and name != "table1":
+            raise unknown("figure", name, (*FIGURES, "table1"))
     return names
 
 

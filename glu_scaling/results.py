@@ -180,6 +180,13 @@ def merge(folder: Path) -> tuple[list[dict], int]:
     if not (folder / RECORDS).exists() and not host_files(folder):
         raise UsageError(f"{str(folder)!r} holds no results.jsonl or results.host*.jsonl; "
                          "give a folder written by sweep")
+    try:
+        kind = json.loads((folder / "config.json").read_text()).get("kind", "sweep")
+    except (OSError, ValueError, AttributeError):
+        kind = "sweep"
+    if kind != "sweep":  # a construct folder holds several methods per (arch, n, seed)
+        raise UsageError(f"{str(folder)!r} holds results of a {kind!r} run; merge folds the host files "
+                         "of a sweep folder only")
     hosts = host_files(folder)
     for path in hosts:
         repair(folder, path.name)

@@ -69,6 +69,29 @@ def test_rerun_with_other_settings_is_refused_and_keeps_the_results(tmp_path):
     assert len(results.read_records(tmp_path)) == len(recs)
 
 
+def test_an_interrupted_rerun_keeps_the_last_complete_results(tmp_path, monkeypatch):
+    methods = ("construction", "lsq-spline")
+    compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=methods)
+    complete = (tmp_path / "results.jsonl").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for _ in range(2):  # interrupted twice, after the constructions were written
+        monkeypatch.setattr(compare, "spline_records", crash)
+        with pytest.raises(KeyboardInterrupt):
+            compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=methods)
+        assert (tmp_path / compare.PREVIOUS).read_bytes() == complete
+    monkeypatch.undo()
+    compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=methods)
+    assert not (tmp_path / compare.PREVIOUS).exists()
+
+    def untimed(text):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in text.splitlines()]
+
+    assert untimed((tmp_path / "results.jsonl").read_text()) == untimed(complete.decode())
+
+
 # ------------------------------------------------------------------ constructions and splines
 
 

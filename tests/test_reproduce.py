@@ -126,7 +126,7 @@ def test_experiments_follow_the_paper_protocol():
 def test_figure_selection():
     assert reproduce.parse_only(None) == reproduce.FIGURES
     assert reproduce.parse_only("fig3, FIG5") == ("fig3", "fig5")
-    with pytest.raises(UsageError, match="unknown figure 'fig12'.*accepted: fig1"):
+    with pytest.raises(UsageError, match="unknown figure 'fig12'.*accepted: fig1, "):
         reproduce.parse_only("fig3,fig12")
     exps = reproduce.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig4",), table=False)] == ["1d"]
@@ -170,3 +170,21 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch
     again = reproduce.reproduce(out, runs=runs, quick=True, figures=("fig3",), progress=False, log=lambda s: None)
     assert counter.calls == []
     assert [r["slope"] for r in again["rows"]] == [r["slope"] for r in table["rows"]]
+
+
+def test_table1_survives_a_widest_width_that_diverged_everywhere():
+    exp = reproduce.Experiment("1d", tiny_config(archs=("glu",)), fit_range=(4, 64))
+    recs = [{**r, "status": "diverged", "test_rmse": float("nan")} if r["n_hidden"] == 64 else r
+            for r in synthetic_records("paper_1d", "glu", -3.0, -3.0, noise=0.0)]
+    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    assert row["slope"] == pytest.approx(-3.0, abs=1e-9) and row["fit_range"] == [4.0, 32.0]
+    assert row["octave_range"] == [16.0, 32.0]  # the last octave of the widths that did not diverge
+    assert row["statuses"]["diverged"] == 4
+
+
+def test_only_names_table1_and_suggests_figures():
+    assert reproduce.parse_only("fig3,table1") == ("fig3", "table1")
+    with pytest.raises(UsageError, match=r"unknown figure 'fig03' \(did you mean 'fig3'\?\)"):
+        reproduce.parse_only("fig03")
+    with pytest.raises(UsageError, match="names no figure"):
+        reproduce.parse_only(" , ")

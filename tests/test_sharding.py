@@ -125,8 +125,10 @@ def test_cli_devices_out_of_range(argv_devices, capsys, monkeypatch, tmp_path):
 
 def test_settings_from_env():
     assert distributed.settings_from_env({}) is None
-    assert distributed.settings_from_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
-    assert distributed.settings_from_env({"SLURM_NTASKS": "4"}) == {}
+    assert distributed.settings_from_env({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}) is None
+    assert distributed.settings_from_env({"SLURM_STEP_NUM_TASKS": "4"}) == {}
+    # a batch script of an sbatch --ntasks=4 job runs one process: no distributed start
+    assert distributed.settings_from_env({"SLURM_NTASKS": "4"}) is None
     assert distributed.settings_from_env({"GLU_SCALING_DISTRIBUTED": "1"}) == {}
     env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
     assert distributed.settings_from_env(env) == {"coordinator_address": "10.0.0.1:1234", "num_processes": 2,
@@ -335,6 +337,18 @@ def test_merge_of_a_folder_without_results(tmp_path, capsys):
     assert cli.main(["merge", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and repr(str(tmp_path)) in err and "results.host" in err
+
+
+def test_merge_refuses_a_construct_folder_and_leaves_it_untouched(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "construct", "problem": "sin"}))
+    (tmp_path / "results.jsonl").write_text(
+        "".join(json.dumps({"arch": "mlp", "n_hidden": 4, "seed": 0, "method": m}) + "\n"
+                for m in ("construction", "lsq-spline-deg1")))
+    before = (tmp_path / "results.jsonl").read_bytes()
+    assert cli.main(["merge", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'construct' run" in err
+    assert (tmp_path / "results.jsonl").read_bytes() == before
 
 
 def test_check_config_ignores_devices_and_can_only_check(tmp_path):
