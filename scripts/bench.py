@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import matmul_gflops
 
 import glu_scaling  # noqa: F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -56,16 +57,6 @@ def run_speedrun(cache: str) -> dict:
         "slopes_n_hidden": {r["arch"]: r["slope"] for r in slopes if r["x"] == "n_hidden"},
         "test_rmse": {f"{r['arch']}_{r['n_hidden']}": r["test_rmse"] for r in recs},
     }
-
-
-def matmul_gflops(jax, jnp, n: int = 2048, repeats: int = 5) -> float:
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float64)
-    f = jax.jit(lambda m: m @ m)
-    f(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        f(a).block_until_ready()
-    return 2.0 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
 def cascade_bench(jax, jnp) -> dict:
@@ -153,7 +144,7 @@ def main() -> None:
                           "speedup_warm": REF_SPEEDRUN_S / warm["wall_s"]}
     print(f"speedrun: cold {cold['wall_s']:.2f} s, warm {warm['wall_s']:.2f} s (reference {REF_SPEEDRUN_S} s); "
           f"slopes {cold['slopes_n_hidden']}")
-    result["matmul_gflops"] = matmul_gflops(jax, jnp)
+    result["matmul_gflops"] = matmul_gflops(jnp.float64)
     cascade = cascade_bench(jax, jnp)
     cascade["ratio_to_matmul"] = cascade["achieved_gflops"] / result["matmul_gflops"]
     result["cascade"] = cascade

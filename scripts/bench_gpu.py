@@ -37,6 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, without installing it
 
+from benchlib import matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
+
 import glu_scaling  # noqa: E402,F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
 PAPER = {"archs": "mlp,glu,gqu", "widths": "1:101", "seeds": "0:16", "n_data": 10_000, "steps": 100}
@@ -75,16 +77,6 @@ def f32_precision(jax, precision: str):
         yield
     finally:
         jax.config.update("jax_default_matmul_precision", old)
-
-
-def matmul_gflops(jax, jnp, dtype, n: int, repeats: int) -> float:
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-    f = jax.jit(lambda m: m @ m)
-    f(a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        f(a).block_until_ready()
-    return 2.0 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
 def full_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
@@ -261,10 +253,10 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
     repeats = 10 if accelerator else 3
-    result["matmul_gflops"] = {"n": args.matmul_n, "float64": matmul_gflops(jax, jnp, jnp.float64, args.matmul_n,
+    result["matmul_gflops"] = {"n": args.matmul_n, "float64": matmul_gflops(jnp.float64, args.matmul_n,
                                                                             repeats)}
     with f32_precision(jax, args.f32_precision):
-        result["matmul_gflops"]["float32"] = matmul_gflops(jax, jnp, jnp.float32, args.matmul_n, repeats)
+        result["matmul_gflops"]["float32"] = matmul_gflops(jnp.float32, args.matmul_n, repeats)
     mm = result["matmul_gflops"]
     mm["float32_over_float64"] = mm["float32"] / mm["float64"]
     print(f"matmul {args.matmul_n}^2: float64 {mm['float64']:.1f} GFLOP/s, float32 ({args.f32_precision}) "
