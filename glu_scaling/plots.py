@@ -75,12 +75,14 @@ def plain_log_ticks(axis, lo: float, hi: float) -> None:
 
 
 def save(fig, path_stem: Path) -> list[Path]:
-    """Write PNG and PDF next to each other; returns the paths."""
+    """Write PNG and PDF next to each other; returns the paths.  No creation date in the PDF,
+    so the same figure drawn twice gives the same bytes (committed figures change only
+    when their content does)."""
     path_stem = Path(path_stem)
-    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")
-    return paths
+    png, pdf = path_stem.with_suffix(".png"), path_stem.with_suffix(".pdf")
+    fig.savefig(png, bbox_inches="tight")
+    fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})
+    return [png, pdf]
 
 
 def convergence_figure(records: list[dict], path_stem: Path, *, title: str | None = None,

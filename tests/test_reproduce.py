@@ -167,8 +167,10 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch
     # a second run finds every model done and trains nothing, with the same table
     counter = CountingTrainBucket()
     monkeypatch.setattr(sweeps, "train_bucket", counter)
+    fig3_pdf = (out / "fig3_convergence_1d.pdf").read_bytes()
     again = reproduce.reproduce(out, runs=runs, quick=True, figures=("fig3",), progress=False, log=lambda s: None)
     assert counter.calls == []
+    assert (out / "fig3_convergence_1d.pdf").read_bytes() == fig3_pdf  # no creation date: same bytes
     assert [r["slope"] for r in again["rows"]] == [r["slope"] for r in table["rows"]]
 
 
