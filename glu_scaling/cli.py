@@ -234,7 +234,7 @@ def cmd_merge(args) -> int:
     if not folder.is_dir():
         raise UsageError(f"{str(folder)!r} is not a folder; give a results folder written by sweep")
     records, n_hosts = results.merge(folder)
-    rows = slopes.slopes_table(records)
+    rows = slopes.slopes_table(records, fit_range=results.stored_fit_range(folder))
     results.write_json_atomic(folder / "slopes.json", rows)
     _print_slopes(rows)
     print(f"merged {n_hosts} host file(s): {len(records)} models in {folder / 'results.jsonl'}; "
@@ -249,10 +249,11 @@ def cmd_plot(args) -> int:
     if not (folder / "results.jsonl").exists():
         raise UsageError(f"{str(folder)!r} holds no results.jsonl; give a folder written by sweep or speedrun")
     records = results.unique_records(folder)
-    rows = slopes.slopes_table(records)
+    fit_range = results.stored_fit_range(folder)
+    rows = slopes.slopes_table(records, fit_range=fit_range)
     results.write_json_atomic(folder / "slopes.json", rows)
     _print_slopes(rows)
-    paths = plots.convergence_figure(records, folder / "convergence")
+    paths = plots.convergence_figure(records, folder / "convergence", fit_range=fit_range)
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
 

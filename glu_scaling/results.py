@@ -63,6 +63,18 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def stored_fit_range(folder: Path) -> tuple[float, float] | None:
+    """The n_hidden range the sweep of `folder` fitted its slopes on (config.json "fit_range"),
+    or None (every width; also for folders written before it was stored)."""
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text()).get("fit_range")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
 def check_config(folder: Path, config: dict, write: bool = True) -> None:
     """Write config.json, or check an existing one describes the same models
     (`write=False`: only check, as the processes other than 0 of a multi-host run do)."""

@@ -394,7 +394,9 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     filename = distributed.records_filename()
     if out is not None:
         folder = results.prepare_folder(out)
-        results.check_config(folder, config.to_json(), write=first)
+        # the slope fit range is not part of a model; kept so that `plot` and `merge` refit the same way
+        fitted = {"fit_range": None if fit_range is None else [float(v) for v in fit_range]}
+        results.check_config(folder, {**config.to_json(), **fitted}, write=first)
         results.repair(folder, filename)
         done = {results.model_key(rec): rec for rec in results.unique_records(folder)}
     done_keys = _agreed_done(config, done)

@@ -180,3 +180,19 @@ def test_rerun_of_the_same_command_trains_nothing(tiny_sweep, capsys):
     assert cli.main([*TINY, "--out", str(out)]) == 0
     assert (out / "results.jsonl").read_text() == before
     assert "models: 8 (8 ok, 0 diverged, 0 stalled)" in capsys.readouterr().out
+
+
+def test_plot_refits_on_the_range_the_sweep_stored(tmp_path, capsys):
+    """`plot` (and `merge`) reuse config.json's fit_range: n = 1 (off the n^-2 line) stays out."""
+    records = [{"arch": "mlp", "activation": "relu", "problem": "x2", "n_in": 1, "n_out": 1, "n_hidden": n,
+                "n_params": 3 * n + 1, "seed": 0, "optimizer": "newton-splines", "status": "ok", "seconds": 0.0,
+                "train_rmse": 0.1 * n**-2.0, "test_rmse": 0.1 * n**-2.0 if n > 1 else 1.0} for n in (1, 2, 4, 8)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "config.json").write_text(json.dumps({"fit_range": [2.0, 8.0]}))
+    assert cli.main(["plot", str(tmp_path)]) == 0
+    (row,) = [r for r in json.loads((tmp_path / "slopes.json").read_text()) if r["x"] == "n_hidden"]
+    assert row["range"] == [2.0, 8.0] and row["slope"] == pytest.approx(-2.0, abs=1e-12)
+    (tmp_path / "config.json").write_text(json.dumps({}))  # a folder from before: every width
+    assert cli.main(["plot", str(tmp_path)]) == 0
+    (row,) = [r for r in json.loads((tmp_path / "slopes.json").read_text()) if r["x"] == "n_hidden"]
+    assert row["range"] == [1.0, 8.0] and row["slope"] < -2.5  # n = 1 sits 10x above the line
