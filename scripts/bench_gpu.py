@@ -91,6 +91,19 @@ def full_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
     return min(accepted + (accepted < n_steps), n_steps) if optimizer in train.NEWTON_SCHEDULES else 0
 
 
+def _drop_failed(folder: str, errors: list[dict]) -> None:
+    """Remove the placeholder records of failed buckets from a results folder, so that a rerun
+    trains those models instead of counting them as done."""
+    from glu_scaling import results
+
+    failed = {(e["arch"], n, s) for e in errors for n, s in e["pairs"]}
+    kept = [r for r in results.read_records(Path(folder)) if results.model_key(r) not in failed]
+    path = Path(folder) / "results.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(results.json_safe(r), sort_keys=True) + "\n" for r in kept))
+    os.replace(tmp, path)
+
+
 def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, results_dir=None) -> dict:
     """One sweep, bucket by bucket, until done or past `budget_end` (perf_counter seconds);
     with `results_dir`, its records go to results_dir/<dtype>/ as a sweep's results folder."""
@@ -118,6 +131,7 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
             return out
         except Exception as err:  # report the bucket (e.g. out of memory) and keep going
             row["errors"].append({"arch": arch, "width": width, "models": len(pairs),
+                                  "pairs": [list(p) for p in pairs],
                                   "error": f"{type(err).__name__}: {str(err)[:400]}"})
             print(f"  bucket {arch} W={width} ({len(pairs)} models) FAILED: {type(err).__name__}: "
                   f"{str(err).splitlines()[0][:200]}", flush=True)
@@ -169,6 +183,8 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
         row["stopped"] = "time budget spent"
     finally:
         sweeps.train_bucket = inner
+        if results_dir is not None and row["errors"]:
+            _drop_failed(f"{results_dir}/{config.dtype}", row["errors"])
     row["wall_s"] = time.perf_counter() - t_start
     row["compile_s"] = clock.seconds - c_start  # all threads: can exceed the wall time
     run_s = max(row["run_s"], 1e-9)
