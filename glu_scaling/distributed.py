@@ -75,6 +75,9 @@ def initialize(environ: Mapping[str, str] | None = None) -> bool:
     """
     settings = settings_from_env(environ)
     if settings is not None and not jax.distributed.is_initialized():
+        # CPU devices of several processes talk through gloo (accelerators use their own
+        # collectives; the setting only concerns the CPU backend)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**settings)
     return jax.process_count() > 1
 
