@@ -112,7 +112,7 @@ def test_experiments_follow_the_paper_protocol():
     full = {e.name: e for e in reproduce.experiments(quick=False)}
     one_d = full["1d"].config
     assert one_d.problem == "paper_1d" and one_d.n_data == 10_000 and one_d.dtype == "float64"
-    assert set(range(1, 51)) <= set(one_d.widths) and len(one_d.seeds) >= 4
+    assert set(range(1, 51)) <= set(one_d.widths) and len(one_d.seeds) >= 4 and max(one_d.widths) == 100
     assert one_d.optimizer == "newton-cascade" and one_d.archs == ("mlp", "glu", "gqu")
     for p in reproduce.PAPER_SLOPES:
         name = "1d" if p == "paper_1d" else f"table1_{p}"
