@@ -366,3 +366,19 @@ def test_subprocess_exit_status_and_one_line(d, argv, bad):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and bad in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_float64_without_x64_is_refused_not_downgraded():
+    """docs/errors.md: dtype float64 with jax_enable_x64 off raises, never trains in float32."""
+    import jax
+
+    from glu_scaling import sweeps
+    from glu_scaling.errors import UsageError
+
+    config = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), n_data=8, n_test=8)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(UsageError, match=r"dtype float64 needs jax_enable_x64; call jax.config.update"):
+            sweeps.run_sweep(config, None, progress=False)
+    finally:
+        jax.config.update("jax_enable_x64", True)
