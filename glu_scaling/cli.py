@@ -98,7 +98,7 @@ def _summary(records: list[dict]) -> str:
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "diverged", "stalled"))
 
 
-def _finish(config, out: Path, records: list[dict], *, title: str, fit_range=None) -> None:
+def _finish(out: Path, records: list[dict], *, title: str, fit_range=None) -> None:
     from glu_scaling import plots, results, slopes
 
     all_records = results.unique_records(out)  # what run_sweep fitted into slopes.json
@@ -108,20 +108,11 @@ def _finish(config, out: Path, records: list[dict], *, title: str, fit_range=Non
     print(f"models: {len(records)} ({_summary(records)}); results in {out}/ ; plot {paths[0]}")
 
 
-def _cut_off_bytes(path: Path) -> int:
-    """Bytes after the last newline of `path` (a line cut off by an interrupted run); 0 if none."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return 0
-    return 0 if not data or data.endswith(b"\n") else len(data) - (data.rfind(b"\n") + 1)
-
-
 def _run_sweep(config, out: Path, **kwargs) -> list[dict]:
     """sweeps.run_sweep, with a note on stderr when it repaired a cut-off last line of results.jsonl."""
-    from glu_scaling import sweeps
+    from glu_scaling import results, sweeps
 
-    cut = _cut_off_bytes(out / "results.jsonl")
+    cut = results.cut_off_bytes(out / "results.jsonl")
     records = sweeps.run_sweep(config, out, **kwargs)
     if cut:
         print(f"note: dropped the cut-off last line of {out / 'results.jsonl'} ({cut} bytes left by an "
@@ -140,7 +131,7 @@ def cmd_speedrun(args) -> int:
     # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
     fit_range = (4, max(config.widths))
     records = _run_sweep(config, out, progress=not args.quiet, fit_range=fit_range)
-    _finish(config, out, records, title="speedrun: 1/(1+9x^2), gates frozen at spline init", fit_range=fit_range)
+    _finish(out, records, title="speedrun: 1/(1+9x^2), gates frozen at spline init", fit_range=fit_range)
     all_widths = {r["arch"]: r["slope"] for r in slopes.slopes_table(records) if r["x"] == "n_hidden"}
     print("slopes fitted on n >= 4; over all widths: "
           + ", ".join(f"{a} {s:.3f}" for a, s in all_widths.items()))
@@ -170,7 +161,7 @@ def cmd_sweep(args) -> int:
         print(f"process {distributed.process_index()}: {len(records)} models ({_summary(records)}) in "
               f"{out / distributed.records_filename()}; `glu-scaling merge {out}` once every host is done")
         return 0
-    _finish(config, out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
+    _finish(out, records, title=f"{args.problem}, {args.optimizer}", fit_range=fit_range)
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_scaling.slopes import FIT_STATUSES, fit_slope
+from glu_scaling.slopes import FIT_STATUSES, fit_records
 
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -39,11 +39,8 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
         ux = np.unique(xs)
         med = np.array([np.median(ys[xs == u]) for u in ux])
         label = label_fmt.format(arch=arch)
-        # the fitted range is on n_hidden whatever the x axis (n or P)
-        nh = np.array([r["n_hidden"] for r in rec], float)
-        keep = np.ones(nh.shape, bool) if fit_range is None else (nh >= fit_range[0]) & (nh <= fit_range[1])
-        if len(np.unique(xs[keep])) >= 2:
-            fit = fit_slope(xs[keep], ys[keep], groups=[r["seed"] for r, k in zip(rec, keep) if k])
+        fit = fit_records(rec, x=x, fit_range=fit_range)  # the range is on n_hidden, whatever x is
+        if fit is not None:
             xx = np.array(fit.range)
             ax.plot(xx, np.exp(fit.intercept) * xx**fit.slope, color=color, lw=0.8, ls="--")
             label += f"  slope {fit.slope:.2f}"

@@ -22,7 +22,6 @@ protocol column.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -124,16 +123,6 @@ def run_experiments(exps: Sequence[Experiment], runs: Path, *, progress: bool = 
 # ------------------------------------------------------------------ Table 1
 
 
-def _fit(records: list[dict], error: str, fit_range) -> slopes.SlopeFit | None:
-    """Slope of `error` vs n over the models kept for fits within `fit_range`; None with < 2 widths."""
-    lo, hi = fit_range if fit_range is not None else (-np.inf, np.inf)
-    ok = [r for r in records if r["status"] in slopes.FIT_STATUSES and lo <= r["n_hidden"] <= hi
-          and r[error] is not None and np.isfinite(r[error]) and r[error] > 0]
-    if len({r["n_hidden"] for r in ok}) < 2:
-        return None
-    return slopes.fit_slope([r["n_hidden"] for r in ok], [r[error] for r in ok], groups=[r["seed"] for r in ok])
-
-
 def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
     """The table's protocol column: points, widths, seeds, optimiser, evaluation."""
     w = config.widths
@@ -155,11 +144,13 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
         dataset = sweeps.load_dataset(exp.config)
         for arch in exp.config.archs:
             mine = [r for r in recs if r["arch"] == arch]
-            test, train = _fit(mine, "test_rmse", exp.fit_range), _fit(mine, "train_rmse", exp.fit_range)
+            test = slopes.fit_records(mine, fit_range=exp.fit_range)
+            train = slopes.fit_records(mine, y="train_rmse", fit_range=exp.fit_range)
             if test is None:
                 continue
             top = max(r["n_hidden"] for r in mine if r["status"] in slopes.FIT_STATUSES)
-            octave = _fit(mine, "test_rmse", (top / 2, top))  # the last octave: closest to the asymptotic order
+            # the last octave: the estimate closest to the asymptotic order
+            octave = slopes.fit_records(mine, fit_range=(top / 2, top))
             cascade = exp.config.optimizer == "newton-cascade"  # the paper's slopes are of trained models
             label = PROBLEM_LABELS.get(exp.problem, exp.problem)
             rows.append({
@@ -312,10 +303,7 @@ def _copy_results(records: dict[str, list[dict]], out: Path) -> None:
     folder = out / "results"
     folder.mkdir(parents=True, exist_ok=True)
     for name, recs in records.items():
-        text = "".join(json.dumps(results.json_safe(r), allow_nan=False) + "\n" for r in recs)
-        tmp = folder / f"{name}.jsonl.tmp"
-        tmp.write_text(text)
-        tmp.replace(folder / f"{name}.jsonl")
+        results.write_records_atomic(folder / f"{name}.jsonl", recs)
 
 
 def parse_only(text: str | None) -> tuple[str, ...]:

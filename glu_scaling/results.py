@@ -148,20 +148,41 @@ def unique_records(folder: Path) -> list[dict]:
     return list(first.values())
 
 
+def cut_off_bytes(path: Path) -> int:
+    """Bytes after the last newline of `path` (a line cut off by an interrupted run); 0 if none."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return 0
+    return 0 if not data or data.endswith(b"\n") else len(data) - (data.rfind(b"\n") + 1)
+
+
 def repair(folder: Path, name: str = RECORDS) -> int:
     """Truncate a cut-off last line of results.jsonl (or of the file `name`); returns bytes removed."""
     path = Path(folder) / name
-    if not path.exists():
-        return 0
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return 0
-    keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as fh:
-        fh.truncate(keep)
+    cut = cut_off_bytes(path)
+    if cut:
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size - cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return cut
+
+
+def jsonl_text(records: list[dict]) -> str:
+    """Records as JSON lines: sorted keys, non-finite numbers as null."""
+    return "".join(json.dumps(json_safe(r), sort_keys=True, allow_nan=False) + "\n" for r in records)
+
+
+def write_records_atomic(path: Path, records: list[dict]) -> None:
+    """Replace `path` by `records` as JSON lines: written beside it, fsynced, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(jsonl_text(records))
         fh.flush()
         os.fsync(fh.fileno())
-    return len(data) - keep
+    os.replace(tmp, path)
 
 
 def append_records(folder: Path, records: list[dict], name: str = RECORDS) -> None:
@@ -169,9 +190,8 @@ def append_records(folder: Path, records: list[dict], name: str = RECORDS) -> No
     models survive any crash."""
     if not records:
         return
-    text = "".join(json.dumps(json_safe(r), sort_keys=True, allow_nan=False) + "\n" for r in records)
     with open(Path(folder) / name, "a") as fh:
-        fh.write(text)
+        fh.write(jsonl_text(records))
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -203,12 +223,7 @@ def merge(folder: Path) -> tuple[list[dict], int]:
     for path in hosts:
         repair(folder, path.name)
     records = unique_records(folder)
-    tmp = folder / (RECORDS + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write("".join(json.dumps(json_safe(r), sort_keys=True, allow_nan=False) + "\n" for r in records))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / RECORDS)
+    write_records_atomic(folder / RECORDS, records)
     for path in hosts:
         path.unlink()
     return records, len(hosts)

@@ -99,6 +99,19 @@ def local_slopes(x, y) -> np.ndarray:
 FIT_STATUSES = ("ok", "stalled")
 
 
+def fit_records(records: list[dict], *, x: str = "n_hidden", y: str = "test_rmse", fit_range=None,
+                statuses=FIT_STATUSES) -> SlopeFit | None:
+    """`fit_slope` of records' `y` against `x`, seeds as groups, over the models whose status is
+    in `statuses` and whose n_hidden lies in `fit_range` (whatever the x axis); None when fewer
+    than 2 distinct x with a finite, positive y remain."""
+    lo, hi = (-np.inf, np.inf) if fit_range is None else fit_range
+    sel = [r for r in records if r["status"] in statuses and lo <= r["n_hidden"] <= hi
+           and r[y] is not None and np.isfinite(r[y]) and r[y] > 0]
+    if len({r[x] for r in sel}) < 2:
+        return None
+    return fit_slope([r[x] for r in sel], [r[y] for r in sel], groups=[r["seed"] for r in sel])
+
+
 def slopes_table(records: list[dict], *, fit_range=None, statuses=FIT_STATUSES) -> list[dict]:
     """slopes.json rows: per (arch, problem) and x in {n_hidden, n_params}, test RMSE slope.
 
@@ -108,19 +121,12 @@ def slopes_table(records: list[dict], *, fit_range=None, statuses=FIT_STATUSES) 
     rows = []
     keys = sorted({(r["arch"], r["problem"]) for r in records})
     for arch, problem in keys:
-        sel = [r for r in records if r["arch"] == arch and r["problem"] == problem and r["status"] in statuses]
-        if len({r["n_hidden"] for r in sel}) < 2:
-            continue
-        n = np.array([r["n_hidden"] for r in sel], dtype=float)
-        keep = np.ones(n.shape, bool) if fit_range is None else (n >= fit_range[0]) & (n <= fit_range[1])
-        sel = [r for r, k in zip(sel, keep) if k]
-        if len({r["n_hidden"] for r in sel}) < 2:
-            continue
-        err = [r["test_rmse"] for r in sel]
-        seeds = [r["seed"] for r in sel]
+        sel = [r for r in records if r["arch"] == arch and r["problem"] == problem]
         for axis in ("n_hidden", "n_params"):
-            fit = fit_slope([r[axis] for r in sel], err, groups=seeds)
+            fit = fit_records(sel, x=axis, fit_range=fit_range, statuses=statuses)
+            if fit is None:
+                break
             rows.append({"arch": arch, "problem": problem, "n_in": sel[0].get("n_in"), "x": axis,
                          "slope": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high, "r2": fit.r2,
-                         "range": list(fit.range), "n_models": len(sel)})
+                         "range": list(fit.range), "n_models": fit.n_points})
     return rows

@@ -98,10 +98,7 @@ def _drop_failed(folder: str, errors: list[dict]) -> None:
 
     failed = {(e["arch"], n, s) for e in errors for n, s in e["pairs"]}
     kept = [r for r in results.read_records(Path(folder)) if results.model_key(r) not in failed]
-    path = Path(folder) / "results.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(results.json_safe(r), sort_keys=True) + "\n" for r in kept))
-    os.replace(tmp, path)
+    results.write_records_atomic(Path(folder) / "results.jsonl", kept)
 
 
 def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, results_dir=None) -> dict:

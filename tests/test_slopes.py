@@ -153,3 +153,18 @@ def test_slopes_table():
     rows = slopes.slopes_table(recs, fit_range=(4, 16))
     assert {r["range"][0] for r in rows if r["x"] == "n_hidden"} == {4.0}
     assert next(r for r in rows if r["arch"] == "mlp" and r["x"] == "n_hidden")["n_models"] == 9
+
+
+def test_fit_records_applies_the_n_range_on_either_axis_and_needs_two_widths():
+    """P = 3n + 1 is not a power of n, so the P-axis slope differs; the n range must pick the same models."""
+    from glu_scaling.slopes import fit_records
+
+    recs = [{"n_hidden": n, "n_params": 3 * n + 1, "seed": s, "status": st, "test_rmse": 0.5 * n**-2.0}
+            for n in (1, 2, 4, 8) for s, st in ((0, "ok"), (1, "stalled"))]
+    recs.append({"n_hidden": 8, "n_params": 25, "seed": 2, "status": "diverged", "test_rmse": 1e6})
+    by_n = fit_records(recs, fit_range=(2, 8))
+    assert by_n.slope == pytest.approx(-2.0, abs=1e-12) and by_n.range == (2.0, 8.0) and by_n.n_points == 6
+    by_p = fit_records(recs, x="n_params", fit_range=(2, 8))
+    assert by_p.range == (7.0, 25.0) and by_p.n_points == 6
+    assert fit_records(recs, fit_range=(4, 6)) is None  # one width left
+    assert fit_records([{**r, "test_rmse": float("nan")} for r in recs]) is None
