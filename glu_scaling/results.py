@@ -108,14 +108,19 @@ def check_config(folder: Path, config: dict, write: bool = True) -> None:
 
 
 RECORDS = "results.jsonl"
-_HOST_FILE = re.compile(r"results\.host(\d+)\.jsonl")
+_HOST_FILE = re.compile(r"results\.host(\d+)(\.merging)?\.jsonl")
 
 
 def host_files(folder: Path) -> list[Path]:
-    """The per-host results.host{K}.jsonl files of a folder, in host order."""
-    found = [(int(m.group(1)), p) for p in Path(folder).glob("results.host*.jsonl")
+    """The per-host files of a folder in host order: results.host{K}.jsonl, each preceded by
+    the results.host{K}.merging.jsonl that an unfinished `merge` left (its lines came first)."""
+    found = [(int(m.group(1)), m.group(2) is None, p) for p in Path(folder).glob("results.host*.jsonl")
              if (m := _HOST_FILE.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
+    return [p for _, _, p in sorted(found)]
+
+
+def _merging_name(path: Path) -> Path:
+    return path.with_name(path.name[: -len(".jsonl")] + ".merging.jsonl")
 
 
 def read_records(folder: Path, name: str | None = None) -> list[dict]:
@@ -200,12 +205,16 @@ def model_key(record: dict) -> tuple:
     return record["arch"], int(record["n_hidden"]), int(record["seed"])
 
 
-def merge(folder: Path) -> tuple[list[dict], int]:
+def merge(folder: Path, passes: int = 3) -> tuple[list[dict], int]:
     """Fold every results.host{K}.jsonl into results.jsonl, each model once (the first
-    record read wins, as everywhere), then delete the host files.
+    record read wins, as everywhere), and remove the host files folded in.
 
-    results.jsonl is rewritten atomically before any host file goes, so a crash leaves
-    at worst duplicates that readers skip.  config.json is not touched.
+    Each host file is first renamed to results.host{K}.merging.jsonl, so a host still
+    running opens a fresh results.host{K}.jsonl for its next bucket instead of appending
+    to a file about to go; a merging file that grows while it is read is read again.
+    results.jsonl is rewritten atomically before a merging file goes, so a crash leaves at
+    worst duplicates that readers skip (and the next merge picks the leftovers up).
+    config.json is not touched.  Up to `passes` rounds fold host files that appeared meanwhile.
     Returns (the merged records, the number of host files folded in).
     """
     folder = Path(folder)
@@ -219,11 +228,22 @@ def merge(folder: Path) -> tuple[list[dict], int]:
     if kind != "sweep":  # a construct folder holds several methods per (arch, n, seed)
         raise UsageError(f"{str(folder)!r} holds results of a {kind!r} run; merge folds the host files "
                          "of a sweep folder only")
-    hosts = host_files(folder)
-    for path in hosts:
-        repair(folder, path.name)
-    records = unique_records(folder)
-    write_records_atomic(folder / RECORDS, records)
-    for path in hosts:
-        path.unlink()
-    return records, len(hosts)
+    folded, records = 0, None
+    for _ in range(passes):
+        for path in host_files(folder):
+            if not path.name.endswith(".merging.jsonl") and not _merging_name(path).exists():
+                path.rename(_merging_name(path))
+        merging = [p for p in host_files(folder) if p.name.endswith(".merging.jsonl")]
+        if not merging:
+            break
+        sizes = None
+        while sizes != [p.stat().st_size for p in merging]:  # a write that was under way at the rename
+            sizes = [p.stat().st_size for p in merging]
+            for path in merging:
+                repair(folder, path.name)
+            records = unique_records(folder)
+        write_records_atomic(folder / RECORDS, records)
+        for path in merging:
+            path.unlink()
+        folded += len(merging)
+    return (unique_records(folder) if records is None else records), folded

@@ -114,9 +114,24 @@ def _accelerator() -> bool:
     return jax.default_backend() in ("gpu", "tpu")
 
 
+@dataclasses.dataclass(frozen=True)
+class Planner:
+    """The bucket planner's two guesses: sustained Newton flop rate and seconds to compile a bucket."""
+
+    flop_rate: float
+    compile_seconds: float
+
+    @classmethod
+    def for_backend(cls, backend: str | None = None) -> Planner:
+        """The defaults for `backend` (None: JAX's default backend)."""
+        backend = jax.default_backend() if backend is None else backend
+        return cls(FLOP_RATE.get(backend, FLOP_RATE["cpu"]), COMPILE_SECONDS.get(backend, COMPILE_SECONDS["cpu"]))
+
+
 def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int, optimizer: str,
-                   steps: int | None) -> float:
-    """Rough training seconds of the `n_seeds` models of one width per unit of W^2."""
+                   steps: int | None, flop_rate: float | None = None) -> float:
+    """Rough training seconds of the `n_seeds` models of one width per unit of W^2
+    (at `flop_rate` flop/s; None: the default backend's guess)."""
     k = models.n_factors(arch)
     p = models.unit_size(k, n_in, n_out)
     n_steps = (k + 1) if optimizer == "newton-splines" else (train.TrainConfig(optimizer, steps).n_steps + k + 2)
@@ -124,7 +139,7 @@ def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int
         p = n_in + 1  # each stage moves one group of a unit
     if optimizer in train.FIRST_ORDER:
         n_steps = n_steps * 3 / (p * n_out)  # gradient steps cost ~ a forward pass each, not P^2
-    flop_rate = FLOP_RATE.get(jax.default_backend(), FLOP_RATE["cpu"])
+    flop_rate = Planner.for_backend().flop_rate if flop_rate is None else flop_rate
     return n_seeds * n_steps * 2.0 * n_points * n_out * p * p / flop_rate
 
 
@@ -372,8 +387,13 @@ def load_dataset(config: SweepConfig) -> problems.Dataset:
 
 
 def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: bool = True,
-              on_bucket: Callable[[list[dict]], None] | None = None, fit_range=None) -> list[dict]:
+              on_bucket: Callable[[list[dict]], None] | None = None, fit_range=None,
+              planner: Planner | None = None, trainer: Callable | None = None) -> list[dict]:
     """Train every model of `config` not already in `out`; returns all records.
+
+    `planner` overrides the bucket planner's guesses (`Planner.for_backend()` by default);
+    `trainer` replaces `train_bucket` (same signature and returns), e.g. to time or guard
+    each bucket as scripts/bench_gpu.py does.
 
     With `out`, config.json is written (or checked against the existing one),
     records are appended after each bucket, and slopes.json (fitted over
@@ -396,19 +416,20 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
         results.repair(folder, filename)
         done = {results.model_key(rec): rec for rec in results.unique_records(folder)}
     done_keys = _agreed_done(config, done)
+    planner = Planner.for_backend() if planner is None else planner
     todo = []
     for arch in config.archs:
         cost = seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0], len(config.seeds),
-                              config.optimizer, config.steps)
-        compile_s = COMPILE_SECONDS.get(jax.default_backend(), COMPILE_SECONDS["cpu"])
-        for bucket in plan_buckets(config.widths, seconds_per_w2=cost, compile_seconds=compile_s):
+                              config.optimizer, config.steps, planner.flop_rate)
+        for bucket in plan_buckets(config.widths, seconds_per_w2=cost, compile_seconds=planner.compile_seconds):
             pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
             if pairs:
                 todo.append((arch, max(bucket), pairs))
     bar = _progress(todo, progress)
     pool, compiling = _compile_ahead(todo, dataset, config)
     try:
-        new_records = _train_todo(bar, compiling, dataset, config, folder, filename, on_bucket)
+        new_records = _train_todo(bar, compiling, dataset, config, folder, filename, on_bucket,
+                                  train_bucket if trainer is None else trainer)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -423,7 +444,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
 
 
 def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepConfig, folder: Path | None,
-                filename: str, on_bucket) -> list[dict]:
+                filename: str, on_bucket, trainer: Callable) -> list[dict]:
     """Train the buckets of `bar` in order (each once its ahead-of-time compilation is done),
     appending this process's records after each; returns them."""
     new_records = []
@@ -433,7 +454,7 @@ def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepCo
                 ahead.result()
             except Exception:  # train_bucket compiles again and reports the error itself
                 pass
-        _, info, seconds = train_bucket(arch, pairs, width, dataset, config)
+        _, info, seconds = trainer(arch, pairs, width, dataset, config)
         owner = info.get("process", np.zeros(len(pairs), int))
         recs = []
         for b, (n, s) in enumerate(pairs):

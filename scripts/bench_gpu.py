@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -101,7 +102,7 @@ def _drop_failed(folder: str, errors: list[dict]) -> None:
     results.write_records_atomic(Path(folder) / "results.jsonl", kept)
 
 
-def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, results_dir=None) -> dict:
+def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, planner, results_dir=None) -> dict:
     """One sweep, bucket by bucket, until done or past `budget_end` (perf_counter seconds);
     with `results_dir`, its records go to results_dir/<dtype>/ as a sweep's results folder."""
     from glu_scaling import models, sweeps, train
@@ -111,7 +112,6 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
     row = {"dtype": config.dtype, "complete": False, "buckets": [], "errors": [], "models": 0, "wall_s": 0.0,
            "run_s": 0.0, "compile_s": 0.0, "flops_useful": 0.0, "flops_executed": 0.0, "full_steps": 0,
            "models_planned": len(config.archs) * len(config.widths) * len(config.seeds)}
-    inner = sweeps.train_bucket
     t_start = time.perf_counter()
     c_start = clock.seconds
     state = {"t": t_start, "run": 0.0, "compile": 0.0}
@@ -122,7 +122,7 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
             raise OutOfTime
         t0, c0 = time.perf_counter(), clock.main
         try:
-            out = inner(arch, pairs, width, dataset, cfg)
+            out = sweeps.train_bucket(arch, pairs, width, dataset, cfg)
             state["compile"] = clock.main - c0
             state["run"] = time.perf_counter() - t0 - state["compile"]
             return out
@@ -171,15 +171,13 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
               flush=True)
         on_progress()
 
-    sweeps.train_bucket = guarded
     try:
         out = None if results_dir is None else f"{results_dir}/{config.dtype}"
-        sweeps.run_sweep(config, out, progress=False, on_bucket=on_bucket)
+        sweeps.run_sweep(config, out, progress=False, on_bucket=on_bucket, planner=planner, trainer=guarded)
         row["complete"] = not row["errors"]
     except OutOfTime:
         row["stopped"] = "time budget spent"
     finally:
-        sweeps.train_bucket = inner
         if results_dir is not None and row["errors"]:
             _drop_failed(f"{results_dir}/{config.dtype}", row["errors"])
     row["wall_s"] = time.perf_counter() - t_start
@@ -242,10 +240,11 @@ def main() -> None:
         cache = None
     from glu_scaling import sweeps
 
+    planner = sweeps.Planner.for_backend(backend)
     if args.flop_rate:
-        sweeps.FLOP_RATE[backend] = args.flop_rate
+        planner = dataclasses.replace(planner, flop_rate=args.flop_rate)
     if args.compile_seconds is not None:
-        sweeps.COMPILE_SECONDS[backend] = args.compile_seconds
+        planner = dataclasses.replace(planner, compile_seconds=args.compile_seconds)
     clock = CompileClock(jax)
     device = jax.devices()[0]
     result = {
@@ -253,9 +252,9 @@ def main() -> None:
                     "devices": [str(d) for d in jax.devices()], "device_kind": device.device_kind,
                     "jax": jax.__version__, "python": platform.python_version()},
         "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "cache": cache,
-                     "planner_flop_rate": sweeps.FLOP_RATE.get(backend), "defaults": "paper" if accelerator else
+                     "planner_flop_rate": planner.flop_rate, "defaults": "paper" if accelerator else
                      "small (no accelerator)",
-                     "planner_compile_seconds": sweeps.COMPILE_SECONDS.get(backend)},
+                     "planner_compile_seconds": planner.compile_seconds},
         "sweeps": {},
     }
     out = Path(args.out)
@@ -292,9 +291,9 @@ def main() -> None:
         try:
             if dtype == "float32":
                 with f32_precision(jax, args.f32_precision):
-                    row = run_sweep(jax, config, sweep_end, clock, save, args.results_dir)
+                    row = run_sweep(jax, config, sweep_end, clock, save, planner, args.results_dir)
             else:
-                row = run_sweep(jax, config, sweep_end, clock, save, args.results_dir)
+                row = run_sweep(jax, config, sweep_end, clock, save, planner, args.results_dir)
         except Exception as err:  # keep the other dtype's numbers
             traceback.print_exc()
             row = {"dtype": dtype, "error": f"{type(err).__name__}: {str(err)[:1000]}"}

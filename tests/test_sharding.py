@@ -333,6 +333,38 @@ def test_merge_keeps_each_model_once_and_the_config(tmp_path, capsys):
     assert [json.loads(s) for s in (tmp_path / "results.jsonl").read_text().splitlines()] == lines
 
 
+def test_merge_never_loses_a_bucket_a_host_appends_meanwhile(tmp_path, monkeypatch):
+    """A host still running appends its next bucket while merge reads: the file is renamed
+    first, so the new lines land in a fresh host file that the next pass folds in."""
+    results.append_records(tmp_path, [_rec("mlp", 2, 0, 0.25)], "results.host0.jsonl")
+    read = results.unique_records
+    calls = []
+
+    def read_while_a_host_appends(folder):
+        if not calls:  # the host writes its next bucket just after merge renamed its file
+            results.append_records(folder, [_rec("mlp", 4, 0, 0.0625)], "results.host0.jsonl")
+        calls.append(folder)
+        return read(folder)
+
+    monkeypatch.setattr(results, "unique_records", read_while_a_host_appends)
+    records, folded = results.merge(tmp_path)
+    assert sorted((r["n_hidden"], r["test_rmse"]) for r in records) == [(2, 0.25), (4, 0.0625)]
+    assert [r["n_hidden"] for r in results.read_records(tmp_path)] == [2, 4]
+    assert results.host_files(tmp_path) == [] and folded == 2
+
+
+def test_merge_picks_up_what_an_interrupted_merge_left(tmp_path):
+    """A merge killed after renaming leaves results.host0.merging.jsonl: readers see it (before
+    the host's newer file) and the next merge folds both."""
+    results.append_records(tmp_path, [_rec("mlp", 2, 0, 0.25)], "results.host0.merging.jsonl")
+    results.append_records(tmp_path, [_rec("mlp", 2, 0, 9.0), _rec("mlp", 4, 0, 0.0625)], "results.host0.jsonl")
+    assert [p.name for p in results.host_files(tmp_path)] == ["results.host0.merging.jsonl", "results.host0.jsonl"]
+    assert [r["test_rmse"] for r in results.unique_records(tmp_path)] == [0.25, 0.0625]
+    records, folded = results.merge(tmp_path)
+    assert [r["test_rmse"] for r in results.read_records(tmp_path)] == [0.25, 0.0625]
+    assert results.host_files(tmp_path) == [] and folded == 2
+
+
 def test_merge_of_a_folder_without_results(tmp_path, capsys):
     assert cli.main(["merge", str(tmp_path)]) == 2
     err = capsys.readouterr().err
