@@ -109,6 +109,18 @@ def _prod(factors: list[jax.Array], skip: tuple[int, ...], like: jax.Array) -> j
     return out
 
 
+def _gram(J: jax.Array) -> jax.Array:
+    """J^T J for J (M, P), as one dot_general contracting the rows: written as `J.T @ J`,
+    XLA on a CPU materialises the transpose for each vmapped model first (about 1.5x
+    slower for a (2000, 251) J)."""
+    return jax.lax.dot_general(J, J, (((0,), (0,)), ((), ())))
+
+
+def _transposed_product(J: jax.Array, v: jax.Array) -> jax.Array:
+    """J^T v for J (M, P) and v (M,) or (M, Q), contracting the rows (see `_gram`)."""
+    return jax.lax.dot_general(J, v, (((0,), (0,)), ((), ())))
+
+
 def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
     """Per-unit first and second derivatives of the model output, in closed form.
 
@@ -140,8 +152,9 @@ def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
 
     rho = r @ D.T  # (C, W): sum_o r_no D_io
     nb = xt.shape[1]
+    C, W = x.shape[0], params.mask.shape[0]
     p = (k + 1) * nb + dy
-    S = jnp.zeros((params.mask.shape[0], p, p), x.dtype)
+    S = jnp.zeros((W, p, p), x.dtype)
 
     def second(b, c):  # coefficient of x~ x~^T in d^2 h / d w_b d w_c
         if b == 0 and c == 0:
@@ -153,18 +166,21 @@ def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
             return None
         return a * _prod(lin, (b - 1, c - 1), a)
 
-    for b in range(k + 1):
-        for c in range(b, k + 1):
-            e = second(b, c)
-            if e is None:
-                continue
-            block = jnp.einsum("ni,np,nq->ipq", rho * e, xt, xt)
-            S = S.at[:, b * nb:(b + 1) * nb, c * nb:(c + 1) * nb].set(block)
-            if b != c:
-                S = S.at[:, c * nb:(c + 1) * nb, b * nb:(b + 1) * nb].set(jnp.swapaxes(block, 1, 2))
+    # Every block is a sum over points of a (C, W) weight times products of x~ (and r):
+    # stacked side by side, all of them come from one matrix product each, which XLA
+    # runs far faster than one three-operand einsum per block.
+    pairs = [(b, c, e) for b in range(k + 1) for c in range(b, k + 1) if (e := second(b, c)) is not None]
+    xx = (xt[:, :, None] * xt[:, None, :]).reshape(C, nb * nb)  # (C, nb^2)
+    weights = jnp.concatenate([rho * e for _, _, e in pairs], axis=1)  # (C, pairs W)
+    blocks = _transposed_product(weights, xx).reshape(len(pairs), W, nb, nb)
+    for (b, c, _), block in zip(pairs, blocks):
+        S = S.at[:, b * nb:(b + 1) * nb, c * nb:(c + 1) * nb].set(block)
+        if b != c:
+            S = S.at[:, c * nb:(c + 1) * nb, b * nb:(b + 1) * nb].set(jnp.swapaxes(block, 1, 2))
     d0 = (k + 1) * nb
-    for b, c in enumerate(coef):
-        block = jnp.einsum("no,ni,np->iop", r, c, xt)  # (W, dy, dx+1)
+    rx = (r[:, :, None] * xt[:, None, :]).reshape(C, dy * nb)  # (C, dy nb)
+    blocks = _transposed_product(jnp.concatenate(coef, axis=1), rx).reshape(k + 1, W, dy, nb)
+    for b, block in enumerate(blocks):  # sum_n r_no coef_b(n, i) x~_n
         S = S.at[:, d0:, b * nb:(b + 1) * nb].set(block)
         S = S.at[:, b * nb:(b + 1) * nb, d0:].set(jnp.swapaxes(block, 1, 2))
     return Ju, S * mask[:, None, None]
@@ -200,7 +216,7 @@ def hessian_and_gradient(
             J = jnp.concatenate([J, eye.reshape(-1, dy)], axis=1)
         if sel.second_order:
             S = S + Sc[:, cols][:, :, cols]
-        return (H + J.T @ J, g + J.T @ (res * sw[:, None]).reshape(-1), S), None
+        return (H + _gram(J), g + _transposed_product(J, (res * sw[:, None]).reshape(-1)), S), None
 
     dtype = params.G.dtype
     zeros = (jnp.zeros((P, P), dtype), jnp.zeros((P,), dtype), jnp.zeros((W, p_s, p_s), dtype))

@@ -333,36 +333,77 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     train.train_batch.lower(shapes, setup.data, setup.tconf, batch_size=setup.batch, mesh=setup.mesh).compile()
 
 
-def train_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: problems.Dataset,
-                 config: SweepConfig) -> tuple[models.Params, dict, float]:
-    """Train the (n_hidden, seed) pairs of one bucket in one compiled call, the models split
-    over `config.devices` devices (all visible when None).
+class LaunchedBucket(NamedTuple):
+    """A bucket dispatched to its devices, not yet waited for (`launch_bucket`)."""
 
-    Returns (params with a leading batch axis, info arrays (B,), wall seconds); info["process"]
-    is the index of the process whose devices trained each model.  An accelerator that runs
-    out of memory is retried with half as many models vmapped together.
-    """
+    arch: str
+    pairs: list
+    width: int
+    trained: models.Params
+    info: dict  # device arrays, ready when the computation is
+    batch: int
+    n_devices: int
+    mesh: jax.sharding.Mesh | None
+    started: float  # perf_counter at launch
+
+
+def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: problems.Dataset,
+                  config: SweepConfig, batch: int | None = None) -> LaunchedBucket:
+    """Initialise and dispatch the (n_hidden, seed) pairs of one bucket in one compiled call,
+    the models split over `config.devices` devices (all visible when None), without waiting
+    for the result: JAX dispatches asynchronously, so the caller can trace and launch the
+    next bucket while this one runs (`collect_bucket` waits)."""
     t0 = time.perf_counter()
     setup = _bucket_setup(arch, len(pairs), width, dataset, config)
+    batch = setup.batch if batch is None else batch
     seeds = jnp.asarray([s for _, s in pairs], dtype=jnp.uint32)
     ns = jnp.asarray([n for n, _ in pairs])
     params = _init_batch(seeds, ns, **_init_kwargs(setup.k, width, dataset, config))
     params = distributed.replicate(params, setup.mesh)
-    batch = setup.batch
     while True:
         try:
             trained, info = train.train_batch(params, setup.data, setup.tconf, batch_size=batch, mesh=setup.mesh)
-            info = jax.tree.map(np.asarray, info)
+            return LaunchedBucket(arch, list(pairs), width, trained, info, batch, setup.n_devices, setup.mesh, t0)
+        except jax.errors.JaxRuntimeError as err:
+            batch = _halved_batch(err, arch, width, batch)
+
+
+def _halved_batch(err: Exception, arch: str, width: int, batch: int) -> int:
+    """The smaller vmap batch to retry with after `err`; re-raises unless it is an
+    out-of-memory error and the batch can still shrink."""
+    if not _is_out_of_memory(err) or batch == 1:
+        raise err
+    half = -(-batch // 2)
+    warnings.warn(f"{arch} bucket W={width}: out of memory with {batch} models vmapped together; "
+                  f"retrying with {half}", RuntimeWarning, stacklevel=3)
+    return half
+
+
+def collect_bucket(launched: LaunchedBucket, dataset: problems.Dataset,
+                   config: SweepConfig) -> tuple[models.Params, dict, float]:
+    """Wait for a launched bucket; returns (params with a leading batch axis, info arrays (B,),
+    seconds since its launch).  info["process"] is the index of the process whose devices
+    trained each model.  An accelerator that runs out of memory is retried with half as
+    many models vmapped together."""
+    while True:
+        try:
+            info = jax.tree.map(np.asarray, launched.info)
             break
         except jax.errors.JaxRuntimeError as err:
-            if not _is_out_of_memory(err) or batch == 1:
-                raise
-            warnings.warn(f"{arch} bucket W={width}: out of memory with {batch} models vmapped together; "
-                          f"retrying with {-(-batch // 2)}", RuntimeWarning, stacklevel=2)
-            batch = -(-batch // 2)
-    n_total, _ = train.padded_size(len(pairs), setup.n_devices, batch)
-    info["process"] = distributed.device_owners(n_total, setup.mesh)[:len(pairs)]
-    return trained, info, time.perf_counter() - t0
+            half = _halved_batch(err, launched.arch, launched.width, launched.batch)
+            retry = launch_bucket(launched.arch, launched.pairs, launched.width, dataset, config, batch=half)
+            launched = retry._replace(started=launched.started)
+    n_total, _ = train.padded_size(len(launched.pairs), launched.n_devices, launched.batch)
+    info["process"] = distributed.device_owners(n_total, launched.mesh)[:len(launched.pairs)]
+    return launched.trained, info, time.perf_counter() - launched.started
+
+
+def train_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: problems.Dataset,
+                 config: SweepConfig) -> tuple[models.Params, dict, float]:
+    """Train the (n_hidden, seed) pairs of one bucket in one compiled call and wait for it:
+    `collect_bucket(launch_bucket(...))`.  Returns (params with a leading batch axis, info
+    arrays (B,), wall seconds)."""
+    return collect_bucket(launch_bucket(arch, pairs, width, dataset, config), dataset, config)
 
 
 def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset, config: SweepConfig,
@@ -428,8 +469,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     bar = _progress(todo, progress)
     pool, compiling = _compile_ahead(todo, dataset, config)
     try:
-        new_records = _train_todo(bar, compiling, dataset, config, folder, filename, on_bucket,
-                                  train_bucket if trainer is None else trainer)
+        new_records = _train_todo(bar, compiling, dataset, config, folder, filename, on_bucket, trainer)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -444,17 +484,20 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
 
 
 def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepConfig, folder: Path | None,
-                filename: str, on_bucket, trainer: Callable) -> list[dict]:
+                filename: str, on_bucket, trainer: Callable | None) -> list[dict]:
     """Train the buckets of `bar` in order (each once its ahead-of-time compilation is done),
-    appending this process's records after each; returns them."""
+    appending this process's records after each; returns them.
+
+    On a CPU with no `trainer`, bucket i + 1 is traced and launched before bucket i is
+    waited for (`launch_bucket`, `collect_bucket`), so Python's tracing overlaps XLA's
+    computing; a bucket's `seconds` are then the wall time since the previous bucket was
+    done.  If launching fails (or is interrupted), the bucket already running is still
+    waited for and saved first.  Elsewhere (accelerators, whose memory budget assumes one
+    bucket at a time, or a given `trainer`) buckets run one by one.
+    """
     new_records = []
-    for (arch, width, pairs), ahead in zip(bar, compiling):
-        if ahead is not None:
-            try:
-                ahead.result()
-            except Exception:  # train_bucket compiles again and reports the error itself
-                pass
-        _, info, seconds = trainer(arch, pairs, width, dataset, config)
+
+    def finish(arch, width, pairs, info, seconds):
         owner = info.get("process", np.zeros(len(pairs), int))
         recs = []
         for b, (n, s) in enumerate(pairs):
@@ -472,9 +515,42 @@ def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepCo
             results.append_records(folder, recs, filename)
         if on_bucket is not None:
             on_bucket(recs)
-        new_records += recs
+        new_records.extend(recs)
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(f"{arch} W={width}")
+
+    pipelined = trainer is None and not _accelerator()
+    trainer = train_bucket if trainer is None else trainer
+    running, last_done = None, time.perf_counter()
+
+    def wait_for_running():
+        nonlocal running, last_done
+        _, info, _ = collect_bucket(running, dataset, config)
+        now = time.perf_counter()
+        finish(running.arch, running.width, running.pairs, info, now - max(last_done, running.started))
+        running, last_done = None, now
+
+    for (arch, width, pairs), ahead in zip(bar, compiling):
+        if ahead is not None:
+            try:
+                ahead.result()
+            except Exception:  # the bucket's own call compiles again and reports the error itself
+                pass
+        if not pipelined:
+            _, info, seconds = trainer(arch, pairs, width, dataset, config)
+            finish(arch, width, pairs, info, seconds)
+            continue
+        try:
+            launched = launch_bucket(arch, pairs, width, dataset, config)
+        except BaseException:
+            if running is not None:  # finished models are saved before the error goes on
+                wait_for_running()
+            raise
+        if running is not None:
+            wait_for_running()
+        running = launched
+    if running is not None:
+        wait_for_running()
     return new_records
 
 

@@ -21,13 +21,14 @@ SMOOTH_TARGETS = {
 
 
 class CountingTrainBucket:
-    """Wraps sweeps.train_bucket, recording (arch, width, pairs) per call; the calls
-    numbered in `fail_on` (1-based) raise instead, like a crash mid-sweep."""
+    """Wraps sweeps.launch_bucket (what a CPU sweep calls per bucket), recording
+    (arch, width, pairs) per call; the calls numbered in `fail_on` (1-based) raise
+    instead, like a crash mid-sweep."""
 
     def __init__(self, fail_on=()):
         self.calls = []
         self.fail_on = set(fail_on)
-        self.inner = sweeps.train_bucket
+        self.inner = sweeps.launch_bucket
 
     def __call__(self, arch, pairs, width, dataset, config):
         self.calls.append((arch, width, list(pairs)))

@@ -166,7 +166,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch
     assert len(summary["rows"]) == 5
     # a second run finds every model done and trains nothing, with the same table
     counter = CountingTrainBucket()
-    monkeypatch.setattr(sweeps, "train_bucket", counter)
+    monkeypatch.setattr(sweeps, "launch_bucket", counter)
     fig3_pdf = (out / "fig3_convergence_1d.pdf").read_bytes()
     again = reproduce.reproduce(out, runs=runs, quick=True, figures=("fig3",), progress=False, log=lambda s: None)
     assert counter.calls == []

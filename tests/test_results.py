@@ -119,7 +119,7 @@ def reference(tmp_path_factory):
 def test_interrupted_sweep_resumes_without_duplicates(reference, tmp_path, monkeypatch):
     out = tmp_path / "crash"
     crash = CountingTrainBucket(fail_on={2})
-    monkeypatch.setattr(sweeps, "train_bucket", crash)
+    monkeypatch.setattr(sweeps, "launch_bucket", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         sweeps.run_sweep(BASE, out, progress=False)
     first = [json.loads(s) for s in _lines(out)]
@@ -128,7 +128,7 @@ def test_interrupted_sweep_resumes_without_duplicates(reference, tmp_path, monke
     with open(out / "results.jsonl", "a") as fh:
         fh.write('{"arch": "glu", "n_hidden": 2, "seed": 0, "train_rm')
     resume = CountingTrainBucket()
-    monkeypatch.setattr(sweeps, "train_bucket", resume)
+    monkeypatch.setattr(sweeps, "launch_bucket", resume)
     recs = sweeps.run_sweep(BASE, out, progress=False)
     assert [(a, w, len(p)) for a, w, p in resume.calls] == [("glu", 4, 4)]  # mlp not retrained
     lines = _lines(out)

@@ -248,7 +248,7 @@ def test_resume_with_other_devices_is_accepted(sharded, single, tmp_path, monkey
     (folder / "results.host0.jsonl").write_text("".join(lines[:2]))
     (folder / "results.host1.jsonl").write_text("".join(lines[2:]))
     counter = CountingTrainBucket()
-    monkeypatch.setattr(sweeps, "train_bucket", counter)
+    monkeypatch.setattr(sweeps, "launch_bucket", counter)
     recs = sweeps.run_sweep(dataclasses.replace(BASE, archs=("glu",), devices=1), folder, progress=False)
     assert counter.calls == []
     want = [r for r in single if r["arch"] == "glu"]

@@ -221,7 +221,7 @@ def test_resume_trains_only_missing_widths(base_run, tmp_path, monkeypatch):
     for name in ("config.json", "results.jsonl"):
         (out / name).write_text((src / name).read_text())
     counter = CountingTrainBucket()
-    monkeypatch.setattr(sweeps, "train_bucket", counter)
+    monkeypatch.setattr(sweeps, "launch_bucket", counter)
     more = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
     recs = sweeps.run_sweep(more, out, progress=False)
     assert counter.calls == [("mlp", 6, [(6, 0), (6, 1)])]
@@ -238,3 +238,28 @@ def test_resume_trains_only_missing_widths(base_run, tmp_path, monkeypatch):
     assert config["widths"] == [2, 4, 6] and config["archs"] == ["glu", "mlp"]
     sweeps.run_sweep(more, out, progress=False)
     assert len(counter.calls) == 1 and len(_lines(out)) == 10
+
+
+def test_planner_and_trainer_arguments(tmp_path):
+    """A planner that thinks compiling is free and training dear splits every width into its
+    own bucket; a given trainer is called for each bucket (sequentially) and its records are
+    the ones written, equal to the default (pipelined) run's."""
+    calls = []
+
+    def trainer(arch, pairs, width, dataset, config):
+        calls.append((arch, width, len(pairs)))
+        return sweeps.train_bucket(arch, pairs, width, dataset, config)
+
+    config = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
+    dear = sweeps.Planner(flop_rate=1e3, compile_seconds=0.0)
+    recs = sweeps.run_sweep(config, tmp_path / "split", progress=False, planner=dear, trainer=trainer)
+    assert calls == [("mlp", 2, 2), ("mlp", 4, 2), ("mlp", 6, 2)]
+    cheap = sweeps.Planner(flop_rate=1e30, compile_seconds=1e3)
+    calls.clear()
+    sweeps.run_sweep(config, None, progress=False, planner=cheap, trainer=trainer)
+    assert calls == [("mlp", 6, 6)]  # one padded bucket
+    default = sweeps.run_sweep(config, None, progress=False, planner=dear)
+    for a, b in zip(recs, default):
+        assert results.model_key(a) == results.model_key(b)
+        assert math.isclose(a["test_rmse"], b["test_rmse"], rel_tol=1e-12)
+    assert len(_lines(tmp_path / "split")) == 6
