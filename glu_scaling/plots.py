@@ -5,7 +5,6 @@ Okabe-Ito colours (safe for colour-blind readers), sized for a 3 x 3 inch panel.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,9 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 AXIS_LABELS = {"n_hidden": "hidden width n", "n_params": "parameters P"}
 
 
-_preloading: list[threading.Thread] = []
-
-
-def preload() -> None:
-    """Start importing matplotlib in a background thread, to overlap it with training
-    (the main thread mostly waits on XLA then, with the GIL released).  `_mpl` waits for it."""
-    if not _preloading:
-        thread = threading.Thread(target=_import_pyplot, name="glu_scaling-preload-matplotlib", daemon=True)
-        _preloading.append(thread)
-        thread.start()
-
-
-def _import_pyplot():
+def import_pyplot() -> None:
+    """Import matplotlib's pyplot with the Agg backend (no screen needed).  Run it in a
+    thread while training to overlap the import (the CLI's speedrun does)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,8 +26,6 @@ def _import_pyplot():
 
 
 def _mpl():
-    for thread in _preloading:
-        thread.join()
     import matplotlib
 
     matplotlib.use("Agg")
