@@ -466,13 +466,15 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
             pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
             if pairs:
                 todo.append((arch, max(bucket), pairs))
-    bar = _progress(todo, progress)
+    bar = _progress(len(todo), progress)
     pool, compiling = _compile_ahead(todo, dataset, config)
     try:
-        new_records = _train_todo(bar, compiling, dataset, config, folder, filename, on_bucket, trainer)
+        new_records = _train_todo(todo, bar, compiling, dataset, config, folder, filename, on_bucket, trainer)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if bar is not None:
+            bar.close()
     wanted = {(a, n, s) for a in config.archs for n in config.widths for s in config.seeds}
     all_records = [r for r in (list(done.values()) + new_records) if results.model_key(r) in wanted]
     all_records.sort(key=lambda r: (config.archs.index(r["arch"]), r["n_hidden"], r["seed"]))
@@ -483,9 +485,9 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     return all_records
 
 
-def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepConfig, folder: Path | None,
-                filename: str, on_bucket, trainer: Callable | None) -> list[dict]:
-    """Train the buckets of `bar` in order (each once its ahead-of-time compilation is done),
+def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, config: SweepConfig,
+                folder: Path | None, filename: str, on_bucket, trainer: Callable | None) -> list[dict]:
+    """Train the (arch, width, pairs) buckets of `todo` in order (each once its ahead-of-time compilation is done),
     appending this process's records after each; returns them.
 
     On a CPU with no `trainer`, bucket i + 1 is traced and launched before bucket i is
@@ -516,8 +518,9 @@ def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepCo
         if on_bucket is not None:
             on_bucket(recs)
         new_records.extend(recs)
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"{arch} W={width}")
+        if bar is not None:
+            bar.set_postfix_str(f"{arch} W={width}", refresh=False)
+            bar.update(1)
 
     pipelined = trainer is None and not _accelerator()
     trainer = train_bucket if trainer is None else trainer
@@ -530,7 +533,7 @@ def _train_todo(bar, compiling: list, dataset: problems.Dataset, config: SweepCo
         finish(running.arch, running.width, running.pairs, info, now - max(last_done, running.started))
         running, last_done = None, now
 
-    for (arch, width, pairs), ahead in zip(bar, compiling):
+    for (arch, width, pairs), ahead in zip(todo, compiling):
         if ahead is not None:
             try:
                 ahead.result()
@@ -562,12 +565,14 @@ def _agreed_done(config: SweepConfig, done: dict[tuple, dict]) -> set[tuple]:
     return {key for key, h in zip(keys, have) if h}
 
 
-def _progress(items, enabled: bool):
+def _progress(n_buckets: int, enabled: bool):
+    """A progress bar over buckets, advanced as each bucket's records are saved (None when
+    disabled)."""
     if not enabled:
-        return items
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc="buckets", unit="bucket", leave=False)
+    return tqdm(total=n_buckets, desc="buckets", unit="bucket", leave=False)
 
 
 def sweep(archs, widths, seeds=(0,), problem: str = "one_over_1_p_9x2", optimizer: str = "newton-cascade", *,

@@ -263,3 +263,29 @@ def test_planner_and_trainer_arguments(tmp_path):
         assert results.model_key(a) == results.model_key(b)
         assert math.isclose(a["test_rmse"], b["test_rmse"], rel_tol=1e-12)
     assert len(_lines(tmp_path / "split")) == 6
+
+
+def test_progress_bar_advances_when_a_bucket_is_saved(tmp_path, monkeypatch):
+    """Buckets are launched ahead of time on a CPU; the bar counts a bucket only once its
+    records are on disk (so it never shows 100 % while the last bucket still computes)."""
+    out = tmp_path / "bar"
+    seen = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.n = total, 0
+
+        def set_postfix_str(self, text, refresh=True):
+            pass
+
+        def update(self, k):
+            self.n += k
+            seen.append((self.n, len(_lines(out))))
+
+        def close(self):
+            seen.append(("closed", self.total))
+
+    monkeypatch.setattr(sweeps, "_progress", lambda n, enabled: Bar(n))
+    dear = sweeps.Planner(flop_rate=1e3, compile_seconds=0.0)  # one bucket per width
+    sweeps.run_sweep(BASE, out, progress=True, planner=dear)
+    assert seen == [(1, 2), (2, 4), (3, 6), (4, 8), ("closed", 4)]
