@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -186,33 +187,59 @@ def init(
     )
 
 
+class InitDraws(NamedTuple):
+    """Every random number `init_masked` uses, drawn apart from the model (`init_draws`).
+
+    units (W, m): unit i's N(0, 1) row from fold_in(k_units, i), m >= unit_size;
+    d (n_out,): the output bias; directions (W, n_in): unit i's gate direction draw
+    from fold_in(k_gate, i) (used by the spline init when n_in > 1).
+    """
+
+    units: jax.Array
+    d: jax.Array
+    directions: jax.Array
+
+
+def init_draws(key, n_in: int, n_out: int, width: int, size: int, dtype=jnp.float32) -> InitDraws:
+    """The random draws of `init_masked` with `size` numbers per unit row (>= unit_size).
+
+    With JAX's partitionable threefry (its default), element j of a draw does not
+    depend on the draw's length, so the first unit_size(k, ...) columns of a wider
+    draw are exactly a model's own: one compiled draw serves every k of a sweep
+    (compiling the random-bit generator is the slow part of an init on a CPU).
+    """
+    k_gate, k_units, k_bias = jax.random.split(key, 3)
+    idx = jnp.arange(width)
+    units = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_units, i), (size,), dtype))(idx)
+    directions = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_gate, i), (n_in,), dtype))(idx)
+    return InitDraws(units, jax.random.normal(k_bias, (n_out,), dtype), directions)
+
+
 def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, activation="relu",
                 spline_init=True, interval=(-1.0, 1.0), knot_pad=0.001, facing="alternate",
-                gate_scale=1.0, x_data=None, dtype=jnp.float32) -> Params:
+                gate_scale=1.0, x_data=None, dtype=jnp.float32, draws: InitDraws | None = None) -> Params:
     """`init` without argument checks, with `n_hidden` possibly traced (jit/vmap-able).
 
     Unit i draws its packed row [G_i, g_i, U_1i, u_1i, ..., D_i] ~ N(0, 1) from
     fold_in(key, i) in one call, so a model's real units are
     the same whatever width it is padded to: init(key, ..., width=W) equals
-    pad(init(key, ...), W) exactly.
+    pad(init(key, ...), W) exactly.  `draws` (from `init_draws(key, ...)`) replaces the
+    drawing, with the same result; `key` is then unused.
     """
-    k_gate, k_units, k_bias = jax.random.split(key, 3)
-    unit_keys = jax.vmap(lambda i: jax.random.fold_in(k_units, i))(jnp.arange(width))
-
-    def draw_unit(uk):
-        z = jax.random.normal(uk, (unit_size(k, n_in, n_out),), dtype)
-        U = z[n_in + 1:(k + 1) * (n_in + 1)].reshape(k, n_in + 1)
-        return z[:n_in], z[n_in], U[:, :n_in], U[:, n_in], z[(k + 1) * (n_in + 1):]
-
-    G, g, U, u, D = jax.vmap(draw_unit)(unit_keys)
+    p = unit_size(k, n_in, n_out)
+    if draws is None:
+        draws = init_draws(key, n_in, n_out, width, p, dtype)
+    z = draws.units[:, :p]
+    G, g = z[:, :n_in], z[:, n_in]
+    U = z[:, n_in + 1:(k + 1) * (n_in + 1)].reshape(width, k, n_in + 1)
+    U, u, D = U[:, :, :n_in], U[:, :, n_in], z[:, (k + 1) * (n_in + 1):]
     if spline_init:
         G, g = _spline.spline_gates(
-            k_gate, n_hidden, n_in, interval=interval, pad=knot_pad, facing=facing,
-            scale=gate_scale, x_data=x_data, dtype=dtype, width=width,
+            None, n_hidden, n_in, interval=interval, pad=knot_pad, facing=facing,
+            scale=gate_scale, x_data=x_data, dtype=dtype, width=width, directions=draws.directions,
         )
-    d = jax.random.normal(k_bias, (n_out,), dtype)
     mask = (jnp.arange(width) < n_hidden).astype(dtype)
-    params = Params(G=G, g=g, U=jnp.moveaxis(U, 0, 1), u=u.T, D=D, d=d, mask=mask, activation=activation)
+    params = Params(G=G, g=g, U=jnp.moveaxis(U, 0, 1), u=u.T, D=D, d=draws.d, mask=mask, activation=activation)
     return zero_masked(params)
 
 

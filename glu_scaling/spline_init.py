@@ -58,20 +58,23 @@ def spline_gates(
     x_data: jax.Array | None = None,
     dtype=jnp.float32,
     width: int | None = None,
+    directions: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Gate weights and biases of the spline init: G (W, n_in), g (W,), W = width or n.
 
-    Unit i's direction (n_in > 1) comes from fold_in(key, i), so a unit's gate does
-    not depend on the padded width.  `n` may be traced when `width` is given.
+    Unit i's direction (n_in > 1) is a normal draw from fold_in(key, i), so a unit's
+    gate does not depend on the padded width; `directions` (W, n_in) gives those draws
+    instead (`key` is then unused).  `n` may be traced when `width` is given.
     """
     width = n if width is None else width
     sign = facing_signs(width, facing, dtype)
     if n_in == 1:
         t = knots_1d(n, interval, pad, dtype, width)
         return (scale * sign)[:, None], -scale * sign * t
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(width))
-    w = jax.vmap(lambda k: jax.random.normal(k, (n_in,), dtype))(keys)
-    w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+    if directions is None:
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(width))
+        directions = jax.vmap(lambda k: jax.random.normal(k, (n_in,), dtype))(keys)
+    w = directions / jnp.linalg.norm(directions, axis=1, keepdims=True)
     levels = (jnp.arange(width, dtype=dtype) + 0.5) / jnp.asarray(n, dtype)
     levels = jnp.clip(levels, 0.0, 1.0)
     if x_data is not None:

@@ -485,3 +485,19 @@ def test_jit_vmap_over_padded_batch_matches_per_model(arch):
         assert np.all(np.asarray(getattr(grads, name))[pad] == 0)
     for name in ("U", "u"):  # (B, k, W, ...): move k behind the (B, W) unit axes
         assert np.all(np.moveaxis(np.asarray(getattr(grads, name)), 1, 2)[pad] == 0)
+
+
+@pytest.mark.parametrize("n_in,spline", [(1, True), (3, True), (3, False)])
+def test_a_wider_shared_draw_gives_every_architecture_its_own_init(n_in, spline):
+    """One draw of unit_size(3) numbers per unit serves k = 0..3 bit for bit (the sweeps'
+    shared compiled draw), because a threefry draw's first numbers do not depend on its length."""
+    if not jax.config.jax_threefry_partitionable:
+        pytest.skip("needs JAX's partitionable threefry (its default)")
+    key = jax.random.PRNGKey(7)
+    wide = models.init_draws(key, n_in, 2, 6, models.unit_size(3, n_in, 2), jnp.float64)
+    for k in range(4):
+        own = models.init_masked(key, k, n_in, 4, 2, 6, spline_init=spline, dtype=jnp.float64)
+        shared = models.init_masked(None, k, n_in, 4, 2, 6, spline_init=spline, dtype=jnp.float64, draws=wide)
+        for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(shared)):
+            assert a.shape == b.shape and bool(jnp.all(a == b))
+        assert bool(jnp.all(own.D[:4] != 0)) and bool(jnp.all(own.mask == jnp.asarray([1, 1, 1, 1, 0, 0])))

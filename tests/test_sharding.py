@@ -164,7 +164,8 @@ _SHARDED = textwrap.dedent("""
     from glu_scaling import sweeps, train
     compiles = collections.Counter()  # compilations of a bucket's calls, by thread
     def listen(event, duration, fun_name="", **kw):
-        if event.endswith("backend_compile_duration") and fun_name in ("jit(train_batch)", "jit(_init_batch)"):
+        if event.endswith("backend_compile_duration") and fun_name in (
+                "jit(train_batch)", "jit(_draw_batch)", "jit(_assemble_batch)"):
             compiles[threading.current_thread().name + " " + fun_name] += 1
     jax.monitoring.register_event_duration_secs_listener(listen)
     meshes = []
@@ -223,9 +224,10 @@ def test_sharded_sweep_equals_single_device(sharded, single):
     _, out = sharded
     assert out["device_count"] == 4
     assert out["meshes"] == [4, 3]  # really sharded: all 4 devices, then --devices 3
-    # the glu bucket compiled ahead in a thread was not compiled again when it ran
+    # the glu bucket compiled ahead in a thread was not compiled again when it ran, and its
+    # random draws reused the mlp bucket's compiled draw (same width and models)
     assert out["compiles"] == {f"{thread} jit({fun})": 1 for thread in ("MainThread", "ahead")
-                               for fun in ("train_batch", "_init_batch")}
+                               for fun in ("train_batch", "_assemble_batch")} | {"MainThread jit(_draw_batch)": 1}
     got = out["records"]
     assert [results.model_key(r) for r in got] == [results.model_key(r) for r in single]
     for a, b in zip(got, single):
