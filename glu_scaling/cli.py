@@ -356,13 +356,15 @@ def run() -> None:
 
     Every result is written, closed and fsynced by the time `main` returns; what is left
     is the interpreter's teardown of JAX and XLA (about 0.5 s on a 2-core machine), which
-    `os._exit` skips once stdout and stderr are flushed.  A multi-process run exits the
-    normal way, so that `jax.distributed` shuts down in step with the other processes.
+    `os._exit` skips once stdout and stderr are flushed.  Any other ending (an error, an
+    interrupt, which may leave a compile-ahead thread writing to the compilation cache)
+    and a multi-process run (so that `jax.distributed` shuts down in step with the other
+    processes) exit the normal way.
     """
     import os
 
     code = main()
-    if "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized():
+    if code != 0 or ("jax" in sys.modules and sys.modules["jax"].distributed.is_initialized()):
         sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()

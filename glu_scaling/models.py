@@ -229,6 +229,9 @@ def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, act
     p = unit_size(k, n_in, n_out)
     if draws is None:
         draws = init_draws(key, n_in, n_out, width, p, dtype)
+    if draws.units.shape != (width, draws.units.shape[1]) or draws.units.shape[1] < p:
+        raise UsageError(f"draws.units must be ({width}, >= {p}) for k={k}, n_in={n_in}, n_out={n_out}, "
+                         f"got {draws.units.shape}")
     z = draws.units[:, :p]
     G, g = z[:, :n_in], z[:, n_in]
     U = z[:, n_in + 1:(k + 1) * (n_in + 1)].reshape(width, k, n_in + 1)

@@ -18,6 +18,11 @@ import os
 import re
 from pathlib import Path
 
+try:
+    import fcntl  # POSIX: appends and merge take an advisory lock on the host file
+except ImportError:  # pragma: no cover - Windows has no fcntl; merge then needs finished hosts
+    fcntl = None
+
 from glu_scaling.errors import UsageError
 
 RECORD_FIELDS = ("arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
@@ -192,13 +197,47 @@ def write_records_atomic(path: Path, records: list[dict]) -> None:
 
 def append_records(folder: Path, records: list[dict], name: str = RECORDS) -> None:
     """Append whole lines to results.jsonl (or to the file `name`) and fsync, so finished
-    models survive any crash."""
+    models survive any crash.
+
+    The write holds an advisory lock on the file and first checks that the path still
+    names the file it opened: if `merge` renamed it meanwhile, the lines go to a fresh
+    file at the path instead (merge locks a renamed file once before reading it, so no
+    write can land in it after that).
+    """
     if not records:
         return
-    with open(Path(folder) / name, "a") as fh:
-        fh.write(jsonl_text(records))
-        fh.flush()
-        os.fsync(fh.fileno())
+    text = jsonl_text(records)
+    path = Path(folder) / name
+    while True:
+        with open(path, "a") as fh:
+            _lock(fh)
+            try:
+                if _still_at(fh, path):
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    return
+            finally:
+                _unlock(fh)
+
+
+def _lock(fh) -> None:
+    if fcntl is not None:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+
+
+def _unlock(fh) -> None:
+    if fcntl is not None:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _still_at(fh, path: Path) -> bool:
+    """Whether `path` still names the open file `fh` (not renamed away by a merge)."""
+    try:
+        here, there = os.fstat(fh.fileno()), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def model_key(record: dict) -> tuple:
@@ -209,12 +248,14 @@ def merge(folder: Path, passes: int = 3) -> tuple[list[dict], int]:
     """Fold every results.host{K}.jsonl into results.jsonl, each model once (the first
     record read wins, as everywhere), and remove the host files folded in.
 
-    Each host file is first renamed to results.host{K}.merging.jsonl, so a host still
-    running opens a fresh results.host{K}.jsonl for its next bucket instead of appending
-    to a file about to go; a merging file that grows while it is read is read again.
-    results.jsonl is rewritten atomically before a merging file goes, so a crash leaves at
-    worst duplicates that readers skip (and the next merge picks the leftovers up).
-    config.json is not touched.  Up to `passes` rounds fold host files that appeared meanwhile.
+    Each host file is first renamed to results.host{K}.merging.jsonl and then locked
+    once, which waits for a write already under way; a host still running writes its
+    next bucket to a fresh results.host{K}.jsonl (`append_records` checks the path
+    under the same lock), folded by a later pass or the next merge.  The lock is
+    advisory (fcntl), as reliable as the filesystem's locking; where there is none,
+    merge hosts that are done.  results.jsonl is rewritten atomically before a merging
+    file goes, so a crash leaves at worst duplicates that readers skip (and the next
+    merge picks the leftovers up).  config.json is not touched.
     Returns (the merged records, the number of host files folded in).
     """
     folder = Path(folder)
@@ -236,12 +277,12 @@ def merge(folder: Path, passes: int = 3) -> tuple[list[dict], int]:
         merging = [p for p in host_files(folder) if p.name.endswith(".merging.jsonl")]
         if not merging:
             break
-        sizes = None
-        while sizes != [p.stat().st_size for p in merging]:  # a write that was under way at the rename
-            sizes = [p.stat().st_size for p in merging]
-            for path in merging:
-                repair(folder, path.name)
-            records = unique_records(folder)
+        for path in merging:  # a write under way at the rename finishes first
+            with open(path, "a") as fh:
+                _lock(fh)
+                _unlock(fh)
+            repair(folder, path.name)
+        records = unique_records(folder)
         write_records_atomic(folder / RECORDS, records)
         for path in merging:
             path.unlink()

@@ -337,8 +337,8 @@ def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepCon
 
 
 def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> None:
-    """Compile a bucket's calls (`_init_batch`, `train.train_batch`) for `n_models` models without
-    running them.
+    """Compile a bucket's calls (the init's `_draw_batch` and `_assemble_batch`, and
+    `train.train_batch`) for `n_models` models without running them.
 
     jit shares its caches with ahead-of-time lowering, so `train_bucket` then finds the
     executable ready.  Runs in a worker thread (XLA compiles without the GIL); a
@@ -380,7 +380,11 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     """Initialise and dispatch the (n_hidden, seed) pairs of one bucket in one compiled call,
     the models split over `config.devices` devices (all visible when None), without waiting
     for the result: JAX dispatches asynchronously, so the caller can trace and launch the
-    next bucket while this one runs (`collect_bucket` waits)."""
+    next bucket while this one runs (`collect_bucket` waits).
+
+    `batch`: models vmapped together on a device (None: `default_batch_size`); an
+    out-of-memory error already at dispatch is retried with half as many.
+    """
     t0 = time.perf_counter()
     setup = _bucket_setup(arch, len(pairs), width, dataset, config)
     batch = setup.batch if batch is None else batch
@@ -521,7 +525,8 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
     On a CPU with no `trainer`, bucket i + 1 is traced and launched before bucket i is
     waited for (`launch_bucket`, `collect_bucket`), so Python's tracing overlaps XLA's
     computing; a bucket's `seconds` are then the wall time since the previous bucket was
-    done.  If launching fails (or is interrupted), the bucket already running is still
+    done, which includes tracing and compiling the next bucket (the sum over buckets is
+    the sweep's wall time either way).  If launching fails (or is interrupted), the bucket already running is still
     waited for and saved first.  Elsewhere (accelerators, whose memory budget assumes one
     bucket at a time, or a given `trainer`) buckets run one by one.
     """

@@ -18,6 +18,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +57,7 @@ def test_padded_size(n, devices, batch, expected):
 
 
 def test_pad_models_appends_masked_copies(single):
-    # the GLU models of BASE's bucket (the `single` run has compiled _init_batch for these shapes)
+    # the GLU models of BASE's bucket (the `single` run has compiled their init for these shapes)
     params = sweeps._init_batch(jnp.asarray([0, 1, 0, 1], jnp.uint32), jnp.asarray([2, 2, 4, 4]), k=1, n_in=1,
                                 n_out=1, width=4, activation="relu", spline_init=True, dtype=jnp.dtype("float64"))
     x = jnp.linspace(-1, 1, 7)[:, None]
@@ -353,6 +355,35 @@ def test_merge_never_loses_a_bucket_a_host_appends_meanwhile(tmp_path, monkeypat
     assert sorted((r["n_hidden"], r["test_rmse"]) for r in records) == [(2, 0.25), (4, 0.0625)]
     assert [r["n_hidden"] for r in results.read_records(tmp_path)] == [2, 4]
     assert results.host_files(tmp_path) == [] and folded == 2
+
+
+def test_merge_waits_for_a_write_under_way(tmp_path):
+    """A host opened its file before merge renamed it and is still writing: merge's lock
+    waits for that write, so its line is merged rather than deleted unread."""
+    if results.fcntl is None:
+        pytest.skip("no fcntl locks on this platform")
+    host = tmp_path / "results.host0.jsonl"
+    results.append_records(tmp_path, [_rec("mlp", 2, 0, 0.25)], host.name)
+    fh = open(host, "a")
+    results._lock(fh)  # the host is in the middle of a write
+    done = []
+    merging = threading.Thread(target=lambda: done.append(results.merge(tmp_path)))
+    merging.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "results.host0.merging.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert not done  # renamed, and now waiting for the write
+        fh.write(json.dumps(_rec("mlp", 4, 0, 0.0625)) + "\n")
+        fh.flush()
+    finally:
+        results._unlock(fh)
+        fh.close()
+        merging.join(10)
+    records, folded = done[0]
+    assert sorted((r["n_hidden"], r["test_rmse"]) for r in records) == [(2, 0.25), (4, 0.0625)]
+    assert results.host_files(tmp_path) == [] and folded == 1
 
 
 def test_merge_picks_up_what_an_interrupted_merge_left(tmp_path):

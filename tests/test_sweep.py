@@ -259,7 +259,7 @@ def test_planner_and_trainer_arguments(tmp_path):
     sweeps.run_sweep(config, None, progress=False, planner=cheap, trainer=trainer)
     assert calls == [("mlp", 6, 6)]  # one padded bucket
     default = sweeps.run_sweep(config, None, progress=False, planner=dear)
-    for a, b in zip(recs, default):
+    for a, b in zip(recs, default, strict=True):
         assert results.model_key(a) == results.model_key(b)
         assert math.isclose(a["test_rmse"], b["test_rmse"], rel_tol=1e-12)
     assert len(_lines(tmp_path / "split")) == 6
