@@ -220,18 +220,19 @@ def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_in
     (`_draw_batch`, `models.init_draws`), the models another (`_assemble_batch`): a
     sweep over mlp, glu and gqu compiles the random-bit generator once, not three times.
     """
-    draws = _draw_batch(seeds, n_in=n_in, n_out=n_out, width=width, size=_draw_size(k, n_in, n_out), dtype=dtype)
+    draws = _draw_batch(seeds, **_draw_kwargs(k, n_in, n_out, width, dtype))
     return _assemble_batch(n_hidden, draws, k=k, n_in=n_in, n_out=n_out, width=width, activation=activation,
                            spline_init=spline_init, dtype=dtype)
 
 
-def _draw_size(k: int, n_in: int, n_out: int) -> int:
-    """Normals drawn per unit: enough for a GQU (k = 2) whenever a draw's first columns do
-    not depend on its length (JAX's partitionable threefry), else exactly unit_size."""
+def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
+    """`_draw_batch`'s static arguments.  Its draw per unit holds enough normals for a GQU
+    (k = 2) whenever a draw's first columns do not depend on its length (JAX's
+    partitionable threefry), so architectures up to the GQU share it; else exactly unit_size."""
     size = models.unit_size(k, n_in, n_out)
     if jax.config.jax_threefry_partitionable:
         size = max(size, models.unit_size(2, n_in, n_out))
-    return size
+    return dict(n_in=n_in, n_out=n_out, width=width, size=size, dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("n_in", "n_out", "width", "size", "dtype"))
@@ -349,8 +350,7 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     seeds = jax.ShapeDtypeStruct((n_models,), jnp.uint32)
     ns = jax.ShapeDtypeStruct((n_models,), jnp.asarray(0).dtype)
     kwargs = _init_kwargs(setup.k, width, dataset, config)
-    draw_kwargs = dict(n_in=dataset.n_in, n_out=dataset.n_out, width=width,
-                       size=_draw_size(setup.k, dataset.n_in, dataset.n_out), dtype=kwargs["dtype"])
+    draw_kwargs = _draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
     _draw_batch.lower(seeds, **draw_kwargs).compile()
     draws = jax.eval_shape(functools.partial(_draw_batch, **draw_kwargs), seeds)
     _assemble_batch.lower(ns, draws, **kwargs).compile()
@@ -519,16 +519,17 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
 
 def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, config: SweepConfig,
                 folder: Path | None, filename: str, on_bucket, trainer: Callable | None) -> list[dict]:
-    """Train the (arch, width, pairs) buckets of `todo` in order (each once its ahead-of-time compilation is done),
-    appending this process's records after each; returns them.
+    """Train the (arch, width, pairs) buckets of `todo` in order (each once its ahead-of-time
+    compilation is done), appending this process's records after each; returns them.
 
     On a CPU with no `trainer`, bucket i + 1 is traced and launched before bucket i is
     waited for (`launch_bucket`, `collect_bucket`), so Python's tracing overlaps XLA's
     computing; a bucket's `seconds` are then the wall time since the previous bucket was
     done, which includes tracing and compiling the next bucket (the sum over buckets is
-    the sweep's wall time either way).  If launching fails (or is interrupted), the bucket already running is still
-    waited for and saved first.  Elsewhere (accelerators, whose memory budget assumes one
-    bucket at a time, or a given `trainer`) buckets run one by one.
+    the sweep's wall time either way).  If launching fails (or is interrupted), the
+    bucket already running is still waited for and saved first.  Elsewhere (accelerators,
+    whose memory budget assumes one bucket at a time, or a given `trainer`) buckets run
+    one by one.
     """
     new_records = []
 
