@@ -263,14 +263,20 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     return jax.scipy.linalg.cho_solve((L, True), rhs), i
 
 
-def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int = 0):
+def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int = 0,
+                     free: jax.Array | None = None):
     """Preconditioned, masked, damped Newton direction.
 
+    H (P, P), g (P,); free (P,) bool (None: all True) selects the entries that may
+    move, as data rather than shapes: the others are removed like zero rows, so the
+    result equals the Newton direction of the sub-problem on the free entries.
     Returns (p, damping_index, used_fallback); p (P,) is zero on removed rows.
     """
     # |diag|: a row of negative curvature stays in the solve (the damping handles it);
     # only (numerically) zero rows -- masked units, dead gates -- are removed
     diag = jnp.abs(jnp.diagonal(H))
+    if free is not None:
+        diag = jnp.where(free, diag, 0.0)
     eps = jnp.finfo(H.dtype).eps
     active = diag > 100 * eps * jnp.max(diag)
     scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)
@@ -309,14 +315,16 @@ def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5
 
 
 def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
-                damping_start: jax.Array | int = 0) -> tuple[Params, StepInfo]:
+                damping_start: jax.Array | int = 0, free: jax.Array | None = None) -> tuple[Params, StepInfo]:
     """One damped, line-searched Newton step on the selected parameters.
 
     x (N, dx), t (N, dy), weight (N,) (0 for padding points; N a multiple of chunk).
+    free (P,) bool, optional: a further, run-time selection within `sel` (see
+    `newton_direction`); the other entries of the flat vector stay exactly as they are.
     """
     loss0 = loss_fn(params, x, t, weight)
     H, g = hessian_and_gradient(params, x, t, weight, sel, chunk)
-    p, damping_index, fallback = newton_direction(H, g, damping_start)
+    p, damping_index, fallback = newton_direction(H, g, damping_start, free)
     theta0 = _flatten(pack_units(params), params.d, sel)
 
     def loss_at(alpha):

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from glu_scaling import newton
@@ -95,10 +96,15 @@ class Stage:
     steps: int
 
 
+def all_groups(k: int) -> tuple[str, ...]:
+    """Every parameter group of a model with k linear factors."""
+    return ("gate", *[f"factor{j}" for j in range(1, k + 1)], "out")
+
+
 def newton_stages(optimizer: str, k: int, steps: int) -> list[Stage]:
     """The stages of a Newton schedule for a model with k linear factors."""
     splines = [Stage(("out",), 1)] + [Stage((f"factor{j}",), 1) for j in range(1, k + 1)]
-    everything = ("gate", *[f"factor{j}" for j in range(1, k + 1)], "out")
+    everything = all_groups(k)
     if optimizer == "newton-splines":
         return splines
     if optimizer == "newton-cascade":
@@ -123,39 +129,83 @@ def _where(pred, a, b):
 
 class _NewtonCarry(NamedTuple):
     params: Params
-    step: jax.Array
+    step: jax.Array  # steps taken in the current stage
     damping_index: jax.Array
     status: jax.Array
-    stopped: jax.Array
+    stopped: jax.Array  # the last step's line search failed
     decrement: jax.Array
     loss: jax.Array
     accepted: jax.Array
+    stage: jax.Array  # index of the current stage (the masked schedule only)
+
+
+def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
+                   free: jax.Array | None = None) -> tuple[_NewtonCarry, jax.Array]:
+    """One Newton step on `sel` (and the run-time mask `free`); returns (carry, failed)."""
+    new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
+                                   jnp.maximum(c.damping_index - 2, 0), free)
+    finite = _all_finite(new) & jnp.isfinite(info.loss)
+    failed = info.alpha == 0
+    return c._replace(
+        params=_where(finite, new, c.params),
+        step=c.step + 1,
+        damping_index=jnp.where(finite, info.damping_index, c.damping_index),
+        status=jnp.where(finite, c.status, DIVERGED),
+        stopped=failed,
+        decrement=info.decrement,
+        loss=jnp.where(finite, info.loss, c.loss),
+        accepted=c.accepted + (~failed & finite),
+    ), failed
 
 
 def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int):
+    """Up to `steps` steps on one selection, compiled for its own (smaller) Hessian."""
     def cond(c):
         return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
 
     def body(c):
-        new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
-                                       jnp.maximum(c.damping_index - 2, 0))
-        finite = _all_finite(new) & jnp.isfinite(info.loss)
-        failed = info.alpha == 0
-        return _NewtonCarry(
-            params=_where(finite, new, c.params),
-            step=c.step + 1,
-            damping_index=jnp.where(finite, info.damping_index, c.damping_index),
-            status=jnp.where(finite, c.status, DIVERGED),
-            stopped=failed,
-            decrement=info.decrement,
-            loss=jnp.where(finite, info.loss, c.loss),
-            accepted=c.accepted + (~failed & finite),
-        )
+        return _newton_update(c, data, sel, chunk)[0]
 
     carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
     if steps == 1:  # no loop to compile for a single step
         return _where(cond(carry), body(carry), carry)
     return jax.lax.while_loop(cond, body, carry)
+
+
+def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) -> np.ndarray:
+    """(len(stages), P) bool: which entries of the all-parameter flat vector (unit
+    rows of width `width`, then d; see `newton.params_from_theta`) each stage moves."""
+    everything = selection(all_groups(k), k, n_in, n_out)
+    p = unit_size(k, n_in, n_out)
+    assert everything.columns == tuple(range(p)), everything.columns
+    rows = []
+    for stage in stages:
+        sel = selection(stage.groups, k, n_in, n_out)
+        unit = np.isin(np.arange(p), sel.columns)
+        rows.append(np.concatenate([np.tile(unit, width), np.full(n_out, sel.with_d)]))
+    return np.stack(rows)
+
+
+def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], chunk: int):
+    """All stages in one loop over steps: every step builds the all-parameter Hessian
+    and a run-time mask picks the stage's entries.  One compiled Newton step instead of
+    one per stage (compiles about 2x faster) at the price of full-size Hessians for the
+    few single steps of the spline stages."""
+    params = carry.params
+    k, dx, dy = params.n_factors, params.n_in, params.n_out
+    sel = selection(all_groups(k), k, dx, dy)
+    free = jnp.asarray(stage_masks(stages, k, dx, dy, params.width))
+    limits = jnp.asarray([stage.steps for stage in stages])
+
+    def cond(c):
+        return (c.stage < len(stages)) & (c.status != DIVERGED)
+
+    def body(c):
+        c, failed = _newton_update(c, data, sel, chunk, free[c.stage])
+        advance = failed | (c.step >= limits[c.stage])
+        return c._replace(stage=c.stage + advance, step=jnp.where(advance, 0, c.step))
+
+    return jax.lax.while_loop(cond, body, carry._replace(step=jnp.asarray(0), stage=jnp.asarray(0)))
 
 
 def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
@@ -167,10 +217,13 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[
         params=params, step=jnp.asarray(0), damping_index=jnp.asarray(0),
         status=jnp.where(jnp.isfinite(loss0) & _all_finite(params), OK, DIVERGED),
         stopped=jnp.asarray(False), decrement=jnp.asarray(0.0, dtype), loss=loss0,
-        accepted=jnp.asarray(0),
+        accepted=jnp.asarray(0), stage=jnp.asarray(0),
     )
-    for stage in newton_stages(config.optimizer, k, config.n_steps):
-        if stage.steps > 0:
+    stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps) if stage.steps > 0]
+    if any(stage.steps > 1 for stage in stages):  # newton-cascade, newton: one loop, one compiled step
+        carry = _newton_schedule(carry, data, stages, config.chunk)
+    else:  # single steps only (newton-splines): each on its own, smaller Hessian
+        for stage in stages:
             carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, config.chunk)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
     status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)

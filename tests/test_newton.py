@@ -357,3 +357,33 @@ def test_backtracking_takes_the_full_step_on_a_quadratic_newton_direction():
     alpha, loss, loss0, _, slope = (float(v) for v in _search(x0, p, A, b, np.zeros(4)))
     assert alpha == 1.0
     np.testing.assert_allclose(loss0 - loss, -0.5 * slope, rtol=1e-10)
+
+
+@functools.partial(jax.jit, static_argnames=("sel", "chunk"))
+def _masked_step(params, x, t, w, sel, chunk, free):
+    return newton.newton_step(params, x, t, w, sel, chunk, 0, free)
+
+
+@pytest.mark.parametrize("arch,groups", [("glu", ("out",)), ("glu", ("gate",)), ("gqu", ("factor2",)),
+                                         ("gqu", ("gate", "factor1", "out"))])
+def test_runtime_mask_step_equals_the_sub_selection_step(arch, groups):
+    """A step on all parameters with a run-time `free` mask is the step on the sub-selection:
+    the Hessian block, Jacobi scaling and Cholesky of the free entries are the same numbers
+    (up to rounding order), the other entries stay bit for bit."""
+    k, n_in, n_out = K[arch], 2, 1
+    params = _random_params(11, arch, n_in, 4, n_out, 5, "relu")
+    x, t, w = _data(11, 38, 2, n_in, n_out)
+    sub = train.selection(groups, k, n_in, n_out)
+    free = train.stage_masks([train.Stage(groups, 1)], k, n_in, n_out, 5)[0]
+    assert free.sum() == 5 * len(sub.columns) + (n_out if sub.with_d else 0)
+    want, want_info = _step(params, x, t, w, sub, 8)
+    got, got_info = _masked_step(params, x, t, w, _full(k, n_in, n_out), 8, jnp.asarray(free))
+    assert float(want_info.alpha) > 0 and int(got_info.damping_index) == int(want_info.damping_index)
+    assert abs(float(got_info.loss) - float(want_info.loss)) <= 1e-12 * float(want_info.loss)
+    for name in ("G", "g", "U", "u", "D", "d"):
+        a, b = np.asarray(getattr(got, name)), np.asarray(getattr(want, name))
+        assert _rel(a, b) < 1e-10, (name, _rel(a, b))
+    theta0 = newton._flatten(models.pack_units(params), params.d, _full(k, n_in, n_out))
+    theta = newton._flatten(models.pack_units(got), got.d, _full(k, n_in, n_out))
+    np.testing.assert_array_equal(np.asarray(theta)[~free], np.asarray(theta0)[~free])
+    assert np.any(np.asarray(theta)[free] != np.asarray(theta0)[free])

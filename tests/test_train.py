@@ -253,3 +253,48 @@ def test_spline_schedule_on_mlp_is_the_least_squares_spline(data):
             np.testing.assert_allclose(np.asarray(out.D)[b, :n][live], coef[:n][live], rtol=1e-9, atol=1e-10)
             np.testing.assert_allclose(np.asarray(out.d)[b], coef[n], rtol=1e-9, atol=1e-10)
     assert train.status_names(info["status"]) == ["ok"] * 3
+
+
+def test_stage_masks_pick_each_groups_columns_of_every_unit_and_d():
+    """k = 1, one input, one output: a packed unit row is [G, g, U, u, D], then d."""
+    stages = train.newton_stages("newton-cascade", 1, 5)
+    masks = train.stage_masks(stages, 1, 1, 1, width=2)
+    unit = {("out",): [0, 0, 0, 0, 1], ("factor1",): [0, 0, 1, 1, 0], ("gate",): [1, 1, 0, 0, 0],
+            ("gate", "factor1", "out"): [1, 1, 1, 1, 1]}
+    assert [s.groups for s in stages] == list(unit)
+    for stage, mask in zip(stages, masks):
+        with_d = "out" in stage.groups
+        np.testing.assert_array_equal(mask, np.array(unit[stage.groups] * 2 + [with_d], bool))
+
+
+@pytest.mark.parametrize("arch", ["glu", "gqu"])
+def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
+    """newton-cascade runs all its stages in one loop with run-time masks
+    (`_newton_schedule`); stage by stage, each compiled on its own smaller Hessian
+    (`_newton_stage`), is the same method: equal to rounding after 3 full steps.
+    Odd widths: with the spline init an even width makes the {D, d} least-squares
+    problem rank-deficient, and rounding then picks different (equally good) minimisers."""
+    params = _batch(arch, (3, 5, 7))
+    config = train.TrainConfig("newton-cascade", steps=3, chunk=64)
+    got, got_info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
+
+    def by_stage(p):
+        k = p.n_factors
+        carry = train._NewtonCarry(params=p, step=jnp.asarray(0), damping_index=jnp.asarray(0),
+                                   status=jnp.asarray(train.OK), stopped=jnp.asarray(False),
+                                   decrement=jnp.asarray(0.0), loss=newton.loss_fn(p, data.x, data.t, data.weight),
+                                   accepted=jnp.asarray(0), stage=jnp.asarray(0))
+        for stage in train.newton_stages("newton-cascade", k, 3):
+            carry = train._newton_stage(carry, data, train.selection(stage.groups, k, 1, 1), stage.steps, 64)
+        return carry
+
+    want = jax.jit(jax.vmap(by_stage))(params)
+    n_single = len(train.newton_stages("newton-cascade", params.n_factors, 3)) - 1  # spline and gate steps
+    np.testing.assert_array_equal(np.asarray(got_info["steps"]), n_single + 3)
+    np.testing.assert_array_equal(np.asarray(want.accepted), n_single + 3)
+    for name, leaf in _leaves(got).items():
+        if leaf.size:
+            assert _rel(leaf, getattr(want.params, name)) < 1e-8, (name, _rel(leaf, getattr(want.params, name)))
+    predict = jax.vmap(lambda p: newton.apply_params(p, data.x_test))
+    assert _rel(predict(got), predict(want.params)) < 1e-10
+    assert _rel(got_info["loss"], want.loss) < 1e-10
