@@ -5,7 +5,8 @@ Measures, in one run on this machine:
      cold (empty compilation cache) and warm (cache filled by the cold run);
   2. a `newton-cascade` sweep: target 1/(1+9x^2), 2000 points, GLU widths 10, 25, 50,
      8 seeds each, 100 all-parameter steps: models per second (compile excluded and
-     included), achieved float64 GFLOP/s, test RMSE against the reference table;
+     included), achieved float64 GFLOP/s (of the 103 all-parameter-size Newton steps a
+     model takes, `benchlib.full_newton_steps`), test RMSE against the reference table;
   3. a float64 2048 x 2048 matmul's GFLOP/s in the same process, and the ratio;
   4. peak resident memory of a 3-architecture x 34-width x 8-seed `newton-cascade`
      sweep (with --steps 5 unless --full-memory: memory does not grow with steps).
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import matmul_gflops
+from benchlib import full_newton_steps, matmul_gflops
 
 import glu_scaling  # noqa: F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -81,10 +82,8 @@ def cascade_bench(jax, jnp) -> dict:
         _, info = train.train_batch(params, data, config, batch_size=batch)
         jax.block_until_ready(info)
         run = time.perf_counter() - t0
-        steps = np.asarray(info["steps"])
-        # executed all-parameter steps: accepted ones (+1 for the failed step that stops a model early)
-        executed = np.minimum(steps - 3 + (steps - 3 < 100), 100)
-        flops += float(np.sum(executed)) * train.flops_per_newton_step(width, 1, 1, 1, 2000)
+        executed = sum(full_newton_steps(int(s), config.optimizer, 1, config.n_steps) for s in info["steps"])
+        flops += executed * train.flops_per_newton_step(width, 1, 1, 1, 2000)
         test = np.asarray(info["test_rmse"])
         ref_s, ref_rmse = REF_CASCADE[width]
         out["per_width"][width] = {

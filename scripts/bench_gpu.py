@@ -8,9 +8,10 @@ Measures, in one process:
      (x64 stays enabled; the float32 sweep asks for dtype float32 and runs its matmuls
      at --f32-precision, default "highest", i.e. true float32, not TF32):
      wall time, compile time (JAX's own compile events), models per second and the
-     achieved GFLOP/s of the all-parameter Newton steps each model took
-     (`train.flops_per_newton_step` at the model's width: "useful"; at the bucket's
-     padded width: "executed").
+     achieved GFLOP/s of the all-parameter-size Newton steps each model took
+     (`benchlib.full_newton_steps`: the cascade's spline and gate steps included, since
+     they build the all-parameter Hessian too; `train.flops_per_newton_step` at the
+     model's width: "useful"; at the bucket's padded width: "executed").
 With no GPU/TPU the defaults shrink (widths 1..20 step 3, 2 seeds, 2000 points, 10 steps)
 so it finishes in a minute or two on a small CPU; every flag overrides.  A time budget
 (--budget, default 240 s) stops launching buckets when it is spent (the JSON says how far
@@ -38,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, without installing it
 
-from benchlib import matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
+from benchlib import full_newton_steps, matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
 
 import glu_scaling  # noqa: E402,F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -78,18 +79,6 @@ def f32_precision(jax, precision: str):
         yield
     finally:
         jax.config.update("jax_default_matmul_precision", old)
-
-
-def full_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
-    """All-parameter Newton steps a model executed: its accepted steps after the single-step
-    stages (out, factors, gate for newton-cascade), plus the failed one that stopped it early."""
-    from glu_scaling import train
-
-    if optimizer == "newton-splines":
-        return 0
-    before = k + 2 if optimizer == "newton-cascade" else 0
-    accepted = max(steps_taken - before, 0)
-    return min(accepted + (accepted < n_steps), n_steps) if optimizer in train.NEWTON_SCHEDULES else 0
 
 
 def _drop_failed(folder: str, errors: list[dict]) -> None:
@@ -148,7 +137,7 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
         useful = executed = 0.0
         steps = 0
         for r in recs:
-            s = full_steps(r["steps"], config.optimizer, k, n_steps)
+            s = full_newton_steps(r["steps"], config.optimizer, k, n_steps)
             steps += s
             useful += s * train.flops_per_newton_step(r["n_hidden"], k, 1, 1, config.n_data)
             executed += s * train.flops_per_newton_step(width, k, 1, 1, config.n_data)

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the same-run matmul they compare the sweeps with."""
+"""What the benchmark scripts share: the same-run matmul they compare the sweeps with, and
+the count of Newton steps whose flops they credit."""
 
 from __future__ import annotations
 
@@ -16,3 +17,18 @@ def matmul_gflops(dtype, n: int = 2048, repeats: int = 5) -> float:
     for _ in range(repeats):
         f(a).block_until_ready()
     return 2.0 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def full_newton_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
+    """Newton steps a model executed on its all-parameter Hessian (`train.flops_per_newton_step`).
+
+    `newton` and `newton-cascade` build that Hessian at every step: the cascade's k + 2
+    single spline and gate steps too, which pick their entries with a run-time mask
+    (`train._newton_schedule`).  Counted: the accepted steps (`steps_taken`), plus the
+    failed one that stopped a model early.  `newton-splines` (smaller, per-stage
+    Hessians) and first-order optimisers: 0.
+    """
+    if optimizer not in ("newton", "newton-cascade"):
+        return 0
+    total = n_steps + (k + 2 if optimizer == "newton-cascade" else 0)
+    return min(steps_taken + (steps_taken < total), total)
