@@ -13,7 +13,8 @@ autodiff of the whole loss.
 A Newton step on a parameter selection (a subset of the packed unit columns,
 `models.group_columns`, with or without d):
   1. rows/columns with a (numerically) zero diagonal -- masked units, dead gates --
-     are removed: they become identity rows with a zero right-hand side;
+     are removed: they become identity rows with a zero right-hand side; so are the
+     entries a run-time mask `free` freezes (one compiled step serves every stage);
   2. Jacobi preconditioning: H~ = s H s with s = diag(H)^(-1/2);
   3. Cholesky of H~ + lambda I, lambda = 0 first, then growing until the
      factorisation is finite (the damping fallback for indefinite H);
@@ -272,11 +273,12 @@ def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int 
     result equals the Newton direction of the sub-problem on the free entries.
     Returns (p, damping_index, used_fallback); p (P,) is zero on removed rows.
     """
+    if free is not None:  # frozen rows and columns become zero rows: nothing of them (not even inf) leaks in
+        H = jnp.where(free[:, None] & free[None, :], H, 0.0)
+        g = jnp.where(free, g, 0.0)
     # |diag|: a row of negative curvature stays in the solve (the damping handles it);
-    # only (numerically) zero rows -- masked units, dead gates -- are removed
+    # only (numerically) zero rows -- masked units, dead gates, frozen entries -- are removed
     diag = jnp.abs(jnp.diagonal(H))
-    if free is not None:
-        diag = jnp.where(free, diag, 0.0)
     eps = jnp.finfo(H.dtype).eps
     active = diag > 100 * eps * jnp.max(diag)
     scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)
@@ -327,12 +329,16 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
     p, damping_index, fallback = newton_direction(H, g, damping_start, free)
     theta0 = _flatten(pack_units(params), params.d, sel)
 
-    def loss_at(alpha):
-        return loss_fn(params_from_theta(params, theta0 + alpha * p, sel), x, t, weight)
+    def moved(alpha):  # frozen entries keep their bits (theta0 + 0.0 would turn -0.0 into +0.0)
+        theta = theta0 + alpha * p
+        return theta if free is None else jnp.where(free, theta, theta0)
 
-    slope = jnp.dot(g, p)
+    def loss_at(alpha):
+        return loss_fn(params_from_theta(params, moved(alpha), sel), x, t, weight)
+
+    slope = jnp.dot(g if free is None else jnp.where(free, g, 0.0), p)
     alpha, loss = backtracking(loss_at, loss0, slope)
-    new = params_from_theta(params, theta0 + alpha * p, sel)
+    new = params_from_theta(params, moved(alpha), sel)
     info = StepInfo(loss=loss, alpha=alpha, decrement=-slope, damping_index=damping_index,
                     descent_fallback=fallback)
     return new, info

@@ -24,11 +24,15 @@ def full_newton_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) ->
 
     `newton` and `newton-cascade` build that Hessian at every step: the cascade's k + 2
     single spline and gate steps too, which pick their entries with a run-time mask
-    (`train._newton_schedule`).  Counted: the accepted steps (`steps_taken`), plus the
-    failed one that stopped a model early.  `newton-splines` (smaller, per-stage
-    Hessians) and first-order optimisers: 0.
+    (`train._newton_schedule`) -- unless n_steps <= 1, when every stage is a single step
+    on its own smaller Hessian (`train._newton_stage`) but the last.  Counted: the
+    accepted steps (`steps_taken`), plus the failed one that stopped a model early (a
+    single step that fails mid-cascade is executed but not counted: an undercount).
+    `newton-splines` (smaller, per-stage Hessians) and first-order optimisers: 0.
     """
     if optimizer not in ("newton", "newton-cascade"):
         return 0
-    total = n_steps + (k + 2 if optimizer == "newton-cascade" else 0)
-    return min(steps_taken + (steps_taken < total), total)
+    before = k + 2 if optimizer == "newton-cascade" and n_steps <= 1 else 0
+    total = n_steps + (k + 2 if optimizer == "newton-cascade" else 0) - before
+    accepted = max(steps_taken - before, 0)
+    return min(accepted + (accepted < total), total)

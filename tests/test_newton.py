@@ -372,6 +372,10 @@ def test_runtime_mask_step_equals_the_sub_selection_step(arch, groups, n_out):
     (up to rounding order), the other entries stay bit for bit."""
     k, n_in = K[arch], 2
     params = _random_params(11, arch, n_in, 4, n_out, 5, "relu")
+    # a -0.0 in every group (as the spline init leaves in g): frozen ones must keep their sign bit
+    params = params.replace(G=params.G.at[0, 0].set(-0.0), g=params.g.at[1].set(-0.0),
+                            U=params.U.at[:, 2, 0].set(-0.0), u=params.u.at[:, 3].set(-0.0),
+                            D=params.D.at[0, 0].set(-0.0))
     x, t, w = _data(11, 38, 2, n_in, n_out)
     sub = train.selection(groups, k, n_in, n_out)
     free = train.stage_masks([train.Stage(groups, 1)], k, n_in, n_out, 5)[0]
@@ -385,5 +389,26 @@ def test_runtime_mask_step_equals_the_sub_selection_step(arch, groups, n_out):
         assert _rel(a, b) < 1e-10, (name, _rel(a, b))
     theta0 = newton._flatten(models.pack_units(params), params.d, _full(k, n_in, n_out))
     theta = newton._flatten(models.pack_units(got), got.d, _full(k, n_in, n_out))
-    np.testing.assert_array_equal(np.asarray(theta)[~free], np.asarray(theta0)[~free])
+    # frozen entries keep their bits (a -0.0 too), the free ones move
+    np.testing.assert_array_equal(np.asarray(theta)[~free].view(np.int64), np.asarray(theta0)[~free].view(np.int64))
     assert np.any(np.asarray(theta)[free] != np.asarray(theta0)[free])
+
+
+def test_frozen_entries_never_reach_the_direction_even_when_not_finite():
+    """Entries a run-time mask freezes are dropped before the solve: an inf or NaN in their
+    rows of H or in g changes nothing (the sub-problem's direction, no damping, no fallback)."""
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(12, 6))
+    H = A.T @ A / 12 + 0.1 * np.eye(6)  # SPD
+    g = rng.normal(size=6)
+    free = np.array([True, False, True, True, False, True])
+    want, want_index, want_fallback = _direction(jnp.asarray(H[np.ix_(free, free)]), jnp.asarray(g[free]))
+    H_bad, g_bad = H.copy(), g.copy()
+    H_bad[1, :] = H_bad[:, 1] = np.inf
+    H_bad[4, 4] = np.nan
+    g_bad[1], g_bad[4] = np.inf, np.nan
+    p, index, fallback = jax.jit(newton.newton_direction)(jnp.asarray(H_bad), jnp.asarray(g_bad), 0,
+                                                         jnp.asarray(free))
+    assert int(index) == int(want_index) == 0 and not bool(fallback) and not bool(want_fallback)
+    np.testing.assert_array_equal(np.asarray(p)[~free], 0.0)
+    assert _rel(np.asarray(p)[free], np.asarray(want)) < 1e-14

@@ -30,9 +30,10 @@ from conftest import CountingTrainBucket
 from glu_scaling import cli, distributed, models, newton, results, sweeps, train
 from glu_scaling.errors import UsageError
 
-# the study of tests/test_sweep.py (its compiled calls are reused in-process)
+# the study of tests/test_sweep.py, trained with newton-cascade (its one masked loop over
+# stages, `train._newton_schedule`) instead of newton-splines
 BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
-                         optimizer="newton-splines", steps=2, n_data=64, n_test=64)
+                         optimizer="newton-cascade", steps=2, n_data=64, n_test=64)
 
 
 # ---------------------------------------------------------------- padding to a device multiple
