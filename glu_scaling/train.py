@@ -201,8 +201,11 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
         return (c.stage < len(stages)) & (c.status != DIVERGED)
 
     def body(c):
-        c, failed = _newton_update(c, data, sel, chunk, free[c.stage])
-        advance = failed | (c.step >= limits[c.stage])
+        # under vmap, lanes that have finished (stage == len(stages)) still run the body,
+        # with results thrown away: clamp their stage index rather than read past the end
+        stage = jnp.minimum(c.stage, len(stages) - 1)
+        c, failed = _newton_update(c, data, sel, chunk, free[stage])
+        advance = failed | (c.step >= limits[stage])
         return c._replace(stage=c.stage + advance, step=jnp.where(advance, 0, c.step))
 
     return jax.lax.while_loop(cond, body, carry._replace(step=jnp.asarray(0), stage=jnp.asarray(0)))
