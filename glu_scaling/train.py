@@ -211,17 +211,22 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
     return jax.lax.while_loop(cond, body, carry._replace(step=jnp.asarray(0), stage=jnp.asarray(0)))
 
 
+def _initial_carry(params: Params, data: TrainData) -> _NewtonCarry:
+    """The Newton loop's state before the first step (diverged at once if not finite)."""
+    loss0 = newton.loss_fn(params, data.x, data.t, data.weight)
+    return _NewtonCarry(
+        params=params, step=jnp.asarray(0), damping_index=jnp.asarray(0),
+        status=jnp.where(jnp.isfinite(loss0) & _all_finite(params), OK, DIVERGED),
+        stopped=jnp.asarray(False), decrement=jnp.asarray(0.0, params.G.dtype), loss=loss0,
+        accepted=jnp.asarray(0), stage=jnp.asarray(0),
+    )
+
+
 def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
     """Run a Newton schedule on one model. Returns (params, info) with scalar info."""
     k, dx, dy = params.n_factors, params.n_in, params.n_out
-    loss0 = newton.loss_fn(params, data.x, data.t, data.weight)
-    dtype = params.G.dtype
-    carry = _NewtonCarry(
-        params=params, step=jnp.asarray(0), damping_index=jnp.asarray(0),
-        status=jnp.where(jnp.isfinite(loss0) & _all_finite(params), OK, DIVERGED),
-        stopped=jnp.asarray(False), decrement=jnp.asarray(0.0, dtype), loss=loss0,
-        accepted=jnp.asarray(0), stage=jnp.asarray(0),
-    )
+    carry = _initial_carry(params, data)
+    loss0 = carry.loss
     stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps) if stage.steps > 0]
     if any(stage.steps > 1 for stage in stages):  # newton-cascade, newton: one loop, one compiled step
         carry = _newton_schedule(carry, data, stages, config.chunk)

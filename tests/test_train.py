@@ -280,10 +280,7 @@ def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
 
     def by_stage(p):
         k = p.n_factors
-        carry = train._NewtonCarry(params=p, step=jnp.asarray(0), damping_index=jnp.asarray(0),
-                                   status=jnp.asarray(train.OK), stopped=jnp.asarray(False),
-                                   decrement=jnp.asarray(0.0), loss=newton.loss_fn(p, data.x, data.t, data.weight),
-                                   accepted=jnp.asarray(0), stage=jnp.asarray(0))
+        carry = train._initial_carry(p, data)
         for stage in train.newton_stages("newton-cascade", k, 3):
             carry = train._newton_stage(carry, data, train.selection(stage.groups, k, 1, 1), stage.steps, 64)
         return carry
