@@ -91,6 +91,10 @@ def params_from_theta(template: Params, theta: jax.Array, sel: Selection) -> Par
     return unpack_units(template, rows, d)
 
 
+# activations whose second derivative is zero wherever it exists: the gate-gate block of S vanishes
+PIECEWISE_LINEAR = frozenset({"relu"})
+
+
 def _activation_derivatives(name: str, z: jax.Array):
     """act(z), act'(z), act''(z) elementwise (autodiff of the scalar activation)."""
     act = activation_fn(name)
@@ -159,7 +163,7 @@ def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
 
     def second(b, c):  # coefficient of x~ x~^T in d^2 h / d w_b d w_c
         if b == 0 and c == 0:
-            return a2 * _prod(lin, (), a)
+            return None if params.activation in PIECEWISE_LINEAR else a2 * _prod(lin, (), a)
         if b == 0 or c == 0:
             j = max(b, c) - 1
             return a1 * _prod(lin, (j,), a)
@@ -172,8 +176,11 @@ def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
     # runs far faster than one three-operand einsum per block.
     pairs = [(b, c, e) for b in range(k + 1) for c in range(b, k + 1) if (e := second(b, c)) is not None]
     xx = (xt[:, :, None] * xt[:, None, :]).reshape(C, nb * nb)  # (C, nb^2)
-    weights = jnp.concatenate([rho * e for _, _, e in pairs], axis=1)  # (C, pairs W)
-    blocks = _transposed_product(weights, xx).reshape(len(pairs), W, nb, nb)
+    if pairs:  # none for a piecewise-linear MLP
+        weights = jnp.concatenate([rho * e for _, _, e in pairs], axis=1)  # (C, pairs W)
+        blocks = _transposed_product(weights, xx).reshape(len(pairs), W, nb, nb)
+    else:
+        blocks = []
     for (b, c, _), block in zip(pairs, blocks):
         S = S.at[:, b * nb:(b + 1) * nb, c * nb:(c + 1) * nb].set(block)
         if b != c:
@@ -227,7 +234,7 @@ def hessian_and_gradient(
     else:
         (H, g, S), _ = jax.lax.scan(accumulate, zeros, batches)
     if sel.second_order:
-        S_full = jnp.einsum("iab,ij->iajb", S, jnp.eye(W, dtype=dtype)).reshape(W * p_s, W * p_s)
+        S_full = (S[:, :, None, :] * jnp.eye(W, dtype=dtype)[:, None, :, None]).reshape(W * p_s, W * p_s)
         H = H.at[: W * p_s, : W * p_s].add(S_full)
     n_real = jnp.sum(weight)
     return H / n_real, g / n_real
