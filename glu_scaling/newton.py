@@ -217,11 +217,15 @@ def hessian_and_gradient(
         # weighted least squares: rows of J and r scaled by sqrt(w), S weighted by w
         sw = jnp.sqrt(wc)
         Ju, Sc = unit_derivatives(params, xc, res * wc[:, None] if sel.second_order else None)
-        Ju = Ju[..., cols] * sw[:, None, None, None]
-        J = jnp.transpose(Ju, (0, 2, 1, 3)).reshape(-1, W * p_s)
+        if cols != list(range(Ju.shape[-1])):
+            Ju = Ju[..., cols]
+        J = jnp.transpose(Ju * sw[:, None, None, None], (0, 2, 1, 3)).reshape(-1, W * p_s)
         if sel.with_d:
+            # d's columns, sqrt(w) times the identity, put beside J by padding and a select:
+            # XLA then writes all of J in one pass (a concatenate copies it a second time)
             eye = jnp.broadcast_to(jnp.eye(dy, dtype=J.dtype), (xc.shape[0], dy, dy)) * sw[:, None, None]
-            J = jnp.concatenate([J, eye.reshape(-1, dy)], axis=1)
+            is_d = jnp.arange(P) >= W * p_s
+            J = jnp.where(is_d, jnp.pad(eye.reshape(-1, dy), ((0, 0), (W * p_s, 0))), jnp.pad(J, ((0, 0), (0, dy))))
         if sel.second_order:
             S = S + Sc[:, cols][:, :, cols]
         return (H + _gram(J), g + _transposed_product(J, (res * sw[:, None]).reshape(-1)), S), None
@@ -255,16 +259,24 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     """
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
 
-    def factor(i):
-        return jnp.linalg.cholesky(H + damping_of(i, H.dtype) * eye)
+    def factor(i, skip=False):
+        # under vmap every lane runs the body and the lanes already factored throw its
+        # result away: for them a hugely negative diagonal stops the factorisation at once
+        shift = jnp.where(skip, -jnp.finfo(H.dtype).max, damping_of(i, H.dtype))
+        return jnp.linalg.cholesky(H + shift * eye)
+
+    def factored(L):
+        # a failed factorisation is all NaN, and a non-finite L[i, j] (j < i) makes L[i, i]
+        # non-finite: the diagonal decides, at 1/P of the cost of checking all of L
+        return jnp.all(jnp.isfinite(jnp.diagonal(L)))
 
     def cond(state):
         i, L = state
-        return (i < max_index) & ~jnp.all(jnp.isfinite(L))
+        return (i < max_index) & ~factored(L)
 
     def body(state):
-        i, _ = state
-        return i + 1, factor(i + 1)
+        i, L = state
+        return i + 1, factor(i + 1, skip=factored(L))
 
     start = jnp.asarray(start)
     i, L = jax.lax.while_loop(cond, body, (start, factor(start)))

@@ -257,6 +257,36 @@ def test_damped_cholesky_indefinite_damps_just_enough():
         assert np.min(np.linalg.eigvalsh(A + prev * np.eye(6))) < 0
 
 
+def test_vmapped_damping_ladder_equals_each_solve_alone():
+    # lanes of one vmapped call need different rungs (0, several, and never: a NaN
+    # matrix); lanes already factored run the loop body with a poisoned diagonal,
+    # which must not change any lane's rung or solution, bit for bit
+    rng = np.random.default_rng(7)
+    mats, rhs = [], []
+    for shift in (0.0, -0.02, -0.3, -1e-9, 0.0):
+        eigs = rng.uniform(0.2, 3.0, 6)
+        eigs[0] = shift if shift else eigs[0]
+        mats.append(_sym(rng, 6, eigs))
+        rhs.append(rng.normal(size=6))
+    mats[-1][2, 3] = mats[-1][3, 2] = np.nan
+    H, b = jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
+    z_batch, i_batch = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b)
+    rungs = []
+    for lane in range(len(mats)):
+        z, i = _chol(H[lane], b[lane])
+        rungs.append(int(i))
+        assert int(i_batch[lane]) == int(i)
+        np.testing.assert_array_equal(np.asarray(z_batch[lane]).view(np.uint64), np.asarray(z).view(np.uint64))
+    assert rungs[0] == 0 and len(set(rungs)) >= 3 and rungs[-1] == 20  # the NaN lane tries every rung
+    assert np.all(np.isnan(np.asarray(z_batch[-1])))
+
+
+def test_cholesky_failure_shows_on_the_diagonal():
+    # damped_cholesky_solve checks only diag(L): a failed factorisation's lower triangle is all NaN
+    bad = np.asarray(jnp.linalg.cholesky(jnp.asarray(_sym(np.random.default_rng(8), 5, [1.0, 2.0, -0.5, 1.0, 3.0]))))
+    assert np.all(np.isnan(bad[np.tril_indices(5)]))
+
+
 def test_damping_ladder():
     got = [float(newton.damping_of(jnp.asarray(i), jnp.float64)) for i in range(0, 14)]
     assert got[0] == 0.0
