@@ -284,12 +284,31 @@ def unpad(params: Params) -> Params:
     )
 
 
+# up to this many inputs, `affine` multiplies and adds instead of calling a matmul
+FEW_INPUTS = 8
+
+
+def affine(x: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
+    """x @ weight.T + bias for x (N, dx), weight (W, dx), bias (W,) -> (N, W).
+
+    With few inputs (dx <= FEW_INPUTS, every problem of the paper) it is dx broadcast
+    multiply-adds, which XLA fuses into whatever consumes them; a matmul with an inner
+    size of a few is a kernel call of its own and a (N, W) array written and read back.
+    """
+    if x.shape[1] > FEW_INPUTS:
+        return x @ weight.T + bias
+    out = x[:, :1] * weight[:, 0]
+    for m in range(1, x.shape[1]):
+        out = out + x[:, m:m + 1] * weight[:, m]
+    return out + bias
+
+
 def hidden(params: Params, x: jax.Array) -> jax.Array:
     """Hidden activations act(Gx+g) * prod_j (U_j x + u_j), masked; x (N, dx) -> (N, W)."""
     act = activation_fn(params.activation)
-    h = act(x @ params.G.T + params.g)
+    h = act(affine(x, params.G, params.g))
     for j in range(params.n_factors):
-        h = h * (x @ params.U[j].T + params.u[j])
+        h = h * affine(x, params.U[j], params.u[j])
     return jnp.where(params.mask > 0, h, 0.0)
 
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from glu_scaling.models import Params, activation_fn, hidden, pack_units, unpack_units
+from glu_scaling.models import Params, activation_fn, affine, hidden, pack_units, unpack_units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +141,8 @@ def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
     """
     k, dy = params.n_factors, params.n_out
     xt = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)  # (C, dx+1)
-    a, a1, a2 = _activation_derivatives(params.activation, x @ params.G.T + params.g)
-    lin = [x @ params.U[j].T + params.u[j] for j in range(k)]  # k x (C, W)
+    a, a1, a2 = _activation_derivatives(params.activation, affine(x, params.G, params.g))
+    lin = [affine(x, params.U[j], params.u[j]) for j in range(k)]  # k x (C, W)
     mask = params.mask
     # coefficient of x~ in d h / d w_b: b = 0 gate, b = 1..k factors
     coef = [a1 * _prod(lin, (), a)] + [a * _prod(lin, (j,), a) for j in range(k)]

@@ -501,3 +501,12 @@ def test_a_wider_shared_draw_gives_every_architecture_its_own_init(n_in, spline)
         for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(shared)):
             assert a.shape == b.shape and bool(jnp.all(a == b))
         assert bool(jnp.all(own.D[:4] != 0)) and bool(jnp.all(own.mask == jnp.asarray([1, 1, 1, 1, 0, 0])))
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 5, models.FEW_INPUTS, models.FEW_INPUTS + 1])
+def test_affine_equals_the_matmul(n_in):
+    # multiply-adds up to FEW_INPUTS inputs, a matmul beyond: the same map either way
+    rng = np.random.default_rng(n_in)
+    x, w, b = rng.normal(size=(7, n_in)), rng.normal(size=(4, n_in)), rng.normal(size=4)
+    got = np.asarray(jax.jit(models.affine)(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b)))
+    np.testing.assert_allclose(got, x @ w.T + b, rtol=1e-13, atol=1e-14)  # XLA may fuse a * b + c
