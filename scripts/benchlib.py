@@ -9,7 +9,7 @@ import time
 def matmul_gflops(dtype, n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of a jitted (n, n) @ (n, n) product in `dtype` on the default device (2 n^3 flops),
     from the fastest of `repeats` runs (on a shared machine other work only ever slows a run;
-    the benchmarks time their own runs the same way)."""
+    bench.py times its cascade runs the same way)."""
     import jax
 
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
