@@ -1,4 +1,5 @@
-"""Least-squares spline baselines (paper.md §7, Fig. 4): fixed uniform knots, degree 1, 2, 3.
+"""Least-squares spline baselines (paper.md §7, Fig. 4): degree 1, 2, 3, on uniform knots or
+on knots placed for the target (`equidistributed_breakpoints`).
 
 A baseline with ``n_knots`` has the breakpoints t_k = a + k (b - a) / n_knots,
 k = 0..n_knots: n_knots cells on [a, b], n_knots - 1 interior knots, and
@@ -21,6 +22,11 @@ continuity C^(p-1) at the interior knots, of dimension n_knots + p.
 
 In general `n_knots = glu_scaling.constructions.n_cells(arch, n_hidden, curvature)`.
 Fitting uses `scipy.interpolate.make_lsq_spline` (QR) in float64 on the host.
+
+Knots that move (as a trained network's do) buy at most a constant factor: for a smooth
+f the best cells equidistribute |f^(p+1)|^(2/(2p+3)) (`equidistributed_breakpoints`), and
+the asymptotic gain over uniform cells is `knot_placement_gain` (2.8 for the paper's 1D
+target at degree 2), the same at every large n_knots.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import BSpline, make_lsq_spline
 
+from glu_scaling import constructions
 from glu_scaling.errors import UsageError, check_interval, check_positive_int
 
 
@@ -49,16 +56,82 @@ def breakpoints(n_knots: int, interval=(-1.0, 1.0)) -> np.ndarray:
     return np.linspace(a, b, check_positive_int("n_knots", n_knots) + 1)
 
 
-def knot_vector(degree: int, n_knots: int, interval=(-1.0, 1.0)) -> np.ndarray:
-    """Clamped B-spline knot vector: a (degree+1 times), the n_knots - 1 interior knots, b
-    (degree+1 times); (n_knots + 2 degree + 1,).  The spline has n_knots + degree coefficients."""
+def _check_degree(degree: int) -> int:
     p = check_positive_int("degree", degree)
-    t = breakpoints(n_knots, interval)
+    if p + 1 > constructions.MAX_DERIVATIVE:
+        raise UsageError(f"degree must be 1..{constructions.MAX_DERIVATIVE - 1} for knots placed by "
+                         f"f^(degree+1), got {degree}")
+    return p
+
+
+def _density(f, degree: int, x: np.ndarray) -> np.ndarray:
+    """|f^(p+1)(x)|^(2/(2p+3)), the density of the best cells for a degree-p spline; (N,)."""
+    p = _check_degree(degree)
+    return np.abs(constructions.derivatives(f, x)[p + 1]) ** (2.0 / (2 * p + 3))
+
+
+def equidistributed_breakpoints(f, n_knots: int, degree: int, interval=(-1.0, 1.0), *,
+                                grid: int = 4001, floor: float = 1e-3) -> np.ndarray:
+    """Cell boundaries for a degree-p least-squares spline of a smooth f; (n_knots + 1,).
+
+    On cells of widths h(x) the L2 error is about n^-(p+1) (int h^(2p+2) f^(p+1)^2)^(1/2)
+    up to a constant, smallest at a fixed number of cells when the cell density is
+    proportional to |f^(p+1)|^(2/(2p+3)) (de Boor, A Practical Guide to Splines, ch. XII).
+    The boundaries split the integral of that density, on a uniform grid of `grid`
+    points (trapezoid rule), into n_knots equal parts; `floor` (times the mean density) is
+    added so that cells stay finite where f^(p+1) vanishes.
+
+    Args:
+      f: scalar -> scalar, JAX-traceable (derivatives by jax.grad, `constructions.derivatives`).
+      n_knots: number of cells.
+      degree: spline degree p, 1..3.
+      interval: (a, b); the first and last boundaries are exactly a and b.
+    """
+    a, b = check_interval(interval)
+    n = check_positive_int("n_knots", n_knots)
+    x = np.linspace(a, b, check_positive_int("grid", grid))
+    rho = _density(f, degree, x)
+    rho = rho + floor * max(float(np.mean(rho)), np.finfo(float).tiny)
+    cumulative = np.concatenate([[0.0], np.cumsum((rho[1:] + rho[:-1]) / 2 * np.diff(x))])
+    t = np.interp(np.linspace(0.0, cumulative[-1], n + 1), cumulative, x)
+    t[0], t[-1] = a, b
+    return t
+
+
+def knot_placement_gain(f, degree: int, interval=(-1.0, 1.0), *, grid: int = 20001) -> float:
+    """Asymptotic ratio of the degree-p least-squares spline's RMSE on uniform cells to that
+    on equidistributed cells (`equidistributed_breakpoints`), for large n_knots:
+    ||f^(p+1)||_2 / ||f^(p+1)||_sigma with sigma = 2/(2p+3), norms as means over the
+    interval.  1 when f^(p+1) is constant; larger the more it varies."""
+    a, b = check_interval(interval)
+    p = _check_degree(degree)
+    phi = np.abs(constructions.derivatives(f, np.linspace(a, b, grid))[p + 1])
+    sigma = 2.0 / (2 * p + 3)
+    return float(np.sqrt(np.mean(phi**2)) / np.mean(phi**sigma) ** (1.0 / sigma))
+
+
+def _checked_breaks(breaks, n_knots: int, a: float, b: float) -> np.ndarray:
+    t = np.asarray(breaks, dtype=np.float64)
+    if t.shape != (n_knots + 1,):
+        raise UsageError(f"breaks must have n_knots + 1 = {n_knots + 1} entries, got shape {t.shape}")
+    if not (np.all(np.isfinite(t)) and np.all(np.diff(t) > 0) and t[0] == a and t[-1] == b):
+        raise UsageError(f"breaks must increase strictly from {a} to {b}, got {t.tolist()}")
+    return t
+
+
+def knot_vector(degree: int, n_knots: int, interval=(-1.0, 1.0), breaks=None) -> np.ndarray:
+    """Clamped B-spline knot vector: a (degree+1 times), the n_knots - 1 interior knots, b
+    (degree+1 times); (n_knots + 2 degree + 1,).  The spline has n_knots + degree coefficients.
+    `breaks` (n_knots + 1,), from a to b, replaces the uniform cell boundaries."""
+    p = check_positive_int("degree", degree)
+    a, b = check_interval(interval)
+    t = breakpoints(n_knots, (a, b)) if breaks is None else _checked_breaks(breaks, n_knots, a, b)
     return np.concatenate([np.full(p, t[0]), t, np.full(p, t[-1])])
 
 
-def fit_lsq_spline(x_train, y_train, degree: int, n_knots: int, interval=(-1.0, 1.0)) -> BSpline:
-    """Least-squares spline of `degree` on `n_knots` uniform cells fitted to (x_train, y_train).
+def fit_lsq_spline(x_train, y_train, degree: int, n_knots: int, interval=(-1.0, 1.0), *,
+                   breaks=None) -> BSpline:
+    """Least-squares spline of `degree` on `n_knots` cells fitted to (x_train, y_train).
 
     Args:
       x_train: (N,) or (N, 1), inside `interval`.
@@ -66,6 +139,8 @@ def fit_lsq_spline(x_train, y_train, degree: int, n_knots: int, interval=(-1.0, 
       degree: spline degree p >= 1 (1 linear, 2 quadratic, 3 cubic).
       n_knots: number of cells (see the module docstring for the match with widths).
       interval: (a, b).
+      breaks: optional (n_knots + 1,) cell boundaries from a to b (default uniform; see
+        `equidistributed_breakpoints`).
 
     Returns:
       A scipy `BSpline` (call it on points (M,) to get (M,); it extrapolates outside
@@ -78,7 +153,7 @@ def fit_lsq_spline(x_train, y_train, degree: int, n_knots: int, interval=(-1.0, 
         raise UsageError(f"x_train and y_train must have the same length, got {x.size} and {y.size}")
     if x.size and (x.min() < a or x.max() > b):
         raise UsageError(f"x_train must lie in the interval [{a}, {b}], got [{x.min()}, {x.max()}]")
-    t = knot_vector(degree, n_knots, (a, b))
+    t = knot_vector(degree, n_knots, (a, b), breaks)
     n_coef = n_knots + degree
     if x.size < n_coef:
         raise UsageError(f"{x.size} training points cannot determine {n_coef} spline coefficients "
@@ -104,10 +179,11 @@ def rmse(y_pred, y_true) -> float:
 
 
 def lsq_spline_rmse(x_train, y_train, x_test, y_test, degree: int, n_knots: int,
-                    interval=(-1.0, 1.0)) -> float:
-    """Test RMSE of `fit_lsq_spline(x_train, y_train, degree, n_knots, interval)` on (x_test, y_test).
+                    interval=(-1.0, 1.0), *, breaks=None) -> float:
+    """Test RMSE of `fit_lsq_spline(x_train, y_train, degree, n_knots, interval, breaks=breaks)`
+    on (x_test, y_test).
 
     x_*, y_*: (N,) or (N, 1).  Returns a float.
     """
-    spline = fit_lsq_spline(x_train, y_train, degree, n_knots, interval)
+    spline = fit_lsq_spline(x_train, y_train, degree, n_knots, interval, breaks=breaks)
     return rmse(spline(_as_points("x_test", x_test)), y_test)
