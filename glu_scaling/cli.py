@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=2000, help="test grid points (default 2000)")
     p.add_argument("--methods", default="construction,lsq-spline,newton-splines,newton-cascade,"
                    "cascade-from-construction",
-                   help="comma list; also newton-from-construction (all-parameter Newton from the construction)")
+                   help="comma list; also placed-spline (LSQ spline on knots placed for f) and "
+                   "newton-from-construction (all-parameter Newton from the construction)")
     p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
     p.add_argument("--out", default="runs/construct", help="results folder (default runs/construct)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")

@@ -12,6 +12,8 @@ method                         what it is
 ``lsq-spline-deg{p}``          least-squares spline of degree p = 1, 2, 3 for mlp, glu, gqu on
                                ``n_knots = constructions.n_cells(arch, n, curvature)`` uniform cells
                                (the construction's cells; ``spline_knots="width"``: n cells)
+``placed-spline-deg{p}``       (optional) the same on as many cells placed for the target
+                               (`splines.equidistributed_breakpoints`): what moving knots can buy
 ``newton-splines``             `sweeps.run_sweep` from the spline init, gates frozen
 ``newton-cascade``             `sweeps.run_sweep` from the spline init, the reference's cascade
 ``cascade-from-construction``  `train.train_batch` started from the construction with
@@ -69,9 +71,10 @@ from glu_scaling import constructions as C
 from glu_scaling import models, plots, problems, results, slopes, splines, sweeps, train
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
-METHODS = ("construction", "lsq-spline", "newton-splines", "newton-cascade", "cascade-from-construction",
-           "newton-from-construction")
-DEFAULT_METHODS = METHODS[:5]
+METHODS = ("construction", "lsq-spline", "placed-spline", "newton-splines", "newton-cascade",
+           "cascade-from-construction", "newton-from-construction")
+DEFAULT_METHODS = ("construction", "lsq-spline", "newton-splines", "newton-cascade", "cascade-from-construction")
+SPLINE_FAMILIES = ("lsq-spline", "placed-spline")  # method "<family>-deg{p}"
 # Newton schedule of each method trained from a construction (see the module docstring)
 FROM_CONSTRUCTION = {"cascade-from-construction": "newton-cascade", "newton-from-construction": "newton"}
 SPLINE_DEGREE = {"mlp": 1, "glu": 2, "gqu": 3}
@@ -80,6 +83,7 @@ SPLINE_KNOTS = ("cells", "width")
 STYLES = {
     "construction": ("-", "o"),
     "lsq-spline": (":", "x"),
+    "placed-spline": ((0, (6, 2)), "+"),
     "newton-splines": ((0, (1, 1, 3, 1)), "v"),
     "newton-cascade": ("--", "s"),
     "cascade-from-construction": ("-.", "^"),
@@ -88,14 +92,15 @@ STYLES = {
 SLOPE_STATUSES = slopes.FIT_STATUSES  # a stalled model still has a valid, finite RMSE
 
 
-def spline_method(arch: str) -> str:
-    """Method name of the LSQ spline matched to `arch`: "lsq-spline-deg1/2/3"."""
-    return f"lsq-spline-deg{SPLINE_DEGREE[arch]}"
+def spline_method(arch: str, family: str = "lsq-spline") -> str:
+    """Method name of the spline matched to `arch`: "lsq-spline-deg1/2/3" (or "placed-spline-...")."""
+    return f"{family}-deg{SPLINE_DEGREE[arch]}"
 
 
 def method_family(method: str) -> str:
-    """"lsq-spline-deg2" -> "lsq-spline"; other methods are their own family."""
-    return "lsq-spline" if method.startswith("lsq-spline") else method
+    """"lsq-spline-deg2" -> "lsq-spline", "placed-spline-deg2" -> "placed-spline"; other
+    methods are their own family."""
+    return next((f for f in SPLINE_FAMILIES if method.startswith(f + "-deg")), method)
 
 
 def arch_curvature(arch: str, curvature: str) -> str:
@@ -212,15 +217,20 @@ def construction_records(problem: str, arch: str, widths: Sequence[int], data: t
 
 
 def spline_records(problem: str, arch: str, widths: Sequence[int], dataset: problems.Dataset, *,
-                   curvature: str = "left", spline_knots: str = "cells", seed: int = 0) -> list[dict]:
+                   curvature: str = "left", spline_knots: str = "cells", seed: int = 0,
+                   family: str = "lsq-spline") -> list[dict]:
     """The least-squares spline baseline matched to `arch` for each width n.
 
     Degree 1, 2, 3 for mlp, glu, gqu; n_knots = `constructions.n_cells(arch, n, curvature)`
-    (spline_knots="cells", the construction's cells) or n ("width").  Records carry
-    method "lsq-spline-deg{p}", optimizer "lsq", degree, n_knots, and n_params =
-    n_knots + p (the spline's coefficients; n_hidden is the matched width n).
+    (spline_knots="cells", the construction's cells) or n ("width"); uniform cells, or
+    (family "placed-spline") cells placed for the problem's f by
+    `splines.equidistributed_breakpoints`.  Records carry method "{family}-deg{p}",
+    optimizer "lsq", degree, n_knots, and n_params = n_knots + p (the spline's
+    coefficients; n_hidden is the matched width n).
     """
     check_choice("spline_knots", spline_knots, SPLINE_KNOTS)
+    check_choice("spline family", family, SPLINE_FAMILIES)
+    f = check_problem(problem) if family == "placed-spline" else None
     curv = arch_curvature(arch, curvature)
     degree = SPLINE_DEGREE[arch]
     x_train, y_train = np.asarray(dataset.x_train)[:, 0], np.asarray(dataset.y_train)[:, 0]
@@ -229,10 +239,11 @@ def spline_records(problem: str, arch: str, widths: Sequence[int], dataset: prob
     for n in widths:
         t0 = time.perf_counter()
         n_knots = C.n_cells(arch, n, curv) if spline_knots == "cells" else n
-        spline = splines.fit_lsq_spline(x_train, y_train, degree, n_knots)
+        breaks = None if f is None else splines.equidistributed_breakpoints(f, n_knots, degree)
+        spline = splines.fit_lsq_spline(x_train, y_train, degree, n_knots, breaks=breaks)
         tr = splines.rmse(spline(x_train), y_train)
         te = splines.rmse(spline(x_test), y_test)
-        rec = _base_record(arch, problem, n, seed, spline_method(arch), "lsq")
+        rec = _base_record(arch, problem, n, seed, spline_method(arch, family), "lsq")
         rec.update(train_rmse=tr, test_rmse=te, status="ok", seconds=time.perf_counter() - t0,
                    degree=degree, n_knots=n_knots, n_params=n_knots + degree)
         recs.append(rec)
@@ -414,7 +425,8 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
         (None: 100; newton-splines has none).
       progress: messages (and the sweep's progress bar) on stderr.
       methods: a subset of `METHODS` (default `DEFAULT_METHODS`, all but
-        "newton-from-construction"); "lsq-spline" gives the degree matched to each arch.
+        "placed-spline" and "newton-from-construction"); "lsq-spline" and
+        "placed-spline" give the degree matched to each arch.
       spline_knots: "cells" (n_knots = constructions.n_cells(arch, n, curvature)) or "width" (n).
       fit_range: optional (lo, hi) on n for the slopes.
 
@@ -422,7 +434,7 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
       Records, one per (method, arch, width[, seed]), in `METHODS` order: the
       results.jsonl fields (arch, activation, problem, n_in, n_hidden, n_params,
       seed, optimizer, train_rmse, test_rmse, status, seconds) plus method, n_out,
-      and: construction: curvature, n_cells, predicted_rmse; lsq-spline: degree,
+      and: construction: curvature, n_cells, predicted_rmse; lsq-spline, placed-spline: degree,
       n_knots (n_params = n_knots + degree); trained: steps, bucket_width (the
       *-from-construction methods also curvature).  optimizer is "none" (construction),
       "lsq" (spline) or the Newton schedule ("newton-splines", "newton-cascade" for
@@ -460,10 +472,12 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
         if "construction" in methods:
             _say(progress, f"{arch}: constructions")
             add(construction_records(problem, arch, widths, data, curvature=curvature, seed=seed0))
-        if "lsq-spline" in methods:
-            _say(progress, f"{arch}: least-squares splines")
-            add(spline_records(problem, arch, widths, dataset, curvature=curvature, spline_knots=spline_knots,
-                               seed=seed0))
+        for family in SPLINE_FAMILIES:
+            if family in methods:
+                placed = ", knots placed for f" if family == "placed-spline" else ""
+                _say(progress, f"{arch}: least-squares splines{placed}")
+                add(spline_records(problem, arch, widths, dataset, curvature=curvature, spline_knots=spline_knots,
+                                   seed=seed0, family=family))
     for optimizer in ("newton-splines", "newton-cascade"):
         if optimizer in methods:
             _say(progress, f"{optimizer} from the spline init")

@@ -267,14 +267,17 @@ def fig5(records_1d: list[dict], out: Path, fit_range=None) -> list[Path]:
 
 def fig4(records_1d: list[dict], config: sweeps.SweepConfig, out: Path, fit_range=None) -> list[Path]:
     """Fig. 4: trained MLP/GLU (median over seeds) against least-squares linear/quadratic
-    splines and the analytic constructions with the same number of knots (n)."""
+    splines on n uniform cells and on n cells placed for the target (what moving knots
+    can buy), and the analytic constructions with the same number of knots (n)."""
     from glu_scaling import compare
 
     dataset, data, _ = compare.load_data(config.problem, n_data=config.n_data, n_test=config.n_test)
     widths = sorted({r["n_hidden"] for r in records_1d})
     recs = [{**r, "method": "newton-cascade"} for r in records_1d if r["arch"] in ("mlp", "glu")]
     for arch in ("mlp", "glu"):
-        recs += compare.spline_records(config.problem, arch, widths, dataset, spline_knots="width")
+        for family in compare.SPLINE_FAMILIES:
+            recs += compare.spline_records(config.problem, arch, widths, dataset, spline_knots="width",
+                                           family=family)
         recs += compare.construction_records(config.problem, arch, widths, data, curvature="mid"
                                              if arch == "glu" else "left")
     return compare.construct_figure(recs, out / "fig4_splines", fit_range=fit_range,
