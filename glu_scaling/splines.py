@@ -74,8 +74,8 @@ def equidistributed_breakpoints(f, n_knots: int, degree: int, interval=(-1.0, 1.
                                 grid: int = 4001, floor: float = 1e-3) -> np.ndarray:
     """Cell boundaries for a degree-p least-squares spline of a smooth f; (n_knots + 1,).
 
-    On cells of widths h(x) the L2 error is about n^-(p+1) (int h^(2p+2) f^(p+1)^2)^(1/2)
-    up to a constant, smallest at a fixed number of cells when the cell density is
+    On cells of local width h(x) the L2 error is about (int h^(2p+2) f^(p+1)^2)^(1/2) up
+    to a constant; at a fixed number of cells it is smallest when the cell density 1/h is
     proportional to |f^(p+1)|^(2/(2p+3)) (de Boor, A Practical Guide to Splines, ch. XII).
     The boundaries split the integral of that density, on a uniform grid of `grid`
     points (trapezoid rule), into n_knots equal parts; `floor` (times the mean density) is
@@ -86,15 +86,27 @@ def equidistributed_breakpoints(f, n_knots: int, degree: int, interval=(-1.0, 1.
       n_knots: number of cells.
       degree: spline degree p, 1..3.
       interval: (a, b); the first and last boundaries are exactly a and b.
+      grid: points of the density's grid (>= 2); floor: >= 0, see above (with 0, an f^(p+1)
+        that vanishes everywhere is refused).
     """
     a, b = check_interval(interval)
     n = check_positive_int("n_knots", n_knots)
-    x = np.linspace(a, b, check_positive_int("grid", grid))
+    if check_positive_int("grid", grid) < 2:
+        raise UsageError(f"grid must be at least 2 points, got {grid}")
+    if not (np.isfinite(floor) and floor >= 0):
+        raise UsageError(f"floor must be a finite number >= 0, got {floor!r}")
+    x = np.linspace(a, b, grid)
     rho = _density(f, degree, x)
-    rho = rho + floor * max(float(np.mean(rho)), np.finfo(float).tiny)
+    if not np.all(np.isfinite(rho)):
+        raise UsageError(f"f^({degree + 1}) is not finite on [{a}, {b}]; knots cannot be placed by it")
+    mean = float(np.mean(rho))
+    rho = rho + floor * (mean if mean > 0 else 1.0)
     cumulative = np.concatenate([[0.0], np.cumsum((rho[1:] + rho[:-1]) / 2 * np.diff(x))])
     t = np.interp(np.linspace(0.0, cumulative[-1], n + 1), cumulative, x)
     t[0], t[-1] = a, b
+    if not np.all(np.diff(t) > 0):
+        raise UsageError(f"f^({degree + 1}) vanishes on [{a}, {b}]: nothing to place knots by; "
+                         f"use floor > 0 (got {floor})")
     return t
 
 
@@ -106,6 +118,8 @@ def knot_placement_gain(f, degree: int, interval=(-1.0, 1.0), *, grid: int = 200
     a, b = check_interval(interval)
     p = _check_degree(degree)
     phi = np.abs(constructions.derivatives(f, np.linspace(a, b, grid))[p + 1])
+    if not np.any(phi > 0):  # f is a polynomial of degree <= p: both splines are exact
+        return 1.0
     sigma = 2.0 / (2 * p + 3)
     return float(np.sqrt(np.mean(phi**2)) / np.mean(phi**sigma) ** (1.0 / sigma))
 
@@ -125,6 +139,7 @@ def knot_vector(degree: int, n_knots: int, interval=(-1.0, 1.0), breaks=None) ->
     `breaks` (n_knots + 1,), from a to b, replaces the uniform cell boundaries."""
     p = check_positive_int("degree", degree)
     a, b = check_interval(interval)
+    n_knots = check_positive_int("n_knots", n_knots)
     t = breakpoints(n_knots, (a, b)) if breaks is None else _checked_breaks(breaks, n_knots, a, b)
     return np.concatenate([np.full(p, t[0]), t, np.full(p, t[-1])])
 

@@ -2,7 +2,8 @@
 scripts/bench_gpu.sh.
 
 Measures, in one process:
-  1. float64 and float32 matmul GFLOP/s (the same run's hardware ceiling, and their ratio);
+  1. float64 and float32 matmul GFLOP/s, fastest of 10 runs (the same run's hardware ceiling,
+     and their ratio; each sweep below is timed once, so its ratio to them errs low);
   2. a `newton-cascade` sweep (archs mlp, glu, gqu; widths 1..100; 16 seeds; 10 000
      points of paper_1d; 100 all-parameter steps) in float64, then the same in float32
      (x64 stays enabled; the float32 sweep asks for dtype float32 and runs its matmuls

@@ -95,7 +95,9 @@ def _check_masked_unit(H, g, p_s):
     assert np.all(g[masked] == 0.0)
 
 
-@pytest.mark.parametrize("arch,activation,n_in,n_out", CASES)
+@pytest.mark.parametrize("arch,activation,n_in,n_out", CASES + [
+    ("glu", "relu", models.FEW_INPUTS + 1, 1),  # models.affine's matmul branch
+])
 def test_structured_hessian_equals_autodiff(arch, activation, n_in, n_out):
     k = K[arch]
     params = _random_params(1, arch, n_in, N_HIDDEN, n_out, WIDTH, activation)

@@ -164,3 +164,25 @@ def test_bad_breaks_raise_usage_error(breaks, match):
 def test_knot_placement_needs_a_computable_derivative():
     with pytest.raises(UsageError, match="degree must be 1..3"):
         S.equidistributed_breakpoints(jnp.exp, 4, 4)
+
+
+def test_a_polynomial_of_the_degree_has_uniform_knots_and_no_gain():
+    # f''' = 0 for a quadratic: nothing to equidistribute (the floor alone), and both splines are exact
+    np.testing.assert_allclose(S.equidistributed_breakpoints(lambda x: x**2, 5, 2), np.linspace(-1, 1, 6),
+                               atol=1e-12)
+    assert S.knot_placement_gain(lambda x: x**2, 2) == 1.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(floor=-1.0), "floor"), (dict(floor=float("nan")), "floor"), (dict(grid=1), "grid"),
+    (dict(floor=0.0, f=lambda x: x**2), "vanishes"),  # f''' = 0: nothing to place knots by
+])
+def test_bad_knot_placement_raises_usage_error(kwargs, match):
+    f = kwargs.pop("f", jnp.exp)
+    with pytest.raises(UsageError, match=match):
+        S.equidistributed_breakpoints(f, 6, 2, **kwargs)
+
+
+def test_breaks_need_an_integer_number_of_cells():
+    with pytest.raises(UsageError, match="n_knots"):
+        S.fit_lsq_spline(np.linspace(-1, 1, 50), np.zeros(50), 1, 2.0, breaks=np.array([-1.0, 0.0, 1.0]))
