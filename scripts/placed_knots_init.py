@@ -32,8 +32,10 @@ def placed_gates(f, n: int, width: int, degree: int) -> tuple[np.ndarray, np.nda
     """Alternating-facing gates G (width, 1), g (width,) with n knots placed for f (zero beyond n)."""
     from glu_scaling import splines
 
-    t = splines.equidistributed_breakpoints(f, n - 1, degree) if n > 1 else np.array([-1.0 - PAD])
-    t[0], t[-1] = t[0] - PAD, (t[-1] + PAD if n > 1 else t[-1])
+    t = splines.equidistributed_breakpoints(f, n - 1, degree) if n > 1 else np.array([-1.0])
+    t[0] -= PAD  # as the uniform init: one unit sits at -1.001
+    if n > 1:
+        t[-1] += PAD
     sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
     G, g = np.zeros((width, 1)), np.zeros(width)
     G[:n, 0], g[:n] = sign, -sign * t
