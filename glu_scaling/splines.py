@@ -64,10 +64,14 @@ def _check_degree(degree: int) -> int:
     return p
 
 
-def _density(f, degree: int, x: np.ndarray) -> np.ndarray:
-    """|f^(p+1)(x)|^(2/(2p+3)), the density of the best cells for a degree-p spline; (N,)."""
-    p = _check_degree(degree)
-    return np.abs(constructions.derivatives(f, x)[p + 1]) ** (2.0 / (2 * p + 3))
+def _top_derivative(f, degree: int, x: np.ndarray) -> np.ndarray:
+    """|f^(p+1)(x)| for a degree-p spline, p = `degree`; (N,)."""
+    return np.abs(constructions.derivatives(f, x)[_check_degree(degree) + 1])
+
+
+def _sigma(degree: int) -> float:
+    """2/(2p+3): |f^(p+1)|^sigma is the density of the best cells for a degree-p spline."""
+    return 2.0 / (2 * degree + 3)
 
 
 def equidistributed_breakpoints(f, n_knots: int, degree: int, interval=(-1.0, 1.0), *,
@@ -96,7 +100,7 @@ def equidistributed_breakpoints(f, n_knots: int, degree: int, interval=(-1.0, 1.
     if not (np.isfinite(floor) and floor >= 0):
         raise UsageError(f"floor must be a finite number >= 0, got {floor!r}")
     x = np.linspace(a, b, grid)
-    rho = _density(f, degree, x)
+    rho = _top_derivative(f, degree, x) ** _sigma(degree)
     if not np.all(np.isfinite(rho)):
         raise UsageError(f"f^({degree + 1}) is not finite on [{a}, {b}]; knots cannot be placed by it")
     mean = float(np.mean(rho))
@@ -116,11 +120,10 @@ def knot_placement_gain(f, degree: int, interval=(-1.0, 1.0), *, grid: int = 200
     ||f^(p+1)||_2 / ||f^(p+1)||_sigma with sigma = 2/(2p+3), norms as means over the
     interval.  1 when f^(p+1) is constant; larger the more it varies."""
     a, b = check_interval(interval)
-    p = _check_degree(degree)
-    phi = np.abs(constructions.derivatives(f, np.linspace(a, b, grid))[p + 1])
+    phi = _top_derivative(f, degree, np.linspace(a, b, grid))
     if not np.any(phi > 0):  # f is a polynomial of degree <= p: both splines are exact
         return 1.0
-    sigma = 2.0 / (2 * p + 3)
+    sigma = _sigma(degree)
     return float(np.sqrt(np.mean(phi**2)) / np.mean(phi**sigma) ** (1.0 / sigma))
 
 

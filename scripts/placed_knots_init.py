@@ -30,13 +30,13 @@ PAD = 0.001  # the spline init's knots reach 0.001 beyond the interval
 
 def placed_gates(f, n: int, width: int, degree: int) -> tuple[np.ndarray, np.ndarray]:
     """Alternating-facing gates G (width, 1), g (width,) with n knots placed for f (zero beyond n)."""
-    from glu_scaling import splines
+    from glu_scaling import spline_init, splines
 
     t = splines.equidistributed_breakpoints(f, n - 1, degree) if n > 1 else np.array([-1.0])
     t[0] -= PAD  # as the uniform init: one unit sits at -1.001
     if n > 1:
         t[-1] += PAD
-    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    sign = np.asarray(spline_init.facing_signs(n, "alternate", jnp.float64))
     G, g = np.zeros((width, 1)), np.zeros(width)
     G[:n, 0], g[:n] = sign, -sign * t
     return G, g
