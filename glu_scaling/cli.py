@@ -156,8 +156,8 @@ def cmd_sweep(args) -> int:
         seeds=tuple(sweeps.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
         optimizer=args.optimizer, steps=args.steps, learning_rate=args.lr, n_data=args.n_data,
         n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
-        spline_init=not args.random_init, eval=args.eval, target=args.target, dtype=args.dtype,
-        batch_size=args.batch_size, devices=args.devices,
+        spline_init=not args.random_init, knots=args.knots, eval=args.eval, target=args.target,
+        dtype=args.dtype, batch_size=args.batch_size, devices=args.devices,
     )
     out = Path(args.out)
     fit_range = _parse_range(args.fit_range) if args.fit_range else None
@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data and split (default 0)")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(models.ACTIVATIONS)}")
     p.add_argument("--random-init", action="store_true", help="plain N(0,1) gates instead of the spline init")
+    p.add_argument("--knots", default="uniform",
+                   help="the 1D spline init's knots: uniform (evenly spaced, default) or placed (for the "
+                        "problem's target f, where |f^(p+1)|^(2/(2p+3)) has equal mass between neighbours)")
     p.add_argument("--eval", default="test", choices=list(problems.EVAL_MODES),
                    help="score on the held-out split (test) or the training set (train)")
     p.add_argument("--target", default=None, help="target column of a file:PATH csv")

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from glu_scaling import spline_init as _spline
 from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
@@ -151,6 +152,7 @@ def init(
     facing: str = "alternate",
     gate_scale: float = 1.0,
     x_data: jax.Array | None = None,
+    knots=None,
     dtype=None,
 ) -> Params:
     """Initialise one model, optionally padded to `width` masked units.
@@ -165,6 +167,8 @@ def init(
       width: padded width W >= n_hidden (default n_hidden).
       interval, knot_pad, facing, gate_scale, x_data: spline-init options, see
         `spline_init.spline_gates`.
+      knots: (n_hidden,) knot positions for a 1D spline init (e.g.
+        `spline_init.placed_knots`); default evenly spaced (`spline_init.knots_1d`).
       dtype: float dtype (default: float64 if jax_enable_x64, else float32).
 
     Returns:
@@ -180,10 +184,16 @@ def init(
     if width < n_hidden:
         raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
     dtype = default_float() if dtype is None else jnp.dtype(dtype)
+    if knots is not None:
+        knots = np.asarray(knots, dtype=np.float64)
+        if not spline_init or n_in != 1 or knots.shape != (n_hidden,) or not np.all(np.isfinite(knots)):
+            raise UsageError(f"knots must be {n_hidden} finite positions (shape ({n_hidden},)) for a 1D spline "
+                             f"init, got shape {knots.shape} with n_in={n_in}, spline_init={spline_init}")
+        knots = np.concatenate([knots, np.full(width - n_hidden, knots[-1])])
     return init_masked(
         key, k, n_in, n_hidden, n_out, width, activation=activation, spline_init=spline_init,
         interval=interval, knot_pad=knot_pad, facing=facing, gate_scale=gate_scale,
-        x_data=x_data, dtype=dtype,
+        x_data=x_data, dtype=dtype, knots=knots,
     )
 
 
@@ -217,14 +227,16 @@ def init_draws(key, n_in: int, n_out: int, width: int, size: int, dtype=jnp.floa
 
 def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, activation="relu",
                 spline_init=True, interval=(-1.0, 1.0), knot_pad=0.001, facing="alternate",
-                gate_scale=1.0, x_data=None, dtype=jnp.float32, draws: InitDraws | None = None) -> Params:
+                gate_scale=1.0, x_data=None, dtype=jnp.float32, draws: InitDraws | None = None,
+                knots=None) -> Params:
     """`init` without argument checks, with `n_hidden` possibly traced (jit/vmap-able).
 
     Unit i draws its packed row [G_i, g_i, U_1i, u_1i, ..., D_i] ~ N(0, 1) from
     fold_in(key, i) in one call, so a model's real units are
     the same whatever width it is padded to: init(key, ..., width=W) equals
     pad(init(key, ...), W) exactly.  `draws` (from `init_draws(key, ...)`) replaces the
-    drawing, with the same result; `key` is then unused.
+    drawing, with the same result; `key` is then unused.  `knots` (width,): the 1D spline
+    init's knot positions (`spline_init.spline_gates`), possibly traced.
     """
     p = unit_size(k, n_in, n_out)
     if draws is None:
@@ -240,6 +252,7 @@ def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, act
         G, g = _spline.spline_gates(
             None, n_hidden, n_in, interval=interval, pad=knot_pad, facing=facing,
             scale=gate_scale, x_data=x_data, dtype=dtype, width=width, directions=draws.directions,
+            knots=knots,
         )
     mask = (jnp.arange(width) < n_hidden).astype(dtype)
     params = Params(G=G, g=g, U=jnp.moveaxis(U, 0, 1), u=u.T, D=D, d=draws.d, mask=mask, activation=activation)

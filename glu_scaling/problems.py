@@ -110,6 +110,8 @@ _TARGETS_2D = {
     "atan_x_atan_y": ("atan(x)+atan(y)", lambda x, y: jnp.arctan(x) + jnp.arctan(y)),
 }
 
+TARGETS_1D = tuple(_TARGETS_1D)  # the 1D problems with a known f (knots can be placed for them)
+
 
 def scalar_target(name: str) -> Callable:
     """The scalar function f(x) of a registered 1D target (JAX-traceable)."""

@@ -29,7 +29,10 @@ RECORD_FIELDS = ("arch", "activation", "problem", "n_in", "n_hidden", "n_params"
                  "train_rmse", "test_rmse", "status", "seconds")
 # config keys that change what a model is; archs, widths and seeds may grow between runs
 MODEL_KEYS = ("problem", "optimizer", "steps", "learning_rate", "n_data", "n_test", "data_seed",
-              "activation", "spline_init", "eval", "target", "dtype")
+              "activation", "spline_init", "knots", "eval", "target", "dtype")
+# settings added after results folders were first written: an older config.json without
+# them describes models made with these values
+MODEL_DEFAULTS = {"knots": "uniform"}
 
 
 def prepare_folder(out: str | os.PathLike) -> Path:
@@ -96,7 +99,8 @@ def check_config(folder: Path, config: dict, write: bool = True) -> None:
         if kind_old != kind_new:
             raise UsageError(f"{str(folder)!r} holds results of a {kind_old!r} run, not of a {kind_new!r} run; "
                              "use another --out, or delete the folder to start afresh")
-        diffs = [k for k in MODEL_KEYS if old.get(k) != config.get(k)]
+        old = {**MODEL_DEFAULTS, **old}
+        diffs = [k for k in MODEL_KEYS if old.get(k) != config.get(k, MODEL_DEFAULTS.get(k))]
         if diffs:
             k = diffs[0]
             raise UsageError(

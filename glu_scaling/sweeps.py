@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import distributed, models, problems, results, slopes, train
-from glu_scaling.errors import UsageError, check_positive_int, unknown
+from glu_scaling import distributed, models, problems, results, slopes, spline_init, train
+from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
 
 
 def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: int = 1) -> list[int]:
@@ -159,6 +159,7 @@ class SweepConfig:
     data_seed: int = 0
     activation: str = "relu"
     spline_init: bool = True
+    knots: str = "uniform"  # the 1D spline init's knots: evenly spaced, or placed for the target
     eval: str = "test"
     target: str | None = None
     dtype: str = "float64"
@@ -208,21 +209,60 @@ def _check(config: SweepConfig) -> None:
     for seed in parse_spec(config.seeds, "seeds", minimum=0):
         if seed >= SEED_LIMIT:
             raise UsageError(f"seeds must be < 2**32, got {seed}")
+    _check_knots(config)
     ds = config.data_seed
     if isinstance(ds, bool) or not isinstance(ds, int | np.integer) or not 0 <= ds < SEED_LIMIT:
         raise UsageError(f"data_seed (--data-seed) must be an integer in [0, 2**32), got {ds!r}")
 
 
-def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_init, dtype):
+PLACED_MAX_DEGREE = 3  # knots placed for a degree-p spline follow f^(p+1), computed up to the 4th
+
+
+def _check_knots(config: SweepConfig) -> None:
+    """knots "placed" needs the spline init, a registered 1D target f and spline degrees
+    k + 1 <= PLACED_MAX_DEGREE."""
+    check_choice("knots", config.knots, spline_init.KNOT_PLACEMENTS)
+    if config.knots == "uniform":
+        return
+    if not config.spline_init:
+        raise UsageError("knots 'placed' positions the spline init's knots; it cannot go with the random init "
+                         "(--random-init)")
+    if config.problem not in problems.TARGETS_1D:
+        raise UsageError(f"knots 'placed' needs a 1D problem with a known target f (one of "
+                         f"{', '.join(problems.TARGETS_1D)}), got problem {config.problem!r}")
+    for arch in config.archs:
+        if models.n_factors(arch) + 1 > PLACED_MAX_DEGREE:
+            raise UsageError(f"knots 'placed' works for spline degrees up to {PLACED_MAX_DEGREE} (mlp, glu, gqu), "
+                             f"got arch {arch!r} (degree {models.n_factors(arch) + 1})")
+
+
+@functools.lru_cache(maxsize=4096)
+def _placed_knots(problem: str, degree: int, n: int) -> tuple[float, ...]:
+    return tuple(spline_init.placed_knots(problems.scalar_target(problem), n, degree))
+
+
+def knot_table(config: SweepConfig, arch: str, n_hidden: Sequence[int], width: int) -> np.ndarray | None:
+    """The spline init's knots of each model of a bucket, (B, width), for `config.knots`
+    "placed" (`spline_init.placed_knots` for f = the problem's target and degree k + 1);
+    None for "uniform" (the init spaces them evenly itself)."""
+    if config.knots == "uniform":
+        return None
+    degree = models.n_factors(arch) + 1
+    rows = [_placed_knots(config.problem, degree, int(n)) for n in n_hidden]
+    return np.asarray([[*row, *[row[-1]] * (width - len(row))] for row in rows])
+
+
+def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_init, dtype, knots=None):
     """Models for (seed_b, n_hidden_b) pairs, each padded to `width`; leaves have a leading B axis.
+    knots (B, width): each model's 1D spline-init knots (`knot_table`; None: evenly spaced).
 
     The random draws are one compiled call shared by every architecture up to the GQU
     (`_draw_batch`, `models.init_draws`), the models another (`_assemble_batch`): a
     sweep over mlp, glu and gqu compiles the random-bit generator once, not three times.
     """
     draws = _draw_batch(seeds, **_draw_kwargs(k, n_in, n_out, width, dtype))
-    return _assemble_batch(n_hidden, draws, k=k, n_in=n_in, n_out=n_out, width=width, activation=activation,
-                           spline_init=spline_init, dtype=dtype)
+    return _assemble_batch(n_hidden, draws, knots, k=k, n_in=n_in, n_out=n_out, width=width,
+                           activation=activation, spline_init=spline_init, dtype=dtype)
 
 
 def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
@@ -241,12 +281,12 @@ def _draw_batch(seeds, *, n_in, n_out, width, size, dtype) -> models.InitDraws:
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype"))
-def _assemble_batch(n_hidden, draws, *, k, n_in, n_out, width, activation, spline_init, dtype):
-    def one(n, z):
+def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation, spline_init, dtype):
+    def one(n, z, t):
         return models.init_masked(None, k, n_in, n, n_out, width, activation=activation, spline_init=spline_init,
-                                  dtype=dtype, draws=z)
+                                  dtype=dtype, draws=z, knots=t)
 
-    return jax.vmap(one)(n_hidden, draws)
+    return jax.vmap(one)(n_hidden, draws, knots)
 
 
 def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8) -> int:
@@ -353,8 +393,9 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     draw_kwargs = _draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
     _draw_batch.lower(seeds, **draw_kwargs).compile()
     draws = jax.eval_shape(functools.partial(_draw_batch, **draw_kwargs), seeds)
-    _assemble_batch.lower(ns, draws, **kwargs).compile()
-    shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns)
+    knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), np.float64)
+    _assemble_batch.lower(ns, draws, knots, **kwargs).compile()
+    shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns, knots=knots)
     if setup.mesh is not None:
         replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
         shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), shapes)
@@ -390,7 +431,8 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     batch = setup.batch if batch is None else batch
     seeds = jnp.asarray([s for _, s in pairs], dtype=jnp.uint32)
     ns = jnp.asarray([n for n, _ in pairs])
-    params = _init_batch(seeds, ns, **_init_kwargs(setup.k, width, dataset, config))
+    knots = knot_table(config, arch, [n for n, _ in pairs], width)
+    params = _init_batch(seeds, ns, **_init_kwargs(setup.k, width, dataset, config), knots=knots)
     params = distributed.replicate(params, setup.mesh)
     while True:
         try:

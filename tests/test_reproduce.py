@@ -93,6 +93,17 @@ def test_frozen_gate_rows_carry_no_paper_slope():
     assert "gates frozen" in row["protocol"]
 
 
+def test_placed_knot_rows_are_labelled_and_compared_with_the_paper():
+    config = dataclasses.replace(tiny_config(archs=("glu",)), knots="placed")
+    exp = reproduce.Experiment("1d_placed", config)
+    (row,) = reproduce.table1_rows([exp], {"1d_placed": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
+    assert row["label"] == "1/(1 + cos^2(pi x)), knots placed" and row["knots"] == "placed"
+    assert row["paper"] == -3.08 and row["theory"] == -3.0  # trained models: the paper's slope is the reference
+    assert "knots placed for the target" in row["protocol"]
+    frozen = dataclasses.replace(config, optimizer="newton-splines")
+    assert reproduce.row_label(frozen) == "1/(1 + cos^2(pi x)), newton-splines, knots placed"
+
+
 def test_markdown_table_has_a_row_per_arch_and_the_protocol():
     exp = reproduce.Experiment("table1_friedman1", tiny_config("friedman1"))
     recs = synthetic_records("friedman1", "mlp", -0.5, -0.6, n_in=5) + synthetic_records("friedman1", "glu", -1.0,
@@ -119,6 +130,10 @@ def test_experiments_follow_the_paper_protocol():
         assert full[name].problem == p
         assert min(full[name].config.widths) == 1 and len(full[name].config.seeds) == 4
     assert max(full["table1_friedman1"].config.widths) >= 128
+    # the placed-knot rows repeat the 1D protocol with only the knots (and, trained, the archs) changed
+    assert full["1d_placed"].config == dataclasses.replace(one_d, archs=("glu", "gqu"), knots="placed")
+    assert full["1d_placed_frozen"].config == dataclasses.replace(full["1d_frozen"].config, knots="placed")
+    assert full["1d_placed"].fit_range == full["1d"].fit_range == (4, 50)
     quick = reproduce.experiments(quick=True)
     assert [e.name for e in quick] == list(full)
 

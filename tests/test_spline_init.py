@@ -231,3 +231,71 @@ def test_a_units_gate_does_not_depend_on_the_padded_width(n_in, with_data):
     assert Gw.shape == (width, n_in) and gw.shape == (width,)
     np.testing.assert_allclose(Gw[:n], G, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(gw[:n], g, rtol=1e-14, atol=1e-15)
+
+
+# ---------------------------------------------------------------- knots placed for a target
+
+
+@pytest.mark.parametrize("f,degree", [(lambda x: x**2, 1), (lambda x: x**3, 2), (lambda x: x**4 / 24, 3)])
+@pytest.mark.parametrize("n", [1, 2, 5, 17])
+def test_placed_knots_are_the_even_ones_when_the_top_derivative_is_constant(f, degree, n):
+    # f^(p+1) constant: every cell has the same mass, so the knots are knots_1d's
+    t = spline_init.placed_knots(f, n, degree, width=n + 3)
+    even = np.asarray(spline_init.knots_1d(n, (-1.0, 1.0), 0.001, jnp.float64))
+    np.testing.assert_allclose(t[:n], even, atol=1e-12)
+    np.testing.assert_array_equal(t[n:], np.full(3, t[n - 1]))  # padding repeats the last knot
+
+
+def test_placed_knots_split_the_density_into_equal_masses():
+    # f = exp, degree 1: the density is |f''|^(2/5) = e^(2x/5) plus the floor 1e-3 times its
+    # mean m over [a, b] = [-1.001, 1.001]; its integral from a is
+    # M(x) = 5/2 (e^(2x/5) - e^(2a/5)) + 1e-3 m (x - a), and the n - 1 cells between the n
+    # knots hold M(b) / (n - 1) each
+    n, a, b = 9, -1.001, 1.001
+    t = spline_init.placed_knots(jnp.exp, n, 1, pad=0.001)
+    assert t[0] == a and t[-1] == b
+    m = 2.5 * (np.exp(0.4 * b) - np.exp(0.4 * a)) / (b - a)
+    mass = 2.5 * (np.exp(0.4 * t) - np.exp(0.4 * a)) + 1e-3 * m * (t - a)
+    np.testing.assert_allclose(np.diff(mass), mass[-1] / (n - 1), rtol=1e-5)
+    assert np.all(np.diff(np.diff(t)) < 0)  # denser where f'' is larger: the cells shrink to the right
+
+
+def test_given_knots_are_where_the_units_open():
+    t = np.array([-1.001, -0.3, 0.2, 0.9, 1.001])
+    G, g = spline_init.spline_gates(None, 5, 1, knots=jnp.asarray(t), dtype=jnp.float64)
+    np.testing.assert_array_equal(np.asarray(G)[:, 0], _sign_pattern(5, "alternate"))
+    np.testing.assert_allclose(-np.asarray(g) / np.asarray(G)[:, 0], t, atol=1e-15)
+
+
+def test_init_with_knots():
+    n = 5
+    even = np.asarray(spline_init.knots_1d(n, (-1.0, 1.0), 0.001, jnp.float64))
+    p = models.init(jax.random.key(0), "glu", 1, n, 1, width=9)
+    q = models.init(jax.random.key(0), "glu", 1, n, 1, width=9, knots=even)
+    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q)):  # the even knots given explicitly: the same model
+        np.testing.assert_array_equal(a, b)
+    t = spline_init.placed_knots(lambda x: 1 / (1 + 9 * x**2), n, 2)
+    r = models.init(jax.random.key(0), "glu", 1, n, 1, width=9, knots=t)
+    np.testing.assert_allclose(-np.asarray(r.g)[:n] / np.asarray(r.G)[:n, 0], t, atol=1e-15)
+    assert np.all(np.asarray(r.G)[n:] == 0) and np.all(np.asarray(r.mask)[n:] == 0)
+    for name in ("U", "u", "D", "d"):  # only the gates move
+        np.testing.assert_array_equal(getattr(p, name), getattr(r, name))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(knots=np.zeros(4)), r"knots must be 5 finite positions \(shape \(5,\)\) .*got shape \(4,\)"),
+    (dict(knots=np.array([0, 1, np.nan, 2, 3])), "knots must be 5 finite positions"),
+    (dict(knots=np.zeros(5), spline_init=False), "spline_init=False"),
+])
+def test_init_rejects_bad_knots(kwargs, match):
+    with pytest.raises(glu_scaling.UsageError, match=match):
+        models.init(jax.random.key(0), "glu", 1, 5, 1, **kwargs)
+    with pytest.raises(glu_scaling.UsageError, match="n_in=2"):
+        models.init(jax.random.key(0), "glu", 2, 5, 1, knots=np.zeros(5))
+
+
+def test_placed_knots_rejects_bad_sizes():
+    with pytest.raises(glu_scaling.UsageError, match="width must be >= n = 5, got 3"):
+        spline_init.placed_knots(jnp.exp, 5, 1, width=3)
+    with pytest.raises(glu_scaling.UsageError, match="n must be a positive integer"):
+        spline_init.placed_knots(jnp.exp, 0, 1)
