@@ -393,7 +393,7 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     draw_kwargs = _draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
     _draw_batch.lower(seeds, **draw_kwargs).compile()
     draws = jax.eval_shape(functools.partial(_draw_batch, **draw_kwargs), seeds)
-    knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), np.float64)
+    knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
     _assemble_batch.lower(ns, draws, knots, **kwargs).compile()
     shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns, knots=knots)
     if setup.mesh is not None:
@@ -431,8 +431,10 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     batch = setup.batch if batch is None else batch
     seeds = jnp.asarray([s for _, s in pairs], dtype=jnp.uint32)
     ns = jnp.asarray([n for n, _ in pairs])
+    kwargs = _init_kwargs(setup.k, width, dataset, config)
     knots = knot_table(config, arch, [n for n, _ in pairs], width)
-    params = _init_batch(seeds, ns, **_init_kwargs(setup.k, width, dataset, config), knots=knots)
+    knots = None if knots is None else jnp.asarray(knots, kwargs["dtype"])
+    params = _init_batch(seeds, ns, **kwargs, knots=knots)
     params = distributed.replicate(params, setup.mesh)
     while True:
         try:

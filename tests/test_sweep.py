@@ -366,3 +366,22 @@ def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path):
     assert _strip(sweeps.run_sweep(BASE, out, progress=False)) == _strip(base_run[1])  # nothing retrained
     with pytest.raises(UsageError, match="holds results for knots='uniform', not 'placed'"):
         sweeps.run_sweep(dataclasses.replace(BASE, knots="placed", problem="one_over_1_p_9x2"), out, progress=False)
+
+
+def test_placed_knots_follow_the_sweep_dtype_and_the_ahead_of_time_shapes():
+    """float32 sweep: the knot table is cast to the models' dtype, in the ahead-of-time
+    compilation (as on an accelerator) and in the launch; newton-splines keeps the gates,
+    so the trained models still open at the placed knots."""
+    import jax.numpy as jnp
+
+    from glu_scaling import problems, spline_init
+
+    config = dataclasses.replace(BASE, archs=("glu",), problem="paper_1d", knots="placed", dtype="float32")
+    dataset = sweeps.load_dataset(config)
+    sweeps.precompile_bucket("glu", 2, 4, dataset, config)
+    params, info, _ = sweeps.train_bucket("glu", [(2, 0), (4, 1)], 4, dataset, config)
+    assert params.G.dtype == jnp.float32 and list(info["status"]) == [train.OK, train.OK]
+    f = problems.scalar_target("paper_1d")
+    for b, n in enumerate((2, 4)):
+        t = spline_init.placed_knots(f, n, 2).astype(np.float32)
+        np.testing.assert_allclose(-np.asarray(params.g[b, :n]) / np.asarray(params.G[b, :n, 0]), t, rtol=1e-6)
