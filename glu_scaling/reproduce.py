@@ -55,7 +55,11 @@ PROBLEM_LABELS = {
 }
 FIG6_PROBLEMS = ("sin_x_sin_y", "friedman1", "friedman2", "friedman3")
 FIG7_PROBLEMS = ("airfoil", "california")
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11")
+# fig12 is ours, beyond the paper: the 1D rows from knots placed for the target
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12")
+# Fig. 12's series: (experiment, legend label)
+KNOT_SERIES = (("1d", "cascade, uniform knots"), ("1d_placed", "cascade, placed knots"),
+               ("1d_frozen", "frozen, uniform knots"), ("1d_placed_frozen", "frozen, placed knots"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +310,22 @@ def fig4(records_1d: list[dict], config: sweeps.SweepConfig, out: Path, fit_rang
                                     title="Fig. 4: trained vs least-squares splines vs constructions")
 
 
+def fig12(records: dict[str, list[dict]], out: Path, fit_range=None) -> list[Path]:
+    """Fig. 12 (beyond the paper): GLU and GQU test RMSE vs n, trained (`newton-cascade`)
+    and with gates frozen (`newton-splines`), from evenly spaced knots and from knots
+    placed for the target (`KNOT_SERIES`); one panel per architecture."""
+    panels = []
+    for arch in ("glu", "gqu"):
+        # convergence_axes draws one line per "arch" field: relabel each record by its series
+        recs = [{**r, "arch": label} for name, label in KNOT_SERIES for r in records.get(name, []) if r["arch"] == arch]
+        if recs:
+            panels.append((arch.upper(), recs))
+    if not panels:
+        return []
+    return _convergence_panels(panels, out / "fig12_knot_placement", fit_ranges={name: fit_range for name, _ in panels},
+                               title="Fig. 12 (beyond the paper): where the spline init puts the knots")
+
+
 def fig6(records: dict[str, list[dict]], out: Path, names=FIG6_PROBLEMS, stem="fig6_2d_friedman",
          title="Fig. 6: 2D target and Friedman #1-#3") -> list[Path]:
     """Fig. 6 (and 7): one panel per problem, MLP vs GLU test RMSE vs n."""
@@ -351,6 +371,8 @@ def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table
     wanted = set()
     if {"fig3", "fig4", "fig5"} & set(figures):
         wanted.add("1d")
+    if "fig12" in figures:
+        wanted |= {name for name, _ in KNOT_SERIES}
     if "fig6" in figures:
         wanted |= {f"table1_{p}" for p in FIG6_PROBLEMS}
     if "fig7" in figures:
@@ -387,6 +409,8 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
             paths += fig4(records["1d"], exp.config, out, exp.fit_range)
         if "fig5" in figures:
             paths += fig5(records["1d"], out, exp.fit_range)
+    if "fig12" in figures and "1d" in by_name:
+        paths += fig12(records, out, by_name["1d"].fit_range)
     if "fig6" in figures:
         paths += fig6(records, out)
     if "fig7" in figures:

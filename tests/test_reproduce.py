@@ -141,14 +141,35 @@ def test_experiments_follow_the_paper_protocol():
 def test_figure_selection():
     assert reproduce.parse_only(None) == reproduce.FIGURES
     assert reproduce.parse_only("fig3, FIG5") == ("fig3", "fig5")
-    with pytest.raises(UsageError, match="unknown figure 'fig12'.*accepted: fig1, "):
-        reproduce.parse_only("fig3,fig12")
+    with pytest.raises(UsageError, match="unknown figure 'fig13'.*accepted: fig1, "):
+        reproduce.parse_only("fig3,fig13")
     exps = reproduce.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig4",), table=False)] == ["1d"]
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig7",), table=False)] == [
         "table1_airfoil", "table1_california"]
     assert reproduce.needed_experiments(exps, ("fig1",), table=False) == []
     assert len(reproduce.needed_experiments(exps, ("fig1",), table=True)) == len(exps)
+
+
+def test_fig12_draws_every_knot_series(tmp_path, monkeypatch):
+    recs = {name: synthetic_records("paper_1d", "glu", -3.0 - i / 4, -3.0)
+            + synthetic_records("paper_1d", "gqu", -3.5, -3.5) for i, (name, _) in enumerate(reproduce.KNOT_SERIES)}
+    drawn = []
+    inner = reproduce.plots.convergence_axes
+
+    def spy(ax, records, x="n_hidden", **kw):
+        drawn.append(list(dict.fromkeys(r["arch"] for r in records)))
+        return inner(ax, records, x, **kw)
+
+    monkeypatch.setattr(reproduce.plots, "convergence_axes", spy)
+    paths = reproduce.fig12(recs, tmp_path, fit_range=(4, 64))
+    assert [p.name for p in paths] == ["fig12_knot_placement.png", "fig12_knot_placement.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert drawn == [[label for _, label in reproduce.KNOT_SERIES]] * 2  # a GLU panel and a GQU panel
+    assert reproduce.fig12({}, tmp_path) == []
+    exps = reproduce.experiments(quick=True)
+    assert [e.name for e in reproduce.needed_experiments(exps, ("fig12",), table=False)] == [
+        "1d", "1d_frozen", "1d_placed", "1d_placed_frozen"]
 
 
 def test_cli_rejects_an_unknown_figure(capsys):
