@@ -35,8 +35,10 @@ def _mpl():
     return plt
 
 
-def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt="{arch}", fit_range=None):
-    """Draw test RMSE vs `x` per arch (all seeds as points, median line, fitted slope)."""
+def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt="{arch}", fit_range=None,
+                     legend_loc: str = "lower left"):
+    """Draw test RMSE vs `x` per arch (all seeds as points, median line, fitted slope).
+    legend_loc: a matplotlib location, or "below" the axes (for many or long labels)."""
     archs = list(dict.fromkeys(r["arch"] for r in records))
     for i, arch in enumerate(archs):
         rec = [r for r in records if r["arch"] == arch and r["status"] in FIT_STATUSES]
@@ -63,7 +65,10 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     ax.set_ylabel("test RMSE")
     ax.grid(True, which="major", lw=0.3, alpha=0.5)
-    ax.legend(frameon=False, loc="lower left")
+    if legend_loc == "below":  # under the x label, clear of the data
+        ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.17))
+    else:
+        ax.legend(frameon=False, loc=legend_loc)
 
 
 def plain_log_ticks(axis, lo: float, hi: float) -> None:

@@ -254,18 +254,24 @@ def table1_markdown(rows: list[dict], *, quick: bool, seconds: float | None = No
 # ------------------------------------------------------------------ figures
 
 
+LEGEND_BAND = 0.9  # inches under the panels for a legend "below" (four lines at 7 pt)
+
+
 def _convergence_panels(panels: list[tuple[str, list[dict]]], path_stem: Path, *, x_axes=("n_hidden",),
-                        fit_ranges: dict | None = None, title: str | None = None) -> list[Path]:
-    """A row of 3 x 3 inch log-log panels, one per (title, records) and x axis."""
+                        fit_ranges: dict | None = None, title: str | None = None,
+                        legend_loc: str = "lower left") -> list[Path]:
+    """A row of 3 x 3 inch log-log panels, one per (title, records) and x axis; a legend
+    "below" makes the figure taller by a band that holds it."""
     plt = plots._mpl()
     n = len(panels) * len(x_axes)
-    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.0), squeeze=False)
+    band = LEGEND_BAND if legend_loc == "below" else 0.0
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.0 + band), squeeze=False)
     k = 0
     for name, recs in panels:
         for x in x_axes:
             ax = axes[0, k]
             fr = (fit_ranges or {}).get(name)
-            plots.convergence_axes(ax, recs, x, label_fmt="{arch}", fit_range=fr)
+            plots.convergence_axes(ax, recs, x, label_fmt="{arch}", fit_range=fr, legend_loc=legend_loc)
             ax.set_title(name)
             k += 1
     if title:
@@ -323,7 +329,8 @@ def fig12(records: dict[str, list[dict]], out: Path, fit_range=None) -> list[Pat
     if not panels:
         return []
     return _convergence_panels(panels, out / "fig12_knot_placement", fit_ranges={name: fit_range for name, _ in panels},
-                               title="Fig. 12 (beyond the paper): where the spline init puts the knots")
+                               title="Fig. 12 (beyond the paper): where the spline init puts the knots",
+                               legend_loc="below")  # four long labels: inside, they would hide the curves
 
 
 def fig6(records: dict[str, list[dict]], out: Path, names=FIG6_PROBLEMS, stem="fig6_2d_friedman",
@@ -433,9 +440,11 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
 
 
 def print_table(rows: list[dict], file=sys.stdout) -> None:
-    print(f"{'problem':<20} {'dx':>2} {'arch':<4} {'paper':>6} {'ours':>7}  {'95% CI':<17} {'train':>7}",
+    width = max([20, *(len(r["label"]) for r in rows)])
+    print(f"{'problem':<{width}} {'dx':>2} {'arch':<4} {'paper':>6} {'ours':>7}  {'95% CI':<17} {'train':>7}",
           file=file)
     for r in rows:
-        print(f"{r['label']:<20} {r['n_in']:>2} {r['arch']:<4} {_num(r['paper']):>6} {_num(r['slope'], '{:.3f}'):>7}"
+        print(f"{r['label']:<{width}} {r['n_in']:>2} {r['arch']:<4} {_num(r['paper']):>6} "
+              f"{_num(r['slope'], '{:.3f}'):>7}"
               f"  [{_num(r['ci_low'], '{:.3f}')}, {_num(r['ci_high'], '{:.3f}')}] "
               f"{_num(r['train_slope'], '{:.3f}'):>7}", file=file)
