@@ -214,6 +214,70 @@ def test_linear_stage_is_solved_in_one_step(arch, n_in, n_out):
     np.testing.assert_allclose(loss0 - float(info.loss), 0.5 * float(info.decrement), rtol=1e-9)
 
 
+@pytest.mark.parametrize("arch,groups,n_out", [("gqu", ("factor2",), 2), ("glu", ("out",), 1)])
+def test_least_squares_factor_reproduces_the_normal_equations(arch, groups, n_out):
+    """R~ of [J, -r] accumulated over chunks (padding points included, weight 0):
+    upper triangular, R^T R = J^T J and R^T z = -J^T r (both from hessian_and_gradient)."""
+    k = K[arch]
+    params = _random_params(6, arch, 2, 5, n_out, 6, "relu")
+    x, t, w = _data(6, 30, 2, 2, n_out)
+    sel = train.selection(groups, k, 2, n_out)
+    H, g = _hg(params, x, t, w, sel, 8)
+    R_aug = np.asarray(jax.jit(newton.least_squares_r, static_argnums=(4, 5))(params, x, t, w, sel, 8))
+    P = H.shape[0]
+    assert R_aug.shape == (P + 1, P + 1) and np.all(np.tril(R_aug, -1) == 0)
+    R, z = R_aug[:P, :P], R_aug[:P, P]
+    assert _rel(R.T @ R / 30, H) < 1e-12
+    assert _rel(-(R.T @ z) / 30, g) < 1e-12
+
+
+def _step_function_fit(eps=1e-6, a=0.2, n=1000):
+    """An MLP whose {D, d} stage can fit a ramp of width eps exactly: units open at a and
+    a + eps (and one at -1.001), target clip((x - a) / eps, 0, 1) = (relu(x - a) -
+    relu(x - a - eps)) / eps, so D = (1/eps, -1/eps, 0), d = 0, and cond(J) ~ 1e7."""
+    x = jnp.asarray(np.sort(np.random.default_rng(0).uniform(-1, 1, (n, 1)), axis=0))
+    t = jnp.clip((x - a) / eps, 0.0, 1.0)
+    params = models.Params(G=jnp.ones((3, 1)), g=-jnp.asarray([a, a + eps, -1.001]), U=jnp.zeros((0, 3, 1)),
+                           u=jnp.zeros((0, 3)), D=jnp.zeros((3, 1)), d=jnp.zeros(1), mask=jnp.ones(3),
+                           activation="relu")
+    return params, x, t, jnp.ones(n), train.selection(("out",), 0, 1, 1)
+
+
+def test_ill_conditioned_linear_stage_is_solved_on_j_not_j_transpose_j():
+    """cond(J) ~ 1e7: QR gets the exact fit to about cond * eps; normal equations
+    (cond^2 ~ 1e14) lose half the digits, and the fit with them."""
+    eps = 1e-6
+    params, x, t, w, sel = _step_function_fit(eps)
+    new, info = _step(params, x, t, w, sel, 250)
+    assert float(np.sqrt(2 * info.loss)) < 1e-8
+    np.testing.assert_allclose(np.asarray(new.D)[:2, 0], [1 / eps, -1 / eps], rtol=1e-8)
+    assert abs(float(new.D[2, 0])) < 1e-6 and abs(float(new.d[0])) < 1e-6
+    assert int(info.damping_index) == 0 and not bool(info.descent_fallback)
+    # the same step from the normal equations (what a second-order selection does)
+    H, g = _hg(params, x, t, w, sel, 250)
+    p, _, _ = _direction(H, g)
+    theta = newton._flatten(models.pack_units(params), params.d, sel) + p
+    normal = newton.params_from_theta(params, theta, sel)
+    assert float(np.sqrt(2 * newton.loss_fn(normal, x, t, w))) > 1e-6
+
+
+def test_rank_deficient_linear_stage_falls_back_to_the_damped_cholesky():
+    """Two units with the same knot: J has two equal columns, R a zero pivot; the step is
+    then `newton_direction` on (R^T R, -R^T z) / N, i.e. on J^T J and the gradient (up to
+    rounding, which the damping may spread differently over the two equal columns: only
+    their sum is determined)."""
+    params, x, t, w, sel = _step_function_fit()
+    params = params.replace(g=-jnp.asarray([0.2, 0.2, -1.001]))
+    R_aug = jax.jit(newton.least_squares_r, static_argnums=(4, 5))(params, x, t, w, sel, 250)
+    p, g, index, fallback = jax.jit(newton.least_squares_direction)(R_aug, jnp.sum(w), 0)
+    H, g_ref = _hg(params, x, t, w, sel, 250)
+    q, index_ref, _ = _direction(H, g_ref)
+    assert _rel(g, g_ref) < 1e-12 and int(index) == int(index_ref) > 0
+    p, q = np.asarray(p), np.asarray(q)
+    np.testing.assert_allclose(p[0] + p[1], q[0] + q[1], rtol=1e-6)
+    np.testing.assert_allclose(p[2:], q[2:], rtol=1e-6)
+
+
 # ---------------------------------------------------------------- safeguards
 
 
