@@ -332,7 +332,10 @@ def least_squares_direction(R_aug: jax.Array, n_points: jax.Array, damping_start
     # columns, so it waits for this QR: batched (vmapped) LAPACK calls on a CPU each split
     # their batch over XLA's thread pool and wait for it, and a Cholesky beside the QR could
     # take every thread and wait on it forever (a hang seen with 34 models on 2 cores).
-    q, index, fallback = newton_direction(Ts.T @ Ts / n_points, scale * g, damping_start)
+    # Under vmap every lane runs it: a solved lane factors the identity instead, which never
+    # needs the damping ladder's retries.
+    fallback_H = jnp.where(solved, jnp.eye(P, dtype=R.dtype), Ts.T @ Ts / n_points)
+    q, index, fallback = newton_direction(fallback_H, scale * g, damping_start)
     return (jnp.where(solved, p, scale * q), g, jnp.where(solved, jnp.asarray(0, index.dtype), index),
             ~solved & fallback)
 
