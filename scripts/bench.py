@@ -2,7 +2,8 @@
 
 Measures, in one run on this machine:
   1. `glu-scaling speedrun` end to end (a fresh process, from start to plot written),
-     cold (empty compilation cache) and warm (cache filled by the cold run);
+     cold (empty compilation cache) and warm (cache filled by the cold run; the fastest
+     of 3 runs, all kept in the JSON);
   2. a `newton-cascade` sweep: target 1/(1+9x^2), 2000 points, GLU widths 10, 25, 50,
      8 seeds each, 100 all-parameter steps: models per second (compile excluded and
      included), achieved float64 GFLOP/s (of the 103 all-parameter-size Newton steps a
@@ -141,7 +142,9 @@ def main() -> None:
                           "jax": jax.__version__}}
     with tempfile.TemporaryDirectory() as cache:
         cold = run_speedrun(cache)
-        warm = run_speedrun(cache)
+        # warm: the fastest of 3 runs (other jobs on a shared machine only ever slow one down)
+        runs = [run_speedrun(cache) for _ in range(3)]
+        warm = {**min(runs, key=lambda r: r["wall_s"]), "wall_s_every_run": [r["wall_s"] for r in runs]}
     result["speedrun"] = {"cold": cold, "warm": warm, "reference_s": REF_SPEEDRUN_S,
                           "speedup_cold": REF_SPEEDRUN_S / cold["wall_s"],
                           "speedup_warm": REF_SPEEDRUN_S / warm["wall_s"]}
