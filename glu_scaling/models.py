@@ -189,7 +189,7 @@ def init(
         if not spline_init or n_in != 1 or knots.shape != (n_hidden,) or not np.all(np.isfinite(knots)):
             raise UsageError(f"knots must be {n_hidden} finite positions (shape ({n_hidden},)) for a 1D spline "
                              f"init, got shape {knots.shape} with n_in={n_in}, spline_init={spline_init}")
-        knots = np.concatenate([knots, np.full(width - n_hidden, knots[-1])])
+        knots = _spline.pad_knots(knots, width)
     return init_masked(
         key, k, n_in, n_hidden, n_out, width, activation=activation, spline_init=spline_init,
         interval=interval, knot_pad=knot_pad, facing=facing, gate_scale=gate_scale,

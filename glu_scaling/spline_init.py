@@ -41,6 +41,12 @@ def knots_1d(n, interval=(-1.0, 1.0), pad: float = 0.001, dtype=jnp.float32, wid
     return (lo - pad) + i * step
 
 
+def pad_knots(t, width: int) -> np.ndarray:
+    """Knots t (n,) padded to (width,) by repeating the last one (the padded units are masked)."""
+    t = np.asarray(t, dtype=np.float64)
+    return np.concatenate([t, np.full(width - t.shape[0], t[-1])])
+
+
 def placed_knots(f, n: int, degree: int, interval=(-1.0, 1.0), pad: float = 0.001,
                  width: int | None = None) -> np.ndarray:
     """n knots placed for a smooth target f, padded to `width` (default n); (width,) float64.
@@ -63,7 +69,7 @@ def placed_knots(f, n: int, degree: int, interval=(-1.0, 1.0), pad: float = 0.00
         t = np.array([lo - pad])
     else:
         t = splines.equidistributed_breakpoints(f, n - 1, degree, (lo - pad, hi + pad))
-    return np.concatenate([t, np.full(width - n, t[-1])])
+    return pad_knots(t, width)
 
 
 def facing_signs(n: int, facing: str = "alternate", dtype=jnp.float32) -> jax.Array:

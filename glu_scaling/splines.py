@@ -56,11 +56,14 @@ def breakpoints(n_knots: int, interval=(-1.0, 1.0)) -> np.ndarray:
     return np.linspace(a, b, check_positive_int("n_knots", n_knots) + 1)
 
 
+# knots placed for a degree-p spline follow f^(p+1); `constructions.derivatives` goes up to MAX_DERIVATIVE
+MAX_PLACED_DEGREE = constructions.MAX_DERIVATIVE - 1
+
+
 def _check_degree(degree: int) -> int:
     p = check_positive_int("degree", degree)
-    if p + 1 > constructions.MAX_DERIVATIVE:
-        raise UsageError(f"degree must be 1..{constructions.MAX_DERIVATIVE - 1} for knots placed by "
-                         f"f^(degree+1), got {degree}")
+    if p > MAX_PLACED_DEGREE:
+        raise UsageError(f"degree must be 1..{MAX_PLACED_DEGREE} for knots placed by f^(degree+1), got {degree}")
     return p
 
 

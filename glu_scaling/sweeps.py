@@ -215,15 +215,14 @@ def _check(config: SweepConfig) -> None:
         raise UsageError(f"data_seed (--data-seed) must be an integer in [0, 2**32), got {ds!r}")
 
 
-PLACED_MAX_DEGREE = 3  # knots placed for a degree-p spline follow f^(p+1), computed up to the 4th
-
-
 def _check_knots(config: SweepConfig) -> None:
     """knots "placed" needs the spline init, a registered 1D target f and spline degrees
-    k + 1 <= PLACED_MAX_DEGREE."""
+    k + 1 <= splines.MAX_PLACED_DEGREE."""
     check_choice("knots", config.knots, spline_init.KNOT_PLACEMENTS)
     if config.knots == "uniform":
         return
+    from glu_scaling.splines import MAX_PLACED_DEGREE  # scipy loads only when knots are placed
+
     if not config.spline_init:
         raise UsageError("knots 'placed' positions the spline init's knots; it cannot go with the random init "
                          "(--random-init)")
@@ -231,8 +230,8 @@ def _check_knots(config: SweepConfig) -> None:
         raise UsageError(f"knots 'placed' needs a 1D problem with a known target f (one of "
                          f"{', '.join(problems.TARGETS_1D)}), got problem {config.problem!r}")
     for arch in config.archs:
-        if models.n_factors(arch) + 1 > PLACED_MAX_DEGREE:
-            raise UsageError(f"knots 'placed' works for spline degrees up to {PLACED_MAX_DEGREE} (mlp, glu, gqu), "
+        if models.n_factors(arch) + 1 > MAX_PLACED_DEGREE:
+            raise UsageError(f"knots 'placed' works for spline degrees up to {MAX_PLACED_DEGREE} (mlp, glu, gqu), "
                              f"got arch {arch!r} (degree {models.n_factors(arch) + 1})")
 
 
@@ -249,7 +248,7 @@ def knot_table(config: SweepConfig, arch: str, n_hidden: Sequence[int], width: i
         return None
     degree = models.n_factors(arch) + 1
     rows = [_placed_knots(config.problem, degree, int(n)) for n in n_hidden]
-    return np.asarray([[*row, *[row[-1]] * (width - len(row))] for row in rows])
+    return np.stack([spline_init.pad_knots(row, width) for row in rows])
 
 
 def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_init, dtype, knots=None):
