@@ -355,7 +355,7 @@ def test_bad_knot_settings(changes, match, tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
-def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path):
+def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path, monkeypatch):
     """config.json files written before the `knots` setting describe evenly spaced knots."""
     out = tmp_path / "old"
     out.mkdir()
@@ -363,7 +363,10 @@ def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path):
     del old["knots"]
     (out / "config.json").write_text(json.dumps(old))
     (out / "results.jsonl").write_text((base_run[0] / "results.jsonl").read_text())
-    assert _strip(sweeps.run_sweep(BASE, out, progress=False)) == _strip(base_run[1])  # nothing retrained
+    counter = CountingTrainBucket()
+    monkeypatch.setattr(sweeps, "launch_bucket", counter)
+    assert sweeps.run_sweep(BASE, out, progress=False) == base_run[1]  # the records reused verbatim
+    assert counter.calls == []  # nothing retrained
     with pytest.raises(UsageError, match="holds results for knots='uniform', not 'placed'"):
         sweeps.run_sweep(dataclasses.replace(BASE, knots="placed", problem="one_over_1_p_9x2"), out, progress=False)
 
