@@ -7,6 +7,7 @@ on stderr naming the bad value and what is accepted, exit status 2, no traceback
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import threading
@@ -170,6 +171,13 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _folder(text: str) -> str:
+    """argparse type of --out: any path but an empty one (which would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a folder path, e.g. --out runs/mine")
+    return text
+
+
 def _parse_range(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(":"))
@@ -244,6 +252,10 @@ def cmd_plot(args) -> int:
     folder = Path(args.dir)
     if not (folder / "results.jsonl").exists():
         raise UsageError(f"{str(folder)!r} holds no results.jsonl; give a folder written by sweep or speedrun")
+    kind = results.folder_kind(folder)
+    if kind != "sweep":  # a construct folder has several methods per model and draws its own figure
+        raise UsageError(f"{str(folder)!r} holds results of a {kind!r} run; plot redraws a sweep or speedrun "
+                         "folder (construct draws its figure itself)")
     records = results.unique_records(folder)
     fit_range = results.stored_fit_range(folder)
     rows = slopes.slopes_table(records, fit_range=fit_range)
@@ -262,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("speedrun", help="the reference's minimal experiment (gates frozen, Newton on the rest)")
-    p.add_argument("--out", default="runs/speedrun", help="results folder (default runs/speedrun)")
+    p.add_argument("--out", type=_folder, default="runs/speedrun", help="results folder (default runs/speedrun)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_speedrun)
 
@@ -276,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="all-parameter Newton steps or first-order steps")
     p.add_argument("--lr", type=float, default=None, help="learning rate of adam/adamw/lbfgs")
     p.add_argument("--n-data", type=int, default=None, help="training points (default 2000; real data: all)")
-    p.add_argument("--n-test", type=int, default=None, help="test points (default 2000)")
+    p.add_argument("--n-test", type=int, default=None, help="test points (default 2000; real data: all held-out rows)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data and split (default 0)")
     p.add_argument("--activation", default="relu", help=f"one of {', '.join(models.ACTIVATIONS)}")
     p.add_argument("--random-init", action="store_true", help="plain N(0,1) gates instead of the spline init")
@@ -290,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="models vmapped together (default: auto)")
     p.add_argument("--devices", type=int, default=None,
                    help="devices the models of a bucket are split over (default: all visible)")
-    p.add_argument("--out", default="runs/sweep", help="results folder (default runs/sweep)")
+    p.add_argument("--out", type=_folder, default="runs/sweep", help="results folder (default runs/sweep)")
     p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
@@ -312,13 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list; also placed-spline (LSQ spline on knots placed for f) and "
                    "newton-from-construction (all-parameter Newton from the construction)")
     p.add_argument("--fit-range", default=None, help="lo:hi range of n_hidden for the slope fit (default all)")
-    p.add_argument("--out", default="runs/construct", help="results folder (default runs/construct)")
+    p.add_argument("--out", type=_folder, default="runs/construct", help="results folder (default runs/construct)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_construct)
 
     p = sub.add_parser("reproduce", help="regenerate the paper's figures and Table 1 (figures/)")
     p.add_argument("--quick", action="store_true", help="small widths, seeds and steps: a few minutes on a CPU")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", type=_folder, default=None,
                    help="folder for the figures and table1.md/json (default figures, or figures/quick with --quick)")
     p.add_argument("--runs", default=None,
                    help="folder of the sweeps' results, resumable (default runs/reproduce/quick or /full)")
@@ -353,6 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished buckets are saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (`| head`): no traceback
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """After a BrokenPipeError on stdout: point stdout at /dev/null, so that the exit's own
+    flush of what is still buffered raises nothing, and return 141 (128 + SIGPIPE, what a
+    shell reports for a command killed by a closed pipe)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 def run() -> None:
@@ -365,12 +387,14 @@ def run() -> None:
     and a multi-process run (so that `jax.distributed` shuts down in step with the other
     processes) exit the normal way.
     """
-    import os
-
     code = main()
+    if code == 0:
+        try:
+            sys.stdout.flush()  # block-buffered into a pipe: the output may only leave now
+        except BrokenPipeError:
+            code = _closed_pipe()
     if code != 0 or ("jax" in sys.modules and sys.modules["jax"].distributed.is_initialized()):
         sys.exit(code)
-    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 

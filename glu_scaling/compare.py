@@ -376,18 +376,12 @@ def _prepare_out(out, config: dict) -> Path:
     run, or of a construct run with other settings, is refused (results are never mixed).
     A rerun with the same settings recomputes everything; the previous records are kept
     as results.previous.jsonl until the new run has finished."""
-    import json
-
     folder = results.prepare_folder(out)
-    cfg = folder / "config.json"
-    if cfg.exists():
-        try:
-            old = json.loads(cfg.read_text())
-        except json.JSONDecodeError:
-            old = None
-        kind = old.get("kind") if isinstance(old, dict) else None
+    old = results.read_config(folder)
+    if old is not None:
+        kind = old.get("kind", "sweep")
         if kind != "construct":
-            raise UsageError(f"{str(folder)!r} holds results of another kind of run (config.json kind={kind!r}); "
+            raise UsageError(f"{str(folder)!r} holds results of a {kind!r} run, not of a 'construct' run; "
                              "use another --out")
         diffs = [k for k in config if old.get(k) != config[k]]
         if diffs:

@@ -43,12 +43,11 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict | None:
     passed through (JAX itself reads only the coordinator address from the environment).
     """
     env = os.environ if environ is None else environ
+    explicit = {key: _env_int(var, env[var], minimum=1 if key == "num_processes" else 0)  # checked even if unused
+                for var, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id"))
+                if env.get(var, "") != ""}
     if env.get("JAX_COORDINATOR_ADDRESS"):
-        kwargs: dict = {"coordinator_address": env["JAX_COORDINATOR_ADDRESS"]}
-        for var, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
-            if env.get(var, "") != "":
-                kwargs[key] = _env_int(var, env[var], minimum=1 if key == "num_processes" else 0)
-        return kwargs
+        return {"coordinator_address": env["JAX_COORDINATOR_ADDRESS"], **explicit}
     if env.get(FLAG, "").lower() in ("1", "true", "yes", "auto"):
         return {}
     if env.get("SLURM_STEP_NUM_TASKS") and _env_int("SLURM_STEP_NUM_TASKS", env["SLURM_STEP_NUM_TASKS"],

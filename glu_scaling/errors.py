@@ -56,14 +56,21 @@ def check_choice(kind: str, value: object, accepted: Iterable[str]) -> str:
     return value  # type: ignore[return-value]
 
 
-def check_positive_int(kind: str, value: object) -> int:
-    """Return `value` as an int if it is a positive integer, else raise UsageError."""
+# the largest count (points, widths, steps, ...) accepted anywhere: beyond it an array of that
+# length cannot be indexed by XLA's int32 sizes, let alone held in memory
+MAX_COUNT = 2**31 - 1
+
+
+def check_positive_int(kind: str, value: object, maximum: int = MAX_COUNT) -> int:
+    """Return `value` as an int if it is an integer in [1, maximum], else raise UsageError."""
     try:
         as_int = None if isinstance(value, bool) else int(value.__index__())  # type: ignore[union-attr]
     except (AttributeError, TypeError, ValueError):
         as_int = None
     if as_int is None or as_int < 1:
         raise UsageError(f"{kind} must be a positive integer, got {value!r}")
+    if as_int > maximum:
+        raise UsageError(f"{kind} must be at most {maximum}, got {as_int}")
     return as_int
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 try:
@@ -33,10 +34,15 @@ MODEL_KEYS = ("problem", "optimizer", "steps", "learning_rate", "n_data", "n_tes
 # settings added after results folders were first written: an older config.json without
 # them describes models made with these values
 MODEL_DEFAULTS = {"knots": "uniform"}
+# fingerprints of the data a folder's models were trained on (a file:PATH problem's sha256);
+# checked when both config.json files have one (folders written before they were stored have none)
+DATA_KEYS = ("data_sha256",)
 
 
 def prepare_folder(out: str | os.PathLike) -> Path:
     """Create `out` if needed; refuse a file or an unwritable folder."""
+    if not str(out).strip():
+        raise UsageError("--out is empty; give a folder path, e.g. --out runs/mine")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file; give a folder path")
@@ -74,41 +80,86 @@ def write_json_atomic(path: Path, obj) -> None:
 def stored_fit_range(folder: Path) -> tuple[float, float] | None:
     """The n_hidden range the sweep of `folder` fitted its slopes on (config.json "fit_range"),
     or None (every width; also for folders written before it was stored)."""
-    try:
-        value = json.loads((Path(folder) / "config.json").read_text()).get("fit_range")
-    except (OSError, ValueError, AttributeError):
+    value = _settings_or_empty(folder).get("fit_range")
+    if not isinstance(value, list) or len(value) != 2:
         return None
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
-        return float(value[0]), float(value[1])
+    lo, hi = value  # strict JSON holds an open end (--fit-range 4:inf) as null
+    lo = 0.0 if lo is None else lo
+    hi = math.inf if hi is None else hi
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)):
+        return float(lo), float(hi)
     return None
 
 
-def check_config(folder: Path, config: dict, write: bool = True) -> None:
+def folder_kind(folder: Path) -> str:
+    """The kind of run that wrote `folder` (config.json "kind"): "sweep" (also when config.json
+    is missing or unreadable, or predates the key) or "construct"."""
+    kind = _settings_or_empty(folder).get("kind", "sweep")
+    return kind if isinstance(kind, str) else "sweep"
+
+
+def _settings_or_empty(folder: Path) -> dict:
+    """config.json of `folder` for a reader that can do without it: {} if it is missing or broken."""
+    try:
+        settings = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def read_config(folder: Path) -> dict | None:
+    """The settings in `folder`/config.json, or None if there is no such file; one that cannot
+    be read as a JSON object (unreadable, not UTF-8, not JSON, a folder) is a UsageError."""
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable, a folder, not UTF-8, not JSON
+        old = None
+    if not isinstance(old, dict):
+        raise UsageError(f"{str(path)!r} is not valid JSON (an object of settings); use another --out, "
+                         "or move that file away to reuse the folder")
+    return old
+
+
+def check_config(folder: Path, config: dict, write: bool = True,
+                 effective: Callable[[dict], dict] | None = None) -> None:
     """Write config.json, or check an existing one describes the same models
-    (`write=False`: only check, as the processes other than 0 of a multi-host run do)."""
+    (`write=False`: only check, as the processes other than 0 of a multi-host run do).
+
+    `effective(settings)` maps a config's settings to the values the models were made
+    with (a default for None, None for a setting the optimizer ignores), so that an
+    explicit default and a left-out one compare equal; applied to both configs."""
     path = folder / "config.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
-            old = None
-        if not isinstance(old, dict):
-            raise UsageError(f"{str(path)!r} is not valid JSON (an object of settings); use another --out, "
-                             "or move that file away to reuse the folder")
+    old = read_config(folder)
+    if old is not None:
         kind_old, kind_new = old.get("kind", "sweep"), config.get("kind", "sweep")
         if kind_old != kind_new:
             raise UsageError(f"{str(folder)!r} holds results of a {kind_old!r} run, not of a {kind_new!r} run; "
                              "use another --out, or delete the folder to start afresh")
-        old = {**MODEL_DEFAULTS, **old}
-        diffs = [k for k in MODEL_KEYS if old.get(k) != config.get(k, MODEL_DEFAULTS.get(k))]
+        then = {**MODEL_DEFAULTS, **old}
+        now = {k: config.get(k, MODEL_DEFAULTS.get(k)) for k in MODEL_KEYS}
+        if effective is not None:
+            then, now = effective(then), effective(now)
+        diffs = [k for k in MODEL_KEYS if then.get(k) != now.get(k)]
         if diffs:
             k = diffs[0]
+            rerun = f"rerun with {k}={then.get(k)!r}" if then.get(k) is not None else f"rerun without setting {k}"
             raise UsageError(
-                f"{str(folder)!r} holds results for {k}={old.get(k)!r}, not {config.get(k)!r}; results are "
-                f"never mixed: use another --out, delete the folder to start afresh, or rerun with "
-                f"{k}={old.get(k)!r}")
+                f"{str(folder)!r} holds results for {k}={then.get(k)!r}, not {now.get(k)!r}; results are "
+                f"never mixed: use another --out, delete the folder to start afresh, or {rerun}")
+        for k in DATA_KEYS:
+            if k in old and k in config and old[k] != config[k]:
+                raise UsageError(
+                    f"{str(folder)!r} holds results trained on other data: {config.get('problem')} had "
+                    f"{k} {str(old[k])[:12]}..., it now has {str(config[k])[:12]}...; results are never mixed: "
+                    "use another --out, or delete the folder to start afresh")
         merged = dict(config)
         for key in ("archs", "widths", "seeds"):
+            if not isinstance(old.get(key, []), list):
+                raise UsageError(f"{str(path)!r} has {key}={old[key]!r} where a list belongs; fix it or move "
+                                 "that file away to reuse the folder")
             merged[key] = sorted(set(old.get(key, [])) | set(config.get(key, [])),
                                  key=lambda v: (isinstance(v, str), v))
         config = merged
@@ -140,17 +191,33 @@ def read_records(folder: Path, name: str | None = None) -> list[dict]:
     return _read_lines(Path(folder) / name)
 
 
+KEY_FIELDS = ("arch", "n_hidden", "seed")  # what `model_key` reads: a line without them is not a record
+
+
 def _read_lines(path: Path) -> list[dict]:
+    """The records of one .jsonl file (lines that are not JSON, e.g. cut off, are skipped); a
+    file that cannot be read, or a JSON line that is not a model record, is a UsageError."""
     if not path.exists():
         return []
+    try:
+        text = path.read_text()
+    except (OSError, ValueError) as err:  # a folder, unreadable, not UTF-8
+        raise UsageError(f"cannot read {str(path)!r} ({type(err).__name__}); move it away or use another "
+                         "--out") from None
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        try:
+            model_key(record)
+        except (TypeError, KeyError, ValueError):
+            raise UsageError(f"{str(path)!r} line {number} is not a model record (it needs "
+                             f"{', '.join(KEY_FIELDS)}); remove that line or use another --out") from None
+        records.append(record)
     return records
 
 
@@ -266,10 +333,7 @@ def merge(folder: Path, passes: int = 3) -> tuple[list[dict], int]:
     if not (folder / RECORDS).exists() and not host_files(folder):
         raise UsageError(f"{str(folder)!r} holds no results.jsonl or results.host*.jsonl; "
                          "give a folder written by sweep")
-    try:
-        kind = json.loads((folder / "config.json").read_text()).get("kind", "sweep")
-    except (OSError, ValueError, AttributeError):
-        kind = "sweep"
+    kind = folder_kind(folder)
     if kind != "sweep":  # a construct folder holds several methods per (arch, n, seed)
         raise UsageError(f"{str(folder)!r} holds results of a {kind!r} run; merge folds the host files "
                          "of a sweep folder only")

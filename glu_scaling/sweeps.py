@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import hashlib
 import os
 import time
 import warnings
@@ -30,11 +31,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling import distributed, models, problems, results, slopes, spline_init, train
-from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
+from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int, unknown
+
+MAX_SPEC_LENGTH = 100_000  # values in one widths / seeds spec
 
 
-def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: int = 1) -> list[int]:
-    """Parse 'lo:hi[:step]' (hi exclusive, as range), 'a,b,c' or an int into a sorted list."""
+def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: int = 1,
+               maximum: int | None = None) -> list[int]:
+    """Parse 'lo:hi[:step]' (hi exclusive, as range), 'a,b,c' or an int into a sorted list
+    of at most MAX_SPEC_LENGTH values in [minimum, maximum] (maximum None: 2**32 - 1 for
+    seeds, which become uint32 PRNG keys, else `errors.MAX_COUNT`)."""
+    if maximum is None:
+        maximum = SEED_LIMIT - 1 if kind == "seeds" else MAX_COUNT
     if isinstance(spec, int | np.integer) and not isinstance(spec, bool):
         values = [int(spec)]
     elif isinstance(spec, str):
@@ -44,7 +52,7 @@ def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: i
                 parts = [int(p) for p in text.split(":")]
                 if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] <= 0):
                     raise ValueError
-                values = list(range(*parts))
+                values = range(*parts)  # checked against MAX_COUNT below before it is listed
             else:
                 values = [int(p) for p in text.split(",")] if text else []
         except ValueError:
@@ -58,9 +66,13 @@ def parse_spec(spec: str | int | Sequence[int], kind: str = "widths", minimum: i
                              f"or a comma list such as '1,2,4'") from None
     if not values:
         raise UsageError(f"{kind} spec {spec!r} is empty; use lo:hi[:step] with lo < hi, or a comma list")
-    bad = [v for v in values if v < minimum]
-    if bad:
-        raise UsageError(f"{kind} must be >= {minimum}, got {bad[0]} in {spec!r}")
+    lo, hi = (values[0], values[-1]) if isinstance(values, range) else (min(values), max(values))  # O(1) on a range
+    if lo < minimum:
+        raise UsageError(f"{kind} must be >= {minimum}, got {lo} in {spec!r}")
+    if hi > maximum:
+        raise UsageError(f"{kind} must be <= {maximum}, got {hi}")
+    if len(values) > MAX_SPEC_LENGTH:
+        raise UsageError(f"{kind} spec {spec!r} gives {len(values)} values; at most {MAX_SPEC_LENGTH} are accepted")
     return sorted(set(values))
 
 
@@ -175,6 +187,7 @@ class SweepConfig:
 
 
 SEED_LIMIT = 2**32  # seeds become uint32 PRNG keys
+MAX_POINTS = 10**8  # training or test points of one sweep (1e8 1D points are 1.6 GB of float64 data)
 
 
 def _check(config: SweepConfig) -> None:
@@ -193,8 +206,8 @@ def _check(config: SweepConfig) -> None:
         check_positive_int("batch_size", config.batch_size)
     distributed.resolve_devices(config.devices)
     if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
-                                     or config.steps < 0):
-        raise UsageError(f"steps must be >= 0 (an integer), got {config.steps!r}")
+                                     or not 0 <= config.steps <= MAX_COUNT):
+        raise UsageError(f"steps must be an integer in [0, {MAX_COUNT}], got {config.steps!r}")
     lr = config.learning_rate
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float | np.number)
                            or not np.isfinite(lr) or lr <= 0):
@@ -202,13 +215,11 @@ def _check(config: SweepConfig) -> None:
     for name in ("n_data", "n_test"):
         value = getattr(config, name)
         if value is not None:
-            check_positive_int(name, value)
+            check_positive_int(name, value, maximum=MAX_POINTS)
     if config.n_data is not None and config.n_data < 2:
         raise UsageError(f"n_data must be at least 2, got {config.n_data}")
     parse_spec(config.widths, "widths")
-    for seed in parse_spec(config.seeds, "seeds", minimum=0):
-        if seed >= SEED_LIMIT:
-            raise UsageError(f"seeds must be < 2**32, got {seed}")
+    parse_spec(config.seeds, "seeds", minimum=0)
     _check_knots(config)
     ds = config.data_seed
     if isinstance(ds, bool) or not isinstance(ds, int | np.integer) or not 0 <= ds < SEED_LIMIT:
@@ -496,6 +507,73 @@ def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset,
     return pool, futures
 
 
+def device_memory() -> float:
+    """Bytes of memory of one device: the allocator limit an accelerator reports, else the
+    host's physical memory (0 if neither is known)."""
+    try:
+        limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    except Exception:  # CPU backends report nothing
+        limit = None
+    if limit:
+        return float(limit)
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return 0.0
+
+
+def _check_memory(config: SweepConfig, dataset: problems.Dataset) -> None:
+    """Refuse, before anything is written, a Newton sweep whose widest model alone would not
+    fit in one device's memory (`model_bytes`: its Hessian and Jacobian chunks)."""
+    if config.optimizer not in train.NEWTON_SCHEDULES:
+        return
+    memory = device_memory()
+    width = max(parse_spec(config.widths, "widths"))
+    for arch in config.archs:
+        need = model_bytes(models.n_factors(arch), dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0],
+                           config.chunk, jnp.dtype(config.dtype).itemsize)
+        if memory and need > memory:
+            raise UsageError(f"width {width} needs about {need / 1e9:.3g} GB for one {arch} model's Newton step, "
+                             f"more than this device's {memory / 1e9:.3g} GB; use smaller --widths")
+
+
+def effective_settings(settings: dict) -> dict:
+    """A config's model-defining settings (`results.MODEL_KEYS`) as its models were made:
+    None replaced by the default it stands for (steps, learning rate, a generated problem's
+    n_data and n_test) and a setting the run ignores set to None (steps for
+    `newton-splines`, the learning rate for Newton, n_test with eval "train"), so that
+    resuming with an explicit default, or with an ignored setting, is not a different run."""
+    s = dict(settings)
+    optimizer = s.get("optimizer")
+    if optimizer == "newton-splines":  # one step per layer: there is no step count
+        s["steps"] = None
+    elif s.get("steps") is None:
+        s["steps"] = train.DEFAULT_STEPS.get(optimizer)
+    if optimizer in train.NEWTON_SCHEDULES:
+        s["learning_rate"] = None
+    elif s.get("learning_rate") is None:
+        s["learning_rate"] = train.DEFAULT_LR.get(optimizer)
+    spec = problems.REGISTRY.get(s.get("problem")) if isinstance(s.get("problem"), str) else None
+    if spec is not None and not spec.tabular:  # generated data: None means the default count
+        s["n_data"] = problems.DEFAULT_N_TRAIN if s.get("n_data") is None else s["n_data"]
+        s["n_test"] = problems.DEFAULT_N_TEST if s.get("n_test") is None else s["n_test"]
+    if s.get("eval") == "train":  # the test points are the training points
+        s["n_test"] = None
+    return s
+
+
+def data_fingerprint(config: SweepConfig) -> dict:
+    """{"data_sha256": ...} of a file:PATH problem's file (so that a folder never mixes models
+    trained on two versions of it), {} for the package's own problems."""
+    if not config.problem.startswith("file:"):
+        return {}
+    path = Path(config.problem[len("file:"):])
+    try:
+        return {"data_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    except OSError:  # load_dataset already read it; a file gone since then is refused there next time
+        return {}
+
+
 def load_dataset(config: SweepConfig) -> problems.Dataset:
     return problems.make_dataset(config.problem, n_train=config.n_data, n_test=config.n_test,
                                  seed=config.data_seed, dtype=config.dtype, eval=config.eval,
@@ -520,6 +598,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     """
     _check(config)
     dataset = load_dataset(config)
+    _check_memory(config, dataset)
     folder = None
     done: dict[tuple, dict] = {}
     first = jax.process_index() == 0
@@ -528,7 +607,10 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
         folder = results.prepare_folder(out)
         # the slope fit range is not part of a model; kept so that `plot` and `merge` refit the same way
         fitted = {"fit_range": None if fit_range is None else [float(v) for v in fit_range]}
-        results.check_config(folder, {**config.to_json(), **fitted}, write=first)
+        settings = {**config.to_json(), **fitted, **data_fingerprint(config)}
+        results.check_config(folder, settings, write=False, effective=effective_settings)
+        results.unique_records(folder)  # a folder whose records cannot be read is refused before any write
+        results.check_config(folder, settings, write=first, effective=effective_settings)
         results.repair(folder, filename)
         done = {results.model_key(rec): rec for rec in results.unique_records(folder)}
     done_keys = _agreed_done(config, done)

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from glu_scaling import cli, models, problems, train
+from glu_scaling import cli, models, problems, results, train
 
 TINY = ["sweep", "--arch", "mlp,glu", "--widths", "2,4", "--seeds", "0,1", "--steps", "2",
         "--optimizer", "newton-splines", "--n-data", "64", "--n-test", "64", "--quiet"]
@@ -196,3 +196,17 @@ def test_plot_refits_on_the_range_the_sweep_stored(tmp_path, capsys):
     assert cli.main(["plot", str(tmp_path)]) == 0
     (row,) = [r for r in json.loads((tmp_path / "slopes.json").read_text()) if r["x"] == "n_hidden"]
     assert row["range"] == [1.0, 8.0] and row["slope"] < -2.5  # n = 1 sits 10x above the line
+
+
+def test_plot_reuses_an_open_ended_fit_range(tmp_path, capsys):
+    """--fit-range 2:inf is stored as [2.0, null] (strict JSON); plot reads it back as 2..inf."""
+    records = [{"arch": "mlp", "activation": "relu", "problem": "x2", "n_in": 1, "n_out": 1, "n_hidden": n,
+                "n_params": 3 * n + 1, "seed": 0, "optimizer": "newton-splines", "status": "ok", "seconds": 0.0,
+                "train_rmse": 0.1 * n**-2.0, "test_rmse": 0.1 * n**-2.0 if n > 1 else 1.0} for n in (1, 2, 4, 8)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    results.write_json_atomic(tmp_path / "config.json", {"fit_range": [2.0, float("inf")]})
+    assert json.loads((tmp_path / "config.json").read_text())["fit_range"] == [2.0, None]
+    assert results.stored_fit_range(tmp_path) == (2.0, float("inf"))
+    assert cli.main(["plot", str(tmp_path)]) == 0
+    (row,) = [r for r in json.loads((tmp_path / "slopes.json").read_text()) if r["x"] == "n_hidden"]
+    assert row["slope"] == pytest.approx(-2.0, abs=1e-12)  # n = 1 left out, as the sweep fitted

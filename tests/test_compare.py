@@ -51,7 +51,7 @@ def test_bad_arguments_raise_usage_error(tmp_path, kwargs, needle):
 
 def test_refuses_a_folder_written_by_another_kind_of_run(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"problem": "sin", "optimizer": "newton-cascade"}))
-    with pytest.raises(UsageError, match="another kind"):
+    with pytest.raises(UsageError, match="holds results of a .sweep. run, not of a .construct. run"):
         compare.run_construct("sin", "mlp", "4,8", out=tmp_path, methods=("construction",))
 
 

@@ -61,6 +61,15 @@ def d(tmp_path_factory) -> Path:
         results.write_json_atomic(d / name / "config.json", cfg)
     (d / "broken_run").mkdir()
     (d / "broken_run" / "config.json").write_text("{not json")
+    (d / "construct_run" / "results.jsonl").write_text('{"arch": "glu", "n_hidden": 2, "seed": 0}\n')
+    # a file:PATH folder whose data file has changed since (another sha256)
+    ok = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem=f"file:{d}/ok.csv", **API)
+    for name, cfg in (("changed_file_run", {**ok.to_json(), "data_sha256": "0" * 64}),
+                      ("bad_widths_run", {**config.to_json(), "problem": "one_over_1_p_9x2", "widths": 5}),
+                      ("bad_record_run", {**config.to_json(), "problem": "one_over_1_p_9x2"})):
+        (d / name).mkdir()
+        results.write_json_atomic(d / name / "config.json", cfg)
+    (d / "bad_record_run" / "results.jsonl").write_text('{"foo": 1}\n')
     return d
 
 
@@ -132,12 +141,18 @@ ROWS = [
     Row("widths-float-api", ["--widths", "2.5"], "'2.5'", None, _sweep(widths=[2.5]), False),
     Row("seeds-negative", ["--seeds", "-1"], "got -1", None, _sweep(seeds="-1")),
     Row("seeds-too-large", ["--seeds", str(2**32)], str(2**32), None, _sweep(seeds=2**32)),
+    Row("widths-too-large", ["--widths", "99999999999"], "got 99999999999", None, _sweep(widths="99999999999")),
+    Row("widths-too-many", ["--widths", "1:1000000"], "999999 values", None, _sweep(widths="1:1000000")),
+    Row("width-beyond-memory", ["--widths", "1000000"], "width 1000000 needs about", None,
+        _sweep(widths="1000000")),
     # ---- counts and numbers
     Row("steps-negative", ["--steps", "-1"], "-1", None, _sweep(steps=-1)),
     Row("steps-not-int", ["--steps", "two"], "'two'", None, _sweep(steps="two"), False),
     Row("n-data-zero", ["--n-data", "0"], "got 0", None, _sweep(n_data=0)),
     Row("n-data-one", ["--n-data", "1"], "got 1", None, _sweep(n_data=1)),
     Row("n-test-zero", ["--n-test", "0"], "got 0", None, _sweep(n_test=0)),
+    Row("n-data-too-large", ["--n-data", "100000000000"], "got 100000000000", None, _sweep(n_data=10**11)),
+    Row("steps-too-large", ["--steps", str(2**64)], str(2**64), None, _sweep(steps=2**64)),
     Row("batch-size-zero", ["--batch-size", "0"], "got 0", None, _sweep(batch_size=0)),
     Row("lr-negative", ["--lr", "-1"], "-1.0", None, _sweep(learning_rate=-1.0)),
     Row("lr-nan", ["--lr", "nan"], "nan", None, _sweep(learning_rate=float("nan"))),
@@ -172,6 +187,13 @@ ROWS = [
     Row("out-other-config", [], "problem='cos', not 'one_over_1_p_9x2'", None, _sweep(), out="cos_run"),
     Row("out-other-kind", [], "'construct' run", None, _sweep(), out="construct_run"),
     Row("out-broken-config", [], "config.json' is not valid JSON", None, _sweep(), out="broken_run"),
+    Row("out-empty", ["--out", ""], "--out: is empty"),
+    Row("out-data-changed", ["--problem", "file:{d}/ok.csv"], "trained on other data", None, _file("ok.csv"),
+        out="changed_file_run"),
+    Row("out-config-widths", [], "has widths=5 where a list belongs", None, _sweep(), out="bad_widths_run"),
+    Row("out-not-a-record", [], "line 1 is not a model record", None, _sweep(), out="bad_record_run"),
+    Row("plot-construct", ["plot", "{d}/construct_run"], "'construct' run; plot redraws", None,
+        out="construct_run"),
     # ---- argparse: subcommands and flags
     Row("subcommand", ["sweeep"], "'sweeep'", "did you mean 'sweep'?"),
     Row("flag", ["--stpes", "3"], "--stpes", "did you mean --steps instead of --stpes?"),
@@ -180,7 +202,7 @@ ROWS = [
     Row("required-flag", ["construct"], "--widths"),
     Row("no-subcommand", [], "COMMAND"),
 ]
-SUBCOMMAND_ROWS = {"subcommand", "no-subcommand", "curvature", "method", "required-flag"}
+SUBCOMMAND_ROWS = {"subcommand", "no-subcommand", "curvature", "method", "required-flag", "plot-construct"}
 
 
 def _argv(row: Row, d: Path, out: Path) -> list[str]:
@@ -389,3 +411,80 @@ def test_float64_without_x64_is_refused_not_downgraded():
             sweeps.run_sweep(config, None, progress=False)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_output_into_a_closed_pipe_ends_quietly_with_status_141():
+    """`glu-scaling problems | head -0`: the reader is gone before anything is written; the
+    command ends with 128 + SIGPIPE and no traceback (docs/errors.md)."""
+    env = dict(os.environ, GLU_SCALING_CACHE="off")
+    proc = subprocess.Popen([sys.executable, "-m", "glu_scaling.cli", "problems"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
+
+
+# ---------------------------------------------------------------- resuming compares what the models are
+
+
+def test_resume_compares_settings_as_the_models_were_made(tmp_path, capsys):
+    """An explicit default equals a left-out one, and a setting the run ignores is not compared:
+    both resume without training anything; a real difference is still refused."""
+    out = tmp_path / "run"
+    base = ["sweep", "--arch", "mlp", "--widths", "2", "--optimizer", "newton-splines", "--quiet", "--out", str(out)]
+    assert cli.main(base) == 0
+    records = (out / "results.jsonl").read_bytes()
+    for extra in (["--n-data", "2000", "--n-test", "2000"], ["--steps", "7", "--lr", "0.5"]):
+        assert cli.main([*base, *extra]) == 0, capsys.readouterr().err
+        assert (out / "results.jsonl").read_bytes() == records  # nothing retrained, nothing appended
+    capsys.readouterr()
+    message = _cli_message(capsys, [*base, "--n-data", "16"])
+    assert "n_data=2000, not 16" in message and "rerun with n_data=2000" in message
+
+
+def test_effective_settings():
+    eff = sweeps.effective_settings
+    adam = eff({"optimizer": "adam", "steps": None, "learning_rate": None, "problem": "airfoil", "n_data": None,
+                "n_test": None, "eval": "test"})
+    assert (adam["steps"], adam["learning_rate"]) == (1000, 1e-4)
+    assert (adam["n_data"], adam["n_test"]) == (None, None)  # tabular: None means every row, not 2000
+    cascade = eff({"optimizer": "newton-cascade", "steps": None, "learning_rate": 0.3, "problem": "cos",
+                   "n_data": None, "n_test": 50, "eval": "train"})
+    assert (cascade["steps"], cascade["learning_rate"]) == (100, None)
+    assert (cascade["n_data"], cascade["n_test"]) == (2000, None)  # eval train: the test points are the training ones
+    assert eff({"optimizer": "newton-splines", "steps": 5})["steps"] is None
+
+
+def test_a_file_folder_follows_the_data_not_the_path(tmp_path, monkeypatch, capsys):
+    """The same relative file:PATH from another folder resumes when the file's bytes are the
+    same, and is refused (nothing written) when they differ."""
+    rows = "a,y\n" + "".join(f"{i / 10},{(i / 10) ** 2}\n" for i in range(12))
+    for name in ("here", "there"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.csv").write_text(rows)
+    out = tmp_path / "run"
+    argv = ["sweep", "--arch", "mlp", "--widths", "2", "--optimizer", "newton-splines", "--problem",
+            "file:data.csv", "--quiet", "--out", str(out)]
+    monkeypatch.chdir(tmp_path / "here")
+    assert cli.main(argv) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.chdir(tmp_path / "there")
+    assert cli.main(argv) == 0
+    assert (out / "results.jsonl").read_bytes() == files["results.jsonl"]
+    (tmp_path / "there" / "data.csv").write_text(rows + "1.2,1.44\n")
+    capsys.readouterr()
+    assert "trained on other data" in _cli_message(capsys, argv)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"not json", None])
+def test_construct_refuses_a_broken_config_json(tmp_path, capsys, content):
+    out = tmp_path / "c"
+    out.mkdir()
+    if content is None:
+        (out / "config.json").mkdir()
+    else:
+        (out / "config.json").write_bytes(content)
+    message = _cli_message(capsys, ["construct", "--widths", "2", "--arch", "glu", "--out", str(out)])
+    assert "config.json' is not valid JSON" in message

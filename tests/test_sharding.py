@@ -141,6 +141,8 @@ def test_settings_from_env():
         distributed.settings_from_env(dict(env, JAX_PROCESS_ID="one"))
     with pytest.raises(UsageError, match=r"JAX_NUM_PROCESSES='0'"):
         distributed.settings_from_env(dict(env, JAX_NUM_PROCESSES="0"))
+    with pytest.raises(UsageError, match=r"JAX_NUM_PROCESSES='four'"):  # checked without a coordinator too
+        distributed.settings_from_env({"JAX_NUM_PROCESSES": "four"})
     assert distributed.initialize({}) is False  # nothing asked: a single process
 
 
