@@ -215,7 +215,7 @@ def cmd_reproduce(args) -> int:
     table = not args.no_table and (args.only is None or "table1" in names)  # --only fig3 runs fig3's sweeps only
     out = args.out or ("figures/quick" if args.quick else "figures")  # --quick never overwrites the full run
     summary = reproduce.reproduce(out, runs=args.runs, quick=args.quick, figures=figures, table=table,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, redraw=args.redraw)
     if summary["rows"]:
         reproduce.print_table(summary["rows"])
     print(f"wrote {len(summary['paths'])} files to {out}/ in {summary['seconds']:.1f} s")
@@ -337,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None,
                    help="comma list of fig1..fig12 and table1, e.g. fig3,fig5: only their sweeps run (default all)")
     p.add_argument("--no-table", action="store_true", help="skip Table 1 (runs only the sweeps the figures need)")
+    p.add_argument("--redraw", action="store_true",
+                   help="train nothing: draw from the records in OUT/results/ (e.g. the committed figures/results/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

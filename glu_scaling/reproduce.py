@@ -16,7 +16,8 @@ resumes where it stopped), and every figure and table is drawn from those record
 
 `--quick` runs the same pipeline with fewer widths, seeds, points and Newton steps
 (a few minutes on two CPU cores); its slopes are rougher and say so in the table's
-protocol column.
+protocol column.  `--redraw` trains nothing: it draws from the records a previous run
+left in OUT/results/ (the committed full run's `figures/results/`), in a minute or two.
 """
 
 from __future__ import annotations
@@ -135,6 +136,30 @@ def run_experiments(exps: Sequence[Experiment], runs: Path, *, progress: bool = 
     return out
 
 
+def load_experiments(exps: Sequence[Experiment], folder: Path) -> dict[str, list[dict]]:
+    """Records by experiment name from folder/<name>.jsonl (what a reproduction writes to
+    OUT/results/), in `run_sweep`'s order, with no training: every (arch, width, seed) of
+    each experiment must be there (the first record of a model wins, as everywhere)."""
+    out = {}
+    for exp in exps:
+        path = Path(folder) / f"{exp.name}.jsonl"
+        if not path.is_file():
+            raise UsageError(f"--redraw needs {str(path)!r}, the records of experiment {exp.name!r} (a reproduce "
+                             "run writes them); run without --redraw to train it")
+        found: dict[tuple, dict] = {}
+        for record in results.read_records(path.parent, path.name):
+            found.setdefault(results.model_key(record), record)
+        cfg = exp.config
+        wanted = [(a, n, s) for a in cfg.archs for n in sorted(cfg.widths) for s in sorted(cfg.seeds)]
+        missing = [key for key in wanted if key not in found]
+        if missing:
+            raise UsageError(f"{str(path)!r} lacks {len(missing)} of the {len(wanted)} models of experiment "
+                             f"{exp.name!r} (the first: arch, width, seed = {missing[0]}); run without --redraw "
+                             "to train them")
+        out[exp.name] = [found[key] for key in wanted]
+    return out
+
+
 # ------------------------------------------------------------------ Table 1
 
 
@@ -211,7 +236,7 @@ def _octave(row: dict) -> str:
             f"(n = {lo:.0f}..{hi:.0f})")
 
 
-def table1_markdown(rows: list[dict], *, quick: bool, seconds: float | None = None) -> str:
+def table1_markdown(rows: list[dict], *, quick: bool, seconds: float | None = None, redraw: bool = False) -> str:
     """Table 1 as markdown: paper vs ours (test-set and training-set RMSE slopes vs n)."""
     lines = [
         "# Table 1: convergence order (slope of RMSE vs hidden width n)",
@@ -246,8 +271,10 @@ def table1_markdown(rows: list[dict], *, quick: bool, seconds: float | None = No
                          f"(sum of the sweep's bucket wall times, `results/{r['experiment']}.jsonl`)")
     if seconds is not None:
         total = sum({r["experiment"]: r["train_seconds"] for r in rows}.values())
+        how = ("which redrew from the records, training nothing" if redraw
+               else "which resumes finished sweeps, then draws")
         lines += ["", f"Training time of all sweeps: {total:.0f} s; wall time of the last `reproduce` call "
-                  f"(which resumes finished sweeps, then draws): {seconds:.0f} s."]
+                  f"({how}): {seconds:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -389,7 +416,7 @@ def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table
 
 def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, quick: bool = False,
               figures: Sequence[str] = FIGURES, table: bool = True, progress: bool = True,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, redraw: bool = False) -> dict:
     """Run the reproduction's sweeps (resuming any finished ones), then draw and write.
 
     Args:
@@ -397,16 +424,25 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
       runs: folder of the sweeps' results folders (default runs/reproduce/{quick,full}).
       quick: the small version (a few minutes on two CPU cores).
       figures: subset of `FIGURES` to draw; table: write Table 1.
+      redraw: train nothing; draw from out/results/<experiment>.jsonl (`load_experiments`),
+        which must hold every model (the illustrative figures 1, 2, 8-11 still compute
+        their few small models).
 
     Returns a summary dict: paths written, Table 1 rows, seconds.
     """
     t0 = time.perf_counter()
+    if redraw and runs is not None:
+        raise UsageError("--redraw trains nothing and reads OUT/results/; --runs does not go with it")
     out = results.prepare_folder(out)
-    runs = results.prepare_folder(Path(runs) if runs is not None else
-                                  Path("runs") / "reproduce" / ("quick" if quick else "full"))
     exps = experiments(quick)
     by_name = {e.name: e for e in exps}
-    records = run_experiments(needed_experiments(exps, figures, table), runs, progress=progress, log=log)
+    needed = needed_experiments(exps, figures, table)
+    if redraw:
+        records = load_experiments(needed, out / "results")
+    else:
+        runs = results.prepare_folder(Path(runs) if runs is not None else
+                                      Path("runs") / "reproduce" / ("quick" if quick else "full"))
+        records = run_experiments(needed, runs, progress=progress, log=log)
     paths: list[Path] = []
     if "1d" in records:
         exp = by_name["1d"]
@@ -434,7 +470,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     seconds = time.perf_counter() - t0
     if table:
         results.write_json_atomic(out / "table1.json", {"quick": quick, "seconds": seconds, "rows": rows})
-        (out / "table1.md").write_text(table1_markdown(rows, quick=quick, seconds=seconds))
+        (out / "table1.md").write_text(table1_markdown(rows, quick=quick, seconds=seconds, redraw=redraw))
         paths += [out / "table1.md", out / "table1.json"]
     return {"paths": paths, "rows": rows, "seconds": seconds}
 

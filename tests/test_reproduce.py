@@ -226,3 +226,44 @@ def test_only_names_table1_and_suggests_figures():
         reproduce.parse_only("fig03")
     with pytest.raises(UsageError, match="names no figure"):
         reproduce.parse_only(" , ")
+
+
+def test_redraw_uses_the_written_records_and_trains_nothing(tmp_path, tiny_experiments, monkeypatch):
+    """--redraw reads OUT/results/<experiment>.jsonl: the table's slopes are those of the records
+    there (synthetic power laws with known slopes), no sweep runs and no runs folder appears."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "figs"
+    (out / "results").mkdir(parents=True)
+    exp_1d, exp_2d = tiny_experiments
+    known = {"mlp": -2.0, "glu": -3.0, "gqu": -4.0}
+    for exp, problem in ((exp_1d, "paper_1d"), (exp_2d, "sin_x_sin_y")):
+        recs = [r for arch in exp.config.archs for r in synthetic_records(
+            problem, arch, known[arch], known[arch] - 0.5, widths=exp.config.widths, seeds=exp.config.seeds, noise=0.0)]
+        (out / "results" / f"{exp.name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    counter = CountingTrainBucket()
+    monkeypatch.setattr(sweeps, "launch_bucket", counter)
+    summary = reproduce.reproduce(out, quick=True, figures=("fig3", "fig6"), redraw=True, progress=False,
+                                  log=lambda s: None)
+    assert counter.calls == [] and not (tmp_path / "runs").exists()
+    assert (out / "fig3_convergence_1d.png").stat().st_size > 1000
+    slopes_by_row = {(r["problem"], r["arch"]): (r["slope"], r["train_slope"]) for r in summary["rows"]}
+    for (_problem, arch), (test, train) in slopes_by_row.items():
+        assert test == pytest.approx(known[arch], abs=1e-12) and train == pytest.approx(known[arch] - 0.5, abs=1e-12)
+    assert len(slopes_by_row) == 5
+
+
+def test_redraw_refuses_missing_records(tmp_path, tiny_experiments):
+    out = tmp_path / "figs"
+    with pytest.raises(UsageError, match=r"--redraw needs .*1d\.jsonl"):
+        reproduce.reproduce(out, quick=True, figures=("fig3",), table=False, redraw=True, log=lambda s: None)
+    exp_1d = tiny_experiments[0]
+    recs = [r for arch in exp_1d.config.archs for r in synthetic_records(
+        "paper_1d", arch, -2.0, -2.0, widths=exp_1d.config.widths, seeds=exp_1d.config.seeds)]
+    recs = [r for r in recs if not (r["arch"] == "glu" and r["n_hidden"] == 4 and r["seed"] == 1)]
+    (out / "results").mkdir()
+    (out / "results" / "1d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(UsageError, match=r"lacks 1 of the 18 models .* \('glu', 4, 1\)"):
+        reproduce.reproduce(out, quick=True, figures=("fig3",), table=False, redraw=True, log=lambda s: None)
+    assert not (out / "fig3_convergence_1d.png").exists()
+    with pytest.raises(UsageError, match="--runs does not go with it"):
+        reproduce.reproduce(out, runs=tmp_path / "r", quick=True, redraw=True, log=lambda s: None)
