@@ -137,6 +137,23 @@ def default_float():
     return jnp.zeros(()).dtype
 
 
+def check_float_dtype(dtype) -> jnp.dtype:
+    """`dtype` (None: `default_float()`) as a float32 / float64 dtype; float64 with
+    jax_enable_x64 off is refused, never silently downgraded to float32."""
+    if dtype is None:
+        return default_float()
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in (jnp.float32, jnp.float64):
+        raise UsageError(f"dtype must be float32 or float64, got {dtype!r}")
+    if dtype == jnp.float64 and default_float() != jnp.float64:
+        raise UsageError("dtype float64 requested but jax_enable_x64 is off; "
+                         "enable it with jax.config.update('jax_enable_x64', True)")
+    return dtype
+
+
 def init(
     key: jax.Array,
     arch: str,
@@ -183,7 +200,7 @@ def init(
     width = n_hidden if width is None else check_positive_int("width", width)
     if width < n_hidden:
         raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
-    dtype = default_float() if dtype is None else jnp.dtype(dtype)
+    dtype = check_float_dtype(dtype)
     if knots is not None:
         knots = np.asarray(knots, dtype=np.float64)
         if not spline_init or n_in != 1 or knots.shape != (n_hidden,) or not np.all(np.isfinite(knots)):
@@ -334,6 +351,10 @@ def _check_arch(arch: str, params: Params) -> None:
 def apply(arch: str, params: Params, x: jax.Array) -> jax.Array:
     """Evaluate one model: x (N, n_in) -> y (N, n_out). Padded units have no effect."""
     _check_arch(arch, params)
+    if jnp.ndim(params.G) != 2:
+        raise UsageError(f"apply evaluates one model, but params carry leading batch axes "
+                         f"{tuple(jnp.shape(params.G)[:-2])}; for a batch use "
+                         "jax.vmap(lambda p: apply(arch, p, x))(params)")
     x = jnp.asarray(x)
     if x.ndim != 2 or x.shape[1] != params.n_in:
         raise UsageError(f"x must have shape (N, {params.n_in}), got {tuple(x.shape)}")

@@ -313,12 +313,9 @@ def make_dataset(
       A `Dataset` with x_train (N, n_in), y_train (N, n_out), x_test (M, n_in),
       y_test (M, n_out), all finite, of `dtype`.
     """
-    from glu_scaling.models import default_float
+    from glu_scaling.models import check_float_dtype
 
-    dtype = default_float() if dtype is None else jnp.dtype(dtype)
-    if dtype == jnp.float64 and default_float() != jnp.float64:
-        raise UsageError("dtype float64 requested but jax_enable_x64 is off; "
-                         "enable it with jax.config.update('jax_enable_x64', True)")
+    dtype = check_float_dtype(dtype)
     n_train = _check_cap("n_train", n_train)
     n_test = _check_cap("n_test", n_test)
     if isinstance(seed, bool) or not hasattr(seed, "__index__") or int(seed.__index__()) < 0:

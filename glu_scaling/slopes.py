@@ -58,9 +58,13 @@ def fit_slope(x, y, *, groups=None, fit_range=None, confidence: float = 0.95) ->
     if x.shape != y.shape:
         raise UsageError(f"x and y must have the same length, got {x.size} and {y.size}")
     g = None if groups is None else np.asarray(groups).ravel()
+    if g is not None and g.shape != x.shape:
+        raise UsageError(f"groups must have one label per point ({x.size}), got {g.size}")
+    if not 0.0 < confidence < 1.0:
+        raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if fit_range is not None:
-        lo, hi = fit_range
+        lo, hi = _check_fit_range(fit_range)
         keep &= (x >= lo) & (x <= hi)
     x, y = x[keep], y[keep]
     g = None if g is None else g[keep]
@@ -79,6 +83,10 @@ def fit_slope(x, y, *, groups=None, fit_range=None, confidence: float = 0.95) ->
         slopes = np.asarray(per_group)
         slope = float(slopes.mean())
         half = stdtrit(slopes.size - 1, 1 - alpha / 2) * slopes.std(ddof=1) / np.sqrt(slopes.size)
+        # the line drawn with this slope: the least-squares intercept at that slope, and its r2
+        intercept = float(np.mean(ly - slope * lx))
+        total = np.sum((ly - ly.mean()) ** 2)
+        r2 = 1.0 - np.sum((ly - intercept - slope * lx) ** 2) / total if total > 0 else 1.0
     elif np.isfinite(se):
         half = stdtrit(lx.size - 2, 1 - alpha / 2) * se
     else:
@@ -91,7 +99,20 @@ def local_slopes(x, y) -> np.ndarray:
     """Slopes between consecutive points, log(y_{i+1}/y_i) / log(x_{i+1}/x_i); (m-1,)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise UsageError(f"x and y must be 1D of the same length, got shapes {x.shape} and {y.shape}")
     return np.diff(np.log(y)) / np.diff(np.log(x))
+
+
+def _check_fit_range(fit_range) -> tuple[float, float]:
+    """(lo, hi) as floats with lo <= hi (either may be infinite), else UsageError."""
+    try:
+        lo, hi = (float(v) for v in fit_range)
+    except (TypeError, ValueError):
+        raise UsageError(f"fit_range must be a pair (lo, hi) of numbers, got {fit_range!r}") from None
+    if not lo <= hi:  # also NaN
+        raise UsageError(f"fit_range needs lo <= hi, got {fit_range!r}")
+    return lo, hi
 
 
 # Models whose errors enter a slope: a "stalled" model (its line search gave up) is still

@@ -202,8 +202,12 @@ def _check(config: SweepConfig) -> None:
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise UsageError("dtype float64 needs jax_enable_x64; call jax.config.update('jax_enable_x64', True) "
                          "first (the CLI does), or pass dtype='float32'")
+    if not isinstance(config.problem, str):
+        raise UsageError(f"problem must be a registered name or 'file:PATH', got {config.problem!r}; register "
+                         "your own target with problems.register(problems.Problem(name, n_in, description, make))")
     if config.batch_size is not None:
         check_positive_int("batch_size", config.batch_size)
+    check_positive_int("chunk", config.chunk)
     distributed.resolve_devices(config.devices)
     if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
                                      or not 0 <= config.steps <= MAX_COUNT):

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from glu_scaling import newton
-from glu_scaling.errors import check_choice
+from glu_scaling.errors import UsageError, check_choice, check_positive_int
 from glu_scaling.models import Params, group_columns, pack_units, unit_size, unpack_units
 
 NEWTON_SCHEDULES = ("newton-splines", "newton-cascade", "newton")
@@ -53,6 +53,10 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int | np.integer)
+                                       or self.steps < 0):
+            raise UsageError(f"steps must be a non-negative integer or None, got {self.steps!r}")
+        check_positive_int("chunk", self.chunk)
 
     @property
     def n_steps(self) -> int:
@@ -222,17 +226,29 @@ def _initial_carry(params: Params, data: TrainData) -> _NewtonCarry:
     )
 
 
+def data_chunk(data: TrainData, chunk: int) -> int:
+    """The Newton chunk for `data`: min(chunk, N), which must divide the N training rows
+    (`prepare_data` pads them to a multiple of the chunk it returns)."""
+    n = data.x.shape[0]
+    used = min(chunk, n)
+    if n % used:
+        raise UsageError(f"the training data have {n} rows, not a multiple of TrainConfig.chunk={chunk}; "
+                         "train with the chunk prepare_data returned: dataclasses.replace(config, chunk=chunk)")
+    return used
+
+
 def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
     """Run a Newton schedule on one model. Returns (params, info) with scalar info."""
     k, dx, dy = params.n_factors, params.n_in, params.n_out
+    chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
     loss0 = carry.loss
     stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps) if stage.steps > 0]
     if any(stage.steps > 1 for stage in stages):  # newton-cascade, newton: one loop, one compiled step
-        carry = _newton_schedule(carry, data, stages, config.chunk)
+        carry = _newton_schedule(carry, data, stages, chunk)
     else:  # single steps only (newton-splines): each on its own, smaller Hessian
         for stage in stages:
-            carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, config.chunk)
+            carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
     status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)
     return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted}

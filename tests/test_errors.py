@@ -20,11 +20,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import glu_scaling as gs
-from glu_scaling import cli, compare, datasets, errors, results, sweeps
+from glu_scaling import cli, compare, datasets, errors, results, slopes, sweeps, train
 
 SWEEP = ["sweep", "--arch", "mlp", "--widths", "2", "--steps", "0", "--optimizer", "newton-splines",
          "--n-data", "8", "--n-test", "8", "--quiet"]
@@ -409,8 +411,34 @@ def test_float64_without_x64_is_refused_not_downgraded():
     try:
         with pytest.raises(UsageError, match=r"dtype float64 needs jax_enable_x64; call jax.config.update"):
             sweeps.run_sweep(config, None, progress=False)
+        # nor does a model or a data set come back in float32 (the NNX modules go through init)
+        with pytest.raises(UsageError, match=r"dtype float64 requested but jax_enable_x64 is off"):
+            gs.init(jax.random.PRNGKey(0), "glu", 1, 4, 1, dtype="float64")
+        with pytest.raises(UsageError, match=r"dtype float64 requested but jax_enable_x64 is off"):
+            gs.make_dataset("cos", n_train=8, n_test=8, dtype="float64")
+        assert gs.init(jax.random.PRNGKey(0), "glu", 1, 4, 1).G.dtype == np.float32  # the default follows x64
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: gs.init(jax.random.PRNGKey(0), "glu", 1, 4, 1, dtype="int32"), "dtype must be float32 or float64"),
+    (lambda: gs.make_dataset("cos", dtype="int32"), "dtype must be float32 or float64"),
+    (lambda: gs.apply("glu", jax.tree.map(lambda a: jnp.stack([a, a]), gs.init(jax.random.PRNGKey(0), "glu", 1, 4, 1)),
+                      jnp.zeros((3, 1))), r"params carry leading batch axes \(2,\)"),
+    (lambda: gs.sweep("mlp", "2", problem=lambda x: x[:, 0] ** 2, **API), "problem must be a registered name"),
+    (lambda: gs.sweep("mlp", "2", chunk=0, **API), "chunk must be a positive integer, got 0"),
+    (lambda: train.TrainConfig("newton", steps=-1), "steps must be a non-negative integer or None, got -1"),
+    (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], groups=[0, 1]), r"one label per point \(3\), got 2"),
+    (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], confidence=1.5), r"confidence must be in \(0, 1\), got 1.5"),
+    (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], fit_range=(4, 2)), r"fit_range needs lo <= hi, got \(4, 2\)"),
+    (lambda: slopes.local_slopes([1, 2, 3], [1, 2]), "the same length"),
+], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "train-steps",
+        "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths"])
+def test_api_bad_arguments_are_one_line_usage_errors(call, message):
+    with pytest.raises(errors.UsageError, match=message) as err:
+        call()
+    assert "\n" not in str(err.value)
 
 
 def test_output_into_a_closed_pipe_ends_quietly_with_status_141():

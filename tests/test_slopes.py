@@ -168,3 +168,18 @@ def test_fit_records_applies_the_n_range_on_either_axis_and_needs_two_widths():
     assert by_p.range == (7.0, 25.0) and by_p.n_points == 6
     assert fit_records(recs, fit_range=(4, 6)) is None  # one width left
     assert fit_records([{**r, "test_rmse": float("nan")} for r in recs]) is None
+
+
+def test_grouped_fit_reports_the_line_of_its_own_slope():
+    """Seeds on different widths: the slope is the mean per-seed slope (-2), and the intercept
+    and r2 belong to that line (least squares at that slope), not to the pooled fit (-0.67):
+    y = n^-2 on seed 0 (n = 4, 8), 10 n^-2 on seed 1 (n = 16, 32) -> log intercept = log(10) / 2."""
+    x = np.array([4.0, 8.0, 16.0, 32.0])
+    y = np.array([1.0, 1.0, 10.0, 10.0]) * x**-2.0
+    fit = slopes.fit_slope(x, y, groups=[0, 0, 1, 1])
+    assert fit.slope == pytest.approx(-2.0, abs=1e-12)
+    assert fit.intercept == pytest.approx(np.log(10.0) / 2, abs=1e-12)
+    resid = np.log(y) - fit.intercept - fit.slope * np.log(x)  # +-log(10)/2 at every point
+    assert np.allclose(np.abs(resid), np.log(10.0) / 2)
+    ly = np.log(y)
+    assert fit.r2 == pytest.approx(1 - np.sum(resid**2) / np.sum((ly - ly.mean()) ** 2), abs=1e-12)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from glu_scaling import models, newton, problems, train
+from glu_scaling.errors import UsageError
 
 ARCH = "glu"
 WIDTHS = (3, 5, 8)
@@ -295,3 +296,20 @@ def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
     predict = jax.vmap(lambda p: newton.apply_params(p, data.x_test))
     assert _rel(predict(got), predict(want.params)) < 1e-10
     assert _rel(got_info["loss"], want.loss) < 1e-10
+
+
+def test_default_config_trains_data_of_any_size():
+    """prepare_data pads to a multiple of the chunk it returns (here all 300 rows); a TrainConfig
+    with the default chunk (2048) trains those data as one with chunk=300 does, bit for bit,
+    and a chunk that does not divide the rows is refused in one line."""
+    x = jnp.linspace(-1.0, 1.0, 300)[:, None]
+    t = jnp.sin(3 * x)
+    data, chunk = train.prepare_data(x, t, x, t, 2048)
+    assert chunk == 300 and data.x.shape == (300, 1)
+    params = models.init(jax.random.PRNGKey(0), "glu", 1, 6, 1)
+    _, default = train.train_one(params, data, train.TrainConfig("newton-splines"))
+    _, explicit = train.train_one(params, data, train.TrainConfig("newton-splines", chunk=chunk))
+    assert float(default["train_rmse"]) == float(explicit["train_rmse"]) < 0.05
+    padded, chunk = train.prepare_data(x, t, x, t, 128)  # 384 rows
+    with pytest.raises(UsageError, match=r"384 rows, not a multiple of TrainConfig.chunk=100"):
+        train.train_one(params, padded, train.TrainConfig("newton-splines", chunk=100))
