@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling import spline_init as _spline
-from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
+from glu_scaling.errors import UsageError, check_choice, check_interval, check_positive_int, unknown
 
 NAMED_ARCHS = {"mlp": 0, "glu": 1, "gqu": 2}
 
@@ -201,6 +201,16 @@ def init(
     if width < n_hidden:
         raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
     dtype = check_float_dtype(dtype)
+    interval = check_interval(interval)
+    for name, value, low in (("knot_pad", knot_pad, 0.0), ("gate_scale", gate_scale, None)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value) \
+                or (value < low if low is not None else value <= 0):
+            need = "a finite number >= 0" if low is not None else "a finite number > 0"
+            raise UsageError(f"{name} must be {need}, got {value!r}")
+    if x_data is not None:
+        x_data = np.asarray(x_data)
+        if x_data.ndim != 2 or x_data.shape[1] != n_in or not np.all(np.isfinite(x_data)):
+            raise UsageError(f"x_data must be finite with shape (N, {n_in}), got shape {x_data.shape}")
     if knots is not None:
         knots = np.asarray(knots, dtype=np.float64)
         if not spline_init or n_in != 1 or knots.shape != (n_hidden,) or not np.all(np.isfinite(knots)):
@@ -335,6 +345,8 @@ def affine(x: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
 
 def hidden(params: Params, x: jax.Array) -> jax.Array:
     """Hidden activations act(Gx+g) * prod_j (U_j x + u_j), masked; x (N, dx) -> (N, W)."""
+    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != jnp.shape(params.G)[-1]:
+        raise UsageError(f"x must have shape (N, {jnp.shape(params.G)[-1]}), got {tuple(jnp.shape(x))}")
     act = activation_fn(params.activation)
     h = act(affine(x, params.G, params.g))
     for j in range(params.n_factors):

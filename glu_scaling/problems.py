@@ -318,8 +318,8 @@ def make_dataset(
     dtype = check_float_dtype(dtype)
     n_train = _check_cap("n_train", n_train)
     n_test = _check_cap("n_test", n_test)
-    if isinstance(seed, bool) or not hasattr(seed, "__index__") or int(seed.__index__()) < 0:
-        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= int(seed.__index__()) < 2**32:
+        raise UsageError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     seed = int(seed.__index__())
     eval = check_choice("eval", eval, EVAL_MODES)
     if callable(problem):

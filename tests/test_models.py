@@ -15,6 +15,7 @@ import pytest
 
 import glu_scaling
 from glu_scaling import models
+from glu_scaling.errors import UsageError
 from glu_scaling.models import Params
 
 ARCHS = ("mlp", "glu", "gqu")
@@ -510,3 +511,24 @@ def test_affine_equals_the_matmul(n_in):
     x, w, b = rng.normal(size=(7, n_in)), rng.normal(size=(4, n_in)), rng.normal(size=4)
     got = np.asarray(jax.jit(models.affine)(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b)))
     np.testing.assert_allclose(got, x @ w.T + b, rtol=1e-13, atol=1e-14)  # XLA may fuse a * b + c
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"interval": (1.0, -1.0)}, "interval must be finite with a < b"),
+    ({"interval": (float("nan"), 1.0)}, "interval must be finite with a < b"),
+    ({"knot_pad": -0.1}, "knot_pad must be a finite number >= 0, got -0.1"),
+    ({"gate_scale": float("nan")}, "gate_scale must be a finite number > 0, got nan"),
+    ({"x_data": np.ones((5, 2))}, r"x_data must be finite with shape \(N, 1\), got shape \(5, 2\)"),
+    ({"x_data": np.array([[0.0], [np.nan]])}, r"x_data must be finite"),
+])
+def test_init_checks_its_spline_options(kwargs, message):
+    """A reversed or NaN interval, a negative pad, a NaN scale or bad data would give NaN or
+    meaningless gates: refused in one line instead."""
+    with pytest.raises(UsageError, match=message):
+        models.init(jax.random.PRNGKey(0), "glu", 1, 4, 1, **kwargs)
+
+
+def test_hidden_checks_the_shape_of_x():
+    params = models.init(jax.random.PRNGKey(0), "glu", 2, 4, 1)
+    with pytest.raises(UsageError, match=r"x must have shape \(N, 2\), got \(5,\)"):
+        models.hidden(params, jnp.zeros(5))

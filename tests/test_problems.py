@@ -111,8 +111,10 @@ def test_unknown_problem_lists_accepted():
     ({"n_train": 0}, "n_train must be a positive integer, got 0"),
     ({"n_test": -3}, "n_test must be a positive integer, got -3"),
     ({"target": "y"}, "target='y' applies only to file:PATH"),
-    ({"seed": -1}, "seed must be a non-negative integer, got -1"),
-    ({"seed": 1.5}, "seed must be a non-negative integer, got 1.5"),
+    ({"seed": -1}, "seed must be an integer in [0, 2**32), got -1"),
+    ({"seed": 1.5}, "seed must be an integer in [0, 2**32), got 1.5"),
+    ({"seed": 2**64}, f"seed must be an integer in [0, 2**32), got {2**64}"),
+    ({"dtype": "int32"}, "dtype must be float32 or float64"),
 ])
 def test_bad_arguments(kwargs, needle):
     with pytest.raises(UsageError) as err:
