@@ -436,6 +436,10 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
       newton-from-construction).
     """
     check_problem(problem)
+    if out is None or not str(out).strip():
+        raise UsageError(f"out must be a results folder path, got {out!r}")
+    if fit_range is not None:
+        fit_range = slopes.check_fit_range(fit_range)
     archs = _check_archs(archs)
     widths = tuple(sweeps.parse_spec(widths, "widths"))
     seeds = tuple(sweeps.parse_spec(seeds, "seeds", minimum=0))

@@ -64,7 +64,7 @@ def fit_slope(x, y, *, groups=None, fit_range=None, confidence: float = 0.95) ->
         raise UsageError(f"confidence must be in (0, 1), got {confidence!r}")
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if fit_range is not None:
-        lo, hi = _check_fit_range(fit_range)
+        lo, hi = check_fit_range(fit_range)
         keep &= (x >= lo) & (x <= hi)
     x, y = x[keep], y[keep]
     g = None if g is None else g[keep]
@@ -104,7 +104,7 @@ def local_slopes(x, y) -> np.ndarray:
     return np.diff(np.log(y)) / np.diff(np.log(x))
 
 
-def _check_fit_range(fit_range) -> tuple[float, float]:
+def check_fit_range(fit_range) -> tuple[float, float]:
     """(lo, hi) as floats with lo <= hi (either may be infinite), else UsageError."""
     try:
         lo, hi = (float(v) for v in fit_range)

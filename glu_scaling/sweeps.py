@@ -746,6 +746,11 @@ def sweep(archs, widths, seeds=(0,), problem: str = "one_over_1_p_9x2", optimize
     Other keyword options are the fields of `SweepConfig` (steps, n_data, activation, ...).
     """
     archs = (archs,) if isinstance(archs, str) else tuple(archs)
+    if "dtype" in options and not isinstance(options["dtype"], str):  # np.float64, jnp.float32, a dtype
+        try:
+            options["dtype"] = jnp.dtype(options["dtype"]).name
+        except TypeError:
+            pass  # _check names the bad value
     config = SweepConfig(archs=archs, widths=tuple(parse_spec(widths, "widths")),
                          seeds=tuple(parse_spec(seeds, "seeds", minimum=0)), problem=problem,
                          optimizer=optimizer, **options)

@@ -433,8 +433,13 @@ def test_float64_without_x64_is_refused_not_downgraded():
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], confidence=1.5), r"confidence must be in \(0, 1\), got 1.5"),
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], fit_range=(4, 2)), r"fit_range needs lo <= hi, got \(4, 2\)"),
     (lambda: slopes.local_slopes([1, 2, 3], [1, 2]), "the same length"),
+    (lambda: compare.run_construct("sin", "mlp", "4", out=None), "out must be a results folder path, got None"),
+    (lambda: compare.run_construct("sin", "mlp", "4", out="x", fit_range=5), "fit_range must be a pair"),
+    (lambda: train.prepare_data(jnp.zeros(5), jnp.zeros((5, 1)), jnp.zeros((2, 1)), jnp.zeros((2, 1)), 8),
+     r"x and t must be \(N, n_in\) and \(N, n_out\), got shapes \(5,\)"),
 ], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "train-steps",
-        "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths"])
+        "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths", "construct-out-none",
+        "construct-fit-range", "prepare-data-1d"])
 def test_api_bad_arguments_are_one_line_usage_errors(call, message):
     with pytest.raises(errors.UsageError, match=message) as err:
         call()
@@ -516,3 +521,11 @@ def test_construct_refuses_a_broken_config_json(tmp_path, capsys, content):
         (out / "config.json").write_bytes(content)
     message = _cli_message(capsys, ["construct", "--widths", "2", "--arch", "glu", "--out", str(out)])
     assert "config.json' is not valid JSON" in message
+
+
+def test_sweep_takes_numpy_dtypes():
+    """dtype=np.float64 (or a jnp dtype) means "float64", as the string does."""
+    records = gs.sweep("mlp", "2", dtype=np.float64, **API)
+    assert records[0]["status"] == "ok"
+    with pytest.raises(errors.UsageError, match="unknown dtype 'int32'"):
+        gs.sweep("mlp", "2", dtype=np.int32, **API)
