@@ -165,6 +165,8 @@ def derivatives(f: Callable, x, *, dtype=None) -> np.ndarray:
       Evaluated in fixed-size padded chunks, so f is compiled once per dtype.
     """
     dtype = _check_dtype(dtype)
+    if not callable(f):
+        raise UsageError(f"f must be a callable scalar function (JAX-traceable), got {f!r}")
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     out = np.empty((MAX_DERIVATIVE + 1, x.size))
     table = _chunk_fn(f) if x.size else None

@@ -362,6 +362,8 @@ def _check_arch(arch: str, params: Params) -> None:
 
 def apply(arch: str, params: Params, x: jax.Array) -> jax.Array:
     """Evaluate one model: x (N, n_in) -> y (N, n_out). Padded units have no effect."""
+    if not isinstance(params, Params):
+        raise UsageError(f"params must be a models.Params (from init), got {type(params).__name__}")
     _check_arch(arch, params)
     if jnp.ndim(params.G) != 2:
         raise UsageError(f"apply evaluates one model, but params carry leading batch axes "

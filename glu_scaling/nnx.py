@@ -88,8 +88,8 @@ class GatedUnits(nnx.Module):
     ):
         models.n_factors(arch)  # validates the name
         if params is None:
-            if rngs is None:
-                raise UsageError(f"{type(self).__name__} needs rngs=nnx.Rngs(...) (or params=...)")
+            if not isinstance(rngs, nnx.Rngs):
+                raise UsageError(f"{type(self).__name__} needs rngs=nnx.Rngs(...) (or params=...), got rngs={rngs!r}")
             params = models.init(
                 rngs.params(), arch, n_in, n_hidden, n_out, activation=activation,
                 spline_init=spline_init, width=width, dtype=dtype, **init_options,
