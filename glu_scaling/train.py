@@ -88,6 +88,13 @@ def prepare_data(x, t, x_test, t_test, chunk: int) -> tuple[TrainData, int]:
     if jnp.ndim(x_test) != 2 or jnp.ndim(t_test) != 2 or jnp.shape(t_test)[0] != jnp.shape(x_test)[0]:
         raise UsageError(f"x_test and t_test must be (M, n_in) and (M, n_out), got shapes {jnp.shape(x_test)} "
                          f"and {jnp.shape(t_test)}")
+    for name, a in (("x", x), ("t", t), ("x_test", x_test), ("t_test", t_test)):
+        try:
+            finite = bool(np.isfinite(np.asarray(a)).all())
+        except jax.errors.TracerArrayConversionError:  # traced (inside jit): checked by whoever made it
+            continue
+        if not finite:  # would otherwise train to NaN and read as "diverged"
+            raise UsageError(f"{name} holds non-finite values (NaN or inf); clean the data first")
     n = x.shape[0]
     chunk = min(chunk, n)
     extra = (-n) % chunk

@@ -438,12 +438,15 @@ def test_float64_without_x64_is_refused_not_downgraded():
     (lambda: compare.run_construct("sin", "mlp", "4", out="x", fit_range=5), "fit_range must be a pair"),
     (lambda: train.prepare_data(jnp.zeros(5), jnp.zeros((5, 1)), jnp.zeros((2, 1)), jnp.zeros((2, 1)), 8),
      r"x and t must be \(N, n_in\) and \(N, n_out\), got shapes \(5,\)"),
+    (lambda: train.prepare_data(jnp.zeros((3, 1)), jnp.array([[0.0], [jnp.nan], [1.0]]), jnp.zeros((2, 1)),
+                                jnp.zeros((2, 1)), 8), r"t holds non-finite values \(NaN or inf\)"),
     (lambda: gs.apply("glu", {"G": 1}, jnp.zeros((2, 1))), "params must be a models.Params .from init., got dict"),
     (lambda: gs_nnx.GLU(1, 4, 1, rngs=0), r"GLU needs rngs=nnx.Rngs\(...\) \(or params=...\), got rngs=0"),
     (lambda: constructions.construct("glu", 3.0, 4), "f must be a callable scalar function"),
 ], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "train-steps",
         "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths", "construct-out-none",
-        "construct-fit-range", "prepare-data-1d", "apply-dict", "nnx-rngs-int", "construct-f-not-callable"])
+        "construct-fit-range", "prepare-data-1d", "prepare-data-nan", "apply-dict", "nnx-rngs-int",
+        "construct-f-not-callable"])
 def test_api_bad_arguments_are_one_line_usage_errors(call, message):
     with pytest.raises(errors.UsageError, match=message) as err:
         call()
