@@ -202,11 +202,13 @@ def init(
         raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
     dtype = check_float_dtype(dtype)
     interval = check_interval(interval)
-    for name, value, low in (("knot_pad", knot_pad, 0.0), ("gate_scale", gate_scale, None)):
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value) \
-                or (value < low if low is not None else value <= 0):
-            need = "a finite number >= 0" if low is not None else "a finite number > 0"
-            raise UsageError(f"{name} must be {need}, got {value!r}")
+    for name, value, positive in (("knot_pad", knot_pad, False), ("gate_scale", gate_scale, True)):
+        try:
+            number = None if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not np.isfinite(number) or number < 0 or (positive and number == 0):
+            raise UsageError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     if x_data is not None:
         x_data = np.asarray(x_data)
         if x_data.ndim != 2 or x_data.shape[1] != n_in or not np.all(np.isfinite(x_data)):
