@@ -146,9 +146,7 @@ def load_experiments(exps: Sequence[Experiment], folder: Path) -> dict[str, list
         if not path.is_file():
             raise UsageError(f"--redraw needs {str(path)!r}, the records of experiment {exp.name!r} (a reproduce "
                              "run writes them); run without --redraw to train it")
-        found: dict[tuple, dict] = {}
-        for record in results.read_records(path.parent, path.name):
-            found.setdefault(results.model_key(record), record)
+        found = {results.model_key(r): r for r in results.unique_records(path.parent, path.name)}
         cfg = exp.config
         wanted = [(a, n, s) for a in cfg.archs for n in sorted(cfg.widths) for s in sorted(cfg.seeds)]
         missing = [key for key in wanted if key not in found]

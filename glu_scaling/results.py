@@ -221,10 +221,11 @@ def _read_lines(path: Path) -> list[dict]:
     return records
 
 
-def unique_records(folder: Path) -> list[dict]:
-    """`read_records` with one record per (arch, n_hidden, seed): the first one written."""
+def unique_records(folder: Path, name: str | None = None) -> list[dict]:
+    """`read_records` (of the folder, or of its one file `name`) with one record per
+    (arch, n_hidden, seed): the first one written."""
     first: dict[tuple, dict] = {}
-    for rec in read_records(folder):
+    for rec in read_records(folder, name):
         first.setdefault(model_key(rec), rec)
     return list(first.values())
 

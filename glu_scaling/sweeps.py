@@ -612,8 +612,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
         # the slope fit range is not part of a model; kept so that `plot` and `merge` refit the same way
         fitted = {"fit_range": None if fit_range is None else [float(v) for v in fit_range]}
         settings = {**config.to_json(), **fitted, **data_fingerprint(config)}
-        results.check_config(folder, settings, write=False, effective=effective_settings)
-        results.unique_records(folder)  # a folder whose records cannot be read is refused before any write
+        results.unique_records(folder)  # unreadable records are refused before check_config writes anything
         results.check_config(folder, settings, write=first, effective=effective_settings)
         results.repair(folder, filename)
         done = {results.model_key(rec): rec for rec in results.unique_records(folder)}

@@ -83,11 +83,10 @@ class TrainData(NamedTuple):
 
 def prepare_data(x, t, x_test, t_test, chunk: int) -> tuple[TrainData, int]:
     """Pad the training set to a multiple of the chunk; returns (data, chunk used)."""
-    if jnp.ndim(x) != 2 or jnp.ndim(t) != 2 or jnp.shape(t)[0] != jnp.shape(x)[0]:
-        raise UsageError(f"x and t must be (N, n_in) and (N, n_out), got shapes {jnp.shape(x)} and {jnp.shape(t)}")
-    if jnp.ndim(x_test) != 2 or jnp.ndim(t_test) != 2 or jnp.shape(t_test)[0] != jnp.shape(x_test)[0]:
-        raise UsageError(f"x_test and t_test must be (M, n_in) and (M, n_out), got shapes {jnp.shape(x_test)} "
-                         f"and {jnp.shape(t_test)}")
+    for (xn, tn), (xa, ta), rows in ((("x", "t"), (x, t), "N"), (("x_test", "t_test"), (x_test, t_test), "M")):
+        if jnp.ndim(xa) != 2 or jnp.ndim(ta) != 2 or jnp.shape(ta)[0] != jnp.shape(xa)[0]:
+            raise UsageError(f"{xn} and {tn} must be ({rows}, n_in) and ({rows}, n_out), got shapes "
+                             f"{jnp.shape(xa)} and {jnp.shape(ta)}")
     for name, a in (("x", x), ("t", t), ("x_test", x_test), ("t_test", t_test)):
         try:
             finite = bool(np.isfinite(np.asarray(a)).all())

@@ -402,9 +402,6 @@ def test_subprocess_exit_status_and_one_line(d, argv, bad):
 
 def test_float64_without_x64_is_refused_not_downgraded():
     """docs/errors.md: dtype float64 with jax_enable_x64 off raises, never trains in float32."""
-    import jax
-
-    from glu_scaling import sweeps
     from glu_scaling.errors import UsageError
 
     config = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), n_data=8, n_test=8)
