@@ -26,8 +26,12 @@ fixed: the stages of `newton-splines`) the step is a linear least-squares solve,
 forming J^T J squares J's condition number: for a GQU at n = 100 on 10k points the
 {U2, u2} stage has cond(J) ~ 1e12, beyond what float64 normal equations resolve.  Such
 steps therefore factor J itself, by Householder QR accumulated over the data chunks
-(`least_squares_r`), and solve R p = Q^T (-r) (`least_squares_direction`); only a
-numerically rank-deficient R falls back to the damped Cholesky above, on R^T R = J^T J.
+(`least_squares_r`), and solve R p = Q^T (-r) (`least_squares_direction`); a
+numerically rank-deficient R (two units with the same knot, an even width under the
+spline init) gets the minimum-norm solution from the SVD of the small scaled factor:
+unique and continuous in the data, so a model's step does not depend on the rounding
+of the batched LAPACK call that made R (a damped Cholesky's null-space component,
+rounding over lambda, did: a cascade's later steps then took different paths).
 Everything here is for a single model; `train` vmaps it over models.
 """
 
@@ -300,17 +304,17 @@ def least_squares_r(params: Params, x: jax.Array, t: jax.Array, weight: jax.Arra
 RCOND_EPS = 1000.0
 
 
-def least_squares_direction(R_aug: jax.Array, n_points: jax.Array, damping_start: jax.Array | int = 0):
+def least_squares_direction(R_aug: jax.Array, n_points: jax.Array):
     """The least-squares step p = argmin |J p + r| from `least_squares_r`'s factor.
 
     Columns of (numerically) zero norm -- masked units, dead gates -- are removed (their
     p is exactly 0) and the others scaled to unit norm (Jacobi, as `newton_direction`);
     the scaled system is refactored with identity rows for the removed columns and
-    solved by back substitution.  If that factor is rank-deficient (smallest pivot below
-    RCOND_EPS eps of the largest) or the result is not finite, the step is
-    `newton_direction` on the same scaled system's T^T T and gradient instead (the
-    damping ladder on J^T J, Jacobi-scaled).
-    Returns (p, g, damping_index, used_fallback), g = -R^T z / n_points the loss's gradient.
+    solved by back substitution.  If that factor T is rank-deficient (smallest pivot
+    below RCOND_EPS eps of the largest) or the result is not finite, the step is the
+    minimum-norm least-squares solution in the scaled variables instead: T's SVD with
+    the singular values below RCOND_EPS eps of the largest dropped.
+    Returns (p, g, used_svd), g = -R^T z / n_points the loss's gradient.
     """
     P = R_aug.shape[0] - 1
     R, z = R_aug[:P, :P], R_aug[:P, P]
@@ -323,21 +327,18 @@ def least_squares_direction(R_aug: jax.Array, n_points: jax.Array, damping_start
                                jnp.concatenate([jnp.diag(jnp.where(active, 0.0, 1.0)), jnp.zeros((P, 1), R.dtype)],
                                                axis=1)])
     T = jnp.linalg.qr(stacked, mode="r")
-    Ts = T[:P, :P]
+    Ts, rhs = T[:P, :P], T[:P, P]
     pivots = jnp.abs(jnp.diagonal(Ts))
-    y = jax.scipy.linalg.solve_triangular(Ts, T[:P, P], lower=False)
-    p = scale * y
-    solved = jnp.all(jnp.isfinite(p)) & (jnp.min(pivots) > RCOND_EPS * eps * jnp.max(pivots))
-    # The fallback works on Ts^T Ts, the Jacobi-scaled J^T J with identity rows for the removed
-    # columns, so it waits for this QR: batched (vmapped) LAPACK calls on a CPU each split
-    # their batch over XLA's thread pool and wait for it, and a Cholesky beside the QR could
-    # take every thread and wait on it forever (a hang seen with 34 models on 2 cores).
-    # Under vmap every lane runs it: a solved lane factors the identity instead, which never
-    # needs the damping ladder's retries.
-    fallback_H = jnp.where(solved, jnp.eye(P, dtype=R.dtype), Ts.T @ Ts / n_points)
-    q, index, fallback = newton_direction(fallback_H, scale * g, damping_start)
-    return (jnp.where(solved, p, scale * q), g, jnp.where(solved, jnp.asarray(0, index.dtype), index),
-            ~solved & fallback)
+    y = jax.scipy.linalg.solve_triangular(Ts, rhs, lower=False)
+    solved = jnp.all(jnp.isfinite(y)) & (jnp.min(pivots) > RCOND_EPS * eps * jnp.max(pivots))
+    # The SVD works on the QR's output, so the two batched LAPACK calls never run side by side:
+    # on a CPU each splits its batch over XLA's thread pool and waits for it, and two at once
+    # could take every thread and wait on each other forever (a hang seen with 34 models on
+    # 2 cores).  Under vmap every lane runs it; a solved lane decomposes the identity.
+    U, sv, Vt = jnp.linalg.svd(jnp.where(solved, jnp.eye(P, dtype=R.dtype), Ts))
+    kept = sv > RCOND_EPS * eps * sv[0]
+    y_min_norm = Vt.T @ jnp.where(kept, (U.T @ rhs) / jnp.where(kept, sv, 1.0), 0.0)
+    return scale * jnp.where(solved, y, y_min_norm), g, ~solved
 
 
 def damping_of(index: jax.Array, dtype) -> jax.Array:
@@ -445,7 +446,8 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
         p, damping_index, fallback = newton_direction(H, g, damping_start, free)
     else:  # linear in the selection: least squares on J itself (QR), not on J^T J
         R_aug = least_squares_r(params, x, t, weight, sel, chunk)
-        p, g, damping_index, fallback = least_squares_direction(R_aug, jnp.sum(weight), damping_start)
+        p, g, _ = least_squares_direction(R_aug, jnp.sum(weight))
+        damping_index, fallback = jnp.asarray(0), jnp.asarray(False)
     theta0 = _flatten(pack_units(params), params.d, sel)
 
     def moved(alpha):  # frozen entries keep their bits (theta0 + 0.0 would turn -0.0 into +0.0)

@@ -10,8 +10,8 @@ Measures, in one process:
      at --f32-precision, default "highest", i.e. true float32, not TF32):
      wall time, compile time (JAX's own compile events), models per second and the
      achieved GFLOP/s of the all-parameter-size Newton steps each model took
-     (`benchlib.full_newton_steps`: the cascade's spline and gate steps included, since
-     they build the all-parameter Hessian too; `train.flops_per_newton_step` at the
+     (`benchlib.full_newton_steps`: the cascade's gate step included, since it builds
+     the all-parameter Hessian too; `train.flops_per_newton_step` at the
      model's width: "useful"; at the bucket's padded width: "executed").
 With no GPU/TPU the defaults shrink (widths 1..20 step 3, 2 seeds, 2000 points, 10 steps)
 so it finishes in a minute or two on a small CPU; every flag overrides.  A time budget

@@ -26,17 +26,18 @@ def matmul_gflops(dtype, n: int = 2048, repeats: int = 5) -> float:
 def full_newton_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
     """Newton steps a model executed on its all-parameter Hessian (`train.flops_per_newton_step`).
 
-    `newton` and `newton-cascade` build that Hessian at every step: the cascade's k + 2
-    single spline and gate steps too, which pick their entries with a run-time mask
-    (`train._newton_schedule`) -- unless n_steps <= 1, when every stage is a single step
-    on its own smaller Hessian (`train._newton_stage`) but the last.  Counted: the
-    accepted steps (`steps_taken`), plus the failed one that stopped a model early (a
-    single step that fails mid-cascade is executed but not counted: an undercount).
-    `newton-splines` (smaller, per-stage Hessians) and first-order optimisers: 0.
+    `newton` builds that Hessian at every step.  `newton-cascade` solves its k + 1 spline
+    steps on their own small selections (QR, `train._newton_stage`) and builds it for the
+    gate step, which picks its entries with a run-time mask (`train._newton_schedule`), and
+    for every all-parameter step -- unless n_steps <= 1, when the gate step too runs on its
+    own smaller Hessian.  Counted: the accepted steps (`steps_taken`) after those on
+    smaller systems, plus the failed one that stopped a model early (a single step that
+    fails mid-cascade is executed but not counted: an undercount).
+    `newton-splines` (smaller, per-stage systems) and first-order optimisers: 0.
     """
     if optimizer not in ("newton", "newton-cascade"):
         return 0
-    before = k + 2 if optimizer == "newton-cascade" and n_steps <= 1 else 0
+    before = (k + 1 + (n_steps <= 1)) if optimizer == "newton-cascade" else 0
     total = n_steps + (k + 2 if optimizer == "newton-cascade" else 0) - before
     accepted = max(steps_taken - before, 0)
     return min(accepted + (accepted < total), total)

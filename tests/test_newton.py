@@ -261,21 +261,25 @@ def test_ill_conditioned_linear_stage_is_solved_on_j_not_j_transpose_j():
     assert float(np.sqrt(2 * newton.loss_fn(normal, x, t, w))) > 1e-6
 
 
-def test_rank_deficient_linear_stage_falls_back_to_the_damped_cholesky():
-    """Two units with the same knot: J has two equal columns, R a zero pivot; the step is
-    then `newton_direction` on (R^T R, -R^T z) / N, i.e. on J^T J and the gradient (up to
-    rounding, which the damping may spread differently over the two equal columns: only
-    their sum is determined)."""
+def test_rank_deficient_linear_stage_takes_the_minimum_norm_solution():
+    """Two units with the same knot: J has two equal columns, R a zero pivot, and only the
+    sum of their two D's is determined.  The step is the minimum-norm least-squares
+    solution (equal columns, equal Jacobi scales: the two get half the sum each), and the
+    sum is the coefficient of the same fit with one of the two units masked."""
     params, x, t, w, sel = _step_function_fit()
     params = params.replace(g=-jnp.asarray([0.2, 0.2, -1.001]))
     R_aug = jax.jit(newton.least_squares_r, static_argnums=(4, 5))(params, x, t, w, sel, 250)
-    p, g, index, fallback = jax.jit(newton.least_squares_direction)(R_aug, jnp.sum(w), 0)
+    p, g, used_svd = jax.jit(newton.least_squares_direction)(R_aug, jnp.sum(w))
     H, g_ref = _hg(params, x, t, w, sel, 250)
-    q, index_ref, _ = _direction(H, g_ref)
-    assert _rel(g, g_ref) < 1e-12 and int(index) == int(index_ref) > 0
+    assert bool(used_svd) and _rel(g, g_ref) < 1e-12
+    one = params.replace(mask=jnp.asarray([1.0, 0.0, 1.0]))
+    q, _, solo = jax.jit(newton.least_squares_direction)(
+        jax.jit(newton.least_squares_r, static_argnums=(4, 5))(one, x, t, w, sel, 250), jnp.sum(w))
     p, q = np.asarray(p), np.asarray(q)
-    np.testing.assert_allclose(p[0] + p[1], q[0] + q[1], rtol=1e-6)
-    np.testing.assert_allclose(p[2:], q[2:], rtol=1e-6)
+    assert not bool(solo) and q[1] == 0.0
+    np.testing.assert_allclose(p[0], p[1], rtol=1e-10)
+    np.testing.assert_allclose(p[0] + p[1], q[0], rtol=1e-10)
+    np.testing.assert_allclose(p[2:], q[2:], rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------- safeguards

@@ -30,8 +30,9 @@ from conftest import CountingTrainBucket
 from glu_scaling import cli, distributed, models, newton, results, sweeps, train
 from glu_scaling.errors import UsageError
 
-# the study of tests/test_sweep.py, trained with newton-cascade (its one masked loop over
-# stages, `train._newton_schedule`) instead of newton-splines
+# the study of tests/test_sweep.py, trained with newton-cascade (the spline stages, then its
+# masked loop over the gate and all-parameter stages, `train._newton_schedule`) instead of
+# newton-splines
 BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-cascade", steps=2, n_data=64, n_test=64)
 
