@@ -300,11 +300,11 @@ def least_squares_r(params: Params, x: jax.Array, t: jax.Array, weight: jax.Arra
 
 
 # a triangular factor whose smallest pivot is below this many eps times its largest (after
-# column scaling) is treated as rank-deficient: the damped Cholesky then regularises the step
+# column scaling) is treated as rank-deficient: the step is then the minimum-norm solution
 RCOND_EPS = 1000.0
 
 
-def least_squares_direction(R_aug: jax.Array, n_points: jax.Array):
+def least_squares_direction(R_aug: jax.Array, n_points: jax.Array, batch_axis: str | None = None):
     """The least-squares step p = argmin |J p + r| from `least_squares_r`'s factor.
 
     Columns of (numerically) zero norm -- masked units, dead gates -- are removed (their
@@ -314,6 +314,12 @@ def least_squares_direction(R_aug: jax.Array, n_points: jax.Array):
     below RCOND_EPS eps of the largest) or the result is not finite, the step is the
     minimum-norm least-squares solution in the scaled variables instead: T's SVD with
     the singular values below RCOND_EPS eps of the largest dropped.
+
+    The SVD costs O(P^3), several times the back substitution, and under `jax.vmap` a
+    data-dependent branch becomes a select that evaluates both sides on every lane.
+    `batch_axis`, the name of the vmap axis this runs under (if any), lets the lanes
+    agree (a psum) and skip the SVD altogether when none of them is rank-deficient;
+    the result is the same either way.
     Returns (p, g, used_svd), g = -R^T z / n_points the loss's gradient.
     """
     P = R_aug.shape[0] - 1
@@ -334,10 +340,17 @@ def least_squares_direction(R_aug: jax.Array, n_points: jax.Array):
     # The SVD works on the QR's output, so the two batched LAPACK calls never run side by side:
     # on a CPU each splits its batch over XLA's thread pool and waits for it, and two at once
     # could take every thread and wait on each other forever (a hang seen with 34 models on
-    # 2 cores).  Under vmap every lane runs it; a solved lane decomposes the identity.
-    U, sv, Vt = jnp.linalg.svd(jnp.where(solved, jnp.eye(P, dtype=R.dtype), Ts))
-    kept = sv > RCOND_EPS * eps * sv[0]
-    y_min_norm = Vt.T @ jnp.where(kept, (U.T @ rhs) / jnp.where(kept, sv, 1.0), 0.0)
+    # 2 cores).  When it runs under vmap every lane runs it; a solved lane decomposes the identity.
+    deficient = ~solved
+    if batch_axis is not None:  # one flag for the whole batch: a real branch, not a select
+        deficient = jax.lax.psum(deficient.astype(jnp.int32), batch_axis) > 0
+
+    def min_norm(Ts, rhs):
+        U, sv, Vt = jnp.linalg.svd(jnp.where(solved, jnp.eye(P, dtype=R.dtype), Ts))
+        kept = sv > RCOND_EPS * eps * sv[0]
+        return Vt.T @ jnp.where(kept, (U.T @ rhs) / jnp.where(kept, sv, 1.0), 0.0)
+
+    y_min_norm = jax.lax.cond(deficient, min_norm, lambda Ts, rhs: y, Ts, rhs)
     return scale * jnp.where(solved, y, y_min_norm), g, ~solved
 
 
@@ -433,12 +446,15 @@ def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5
 
 
 def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
-                damping_start: jax.Array | int = 0, free: jax.Array | None = None) -> tuple[Params, StepInfo]:
+                damping_start: jax.Array | int = 0, free: jax.Array | None = None,
+                batch_axis: str | None = None) -> tuple[Params, StepInfo]:
     """One damped, line-searched Newton step on the selected parameters.
 
     x (N, dx), t (N, dy), weight (N,) (0 for padding points; N a multiple of chunk).
     free (P,) bool, optional: a further, run-time selection within `sel` (see
     `newton_direction`); the other entries of the flat vector stay exactly as they are.
+    batch_axis: the name of the vmap axis over models this runs under, if any
+    (`least_squares_direction`).
     """
     loss0 = loss_fn(params, x, t, weight)
     if sel.second_order or free is not None:
@@ -446,7 +462,7 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
         p, damping_index, fallback = newton_direction(H, g, damping_start, free)
     else:  # linear in the selection: least squares on J itself (QR), not on J^T J
         R_aug = least_squares_r(params, x, t, weight, sel, chunk)
-        p, g, _ = least_squares_direction(R_aug, jnp.sum(weight))
+        p, g, _ = least_squares_direction(R_aug, jnp.sum(weight), batch_axis)
         damping_index, fallback = jnp.asarray(0), jnp.asarray(False)
     theta0 = _flatten(pack_units(params), params.d, sel)
 

@@ -40,6 +40,7 @@ DEFAULT_STEPS = {"newton-splines": 0, "newton-cascade": 100, "newton": 100, "ada
                  "lbfgs": 1000}
 DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "lbfgs": 1.0}
 STALL_RATIO = 1e-6  # a failed line search with decrement > STALL_RATIO * loss is a stall
+MODELS_AXIS = "models"  # the vmap axis of `train_batch`'s models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +156,10 @@ class _NewtonCarry(NamedTuple):
 
 
 def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
-                   free: jax.Array | None = None) -> tuple[_NewtonCarry, jax.Array]:
+                   free: jax.Array | None = None, batch_axis: str | None = None) -> tuple[_NewtonCarry, jax.Array]:
     """One Newton step on `sel` (and the run-time mask `free`); returns (carry, failed)."""
     new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
-                                   jnp.maximum(c.damping_index - 2, 0), free)
+                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis)
     finite = _all_finite(new) & jnp.isfinite(info.loss)
     failed = info.alpha == 0
     return c._replace(
@@ -173,13 +174,14 @@ def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chun
     ), failed
 
 
-def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int):
+def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int,
+                  batch_axis: str | None = None):
     """Up to `steps` steps on one selection, compiled for its own (smaller) Hessian."""
     def cond(c):
         return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
 
     def body(c):
-        return _newton_update(c, data, sel, chunk)[0]
+        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis)[0]
 
     carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
     if steps == 1:  # no loop to compile for a single step
@@ -249,8 +251,14 @@ def data_chunk(data: TrainData, chunk: int) -> int:
     return used
 
 
-def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
-    """Run a Newton schedule on one model. Returns (params, info) with scalar info."""
+def train_newton(params: Params, data: TrainData, config: TrainConfig,
+                 batch_axis: str | None = None) -> tuple[Params, dict]:
+    """Run a Newton schedule on one model. Returns (params, info) with scalar info.
+
+    batch_axis: the name of the `jax.vmap` axis over models this runs under, if any; the
+    models of the batch then skip the rank-deficient least-squares fallback together when
+    none of them needs it (`newton.least_squares_direction`).  Results do not depend on it.
+    """
     k, dx, dy = params.n_factors, params.n_in, params.n_out
     chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
@@ -266,7 +274,7 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig) -> tuple[
     rest = stages[lead:]
     separate = stages[:lead] if any(stage.steps > 1 for stage in rest) else stages
     for stage in separate:
-        carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk)
+        carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis)
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
         carry = _newton_schedule(carry, data, rest, chunk)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
@@ -331,10 +339,12 @@ def rmse(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array | None = 
     return jnp.sqrt(jnp.sum(weight * r2) / jnp.sum(weight))
 
 
-def train_one(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
-    """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars)."""
+def train_one(params: Params, data: TrainData, config: TrainConfig,
+              batch_axis: str | None = None) -> tuple[Params, dict]:
+    """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars).
+    batch_axis: as `train_newton`."""
     if config.optimizer in NEWTON_SCHEDULES:
-        params, info = train_newton(params, data, config)
+        params, info = train_newton(params, data, config, batch_axis)
     else:
         params, info = train_first_order(params, data, config)
     info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
@@ -395,11 +405,13 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
             for leaf, e in zip(leaves, empty)])
 
     def one(nonempty, data):
-        trained, info = train_one(rebuild(nonempty, ()), data, config)
+        trained, info = train_one(rebuild(nonempty, ()), data, config, MODELS_AXIS)
         return [leaf for leaf in jax.tree.leaves(trained) if leaf.size], info
 
-    def local(inputs, data):  # the models of one device, `batch` at a time
-        return jax.lax.map(lambda x: one(x, data), inputs, batch_size=batch)
+    def local(inputs, data):  # the models of one device, `batch` at a time (a whole number of groups)
+        grouped = jax.tree.map(lambda a: a.reshape(-1, batch, *a.shape[1:]), inputs)
+        group = jax.vmap(lambda x: one(x, data), axis_name=MODELS_AXIS)
+        return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.lax.map(group, grouped))
 
     inputs = [leaf for leaf, e in zip(leaves, empty) if not e]
     if n_devices == 1:

@@ -282,6 +282,35 @@ def test_rank_deficient_linear_stage_takes_the_minimum_norm_solution():
     np.testing.assert_allclose(p[2:], q[2:], rtol=1e-10, atol=1e-12)
 
 
+def test_batched_minimum_norm_fallback_is_shared_by_the_batch_and_changes_nothing():
+    """Under vmap with a named axis the lanes agree (psum) on whether any of them needs the
+    SVD: the branch stays a real conditional (skipped when no lane is rank-deficient,
+    rather than a select that runs it on every lane), and each lane's step is bit for bit
+    its solo step, for a batch of one rank-deficient and one full-rank factor and for a
+    batch of full-rank factors only."""
+    params, x, t, w, sel = _step_function_fit()
+    r_of = jax.jit(newton.least_squares_r, static_argnums=(4, 5))
+    deficient = r_of(params.replace(g=-jnp.asarray([0.2, 0.2, -1.001])), x, t, w, sel, 250)
+    full = r_of(params, x, t, w, sel, 250)
+    n = jnp.sum(w)
+    solo = jax.jit(newton.least_squares_direction)
+    named = jax.jit(jax.vmap(lambda R: newton.least_squares_direction(R, n, "models"), axis_name="models"))
+    for batch in ([deficient, full], [full, full]):
+        p, g, used = named(jnp.stack(batch))
+        for lane, R in enumerate(batch):
+            p1, g1, used1 = solo(R, n)
+            np.testing.assert_array_equal(np.asarray(p[lane]), np.asarray(p1))
+            np.testing.assert_array_equal(np.asarray(g[lane]), np.asarray(g1))
+            assert bool(used[lane]) == bool(used1)
+    assert [bool(u) for u in named(jnp.stack([deficient, full]))[2]] == [True, False]
+    stacked = jnp.stack([deficient, full])
+    primitives = {e.primitive.name for e in jax.make_jaxpr(
+        jax.vmap(lambda R: newton.least_squares_direction(R, n, "models"), axis_name="models"))(stacked).eqns}
+    unnamed = {e.primitive.name for e in jax.make_jaxpr(jax.vmap(lambda R: newton.least_squares_direction(R, n)))(
+        stacked).eqns}
+    assert "cond" in primitives and "cond" not in unnamed  # without the name, vmap turns it into a select
+
+
 # ---------------------------------------------------------------- safeguards
 
 
