@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of fig1..fig12 and table1, e.g. fig3,fig5: only their sweeps run (default all)")
     p.add_argument("--no-table", action="store_true", help="skip Table 1 (runs only the sweeps the figures need)")
     p.add_argument("--redraw", action="store_true",
-                   help="train nothing: draw from the records in OUT/results/ (e.g. the committed figures/results/)")
+                   help="run no sweeps: draw from the records in OUT/results/ (e.g. the committed figures/results/); "
+                        "the illustrative figures still compute their few small models")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

@@ -5,7 +5,7 @@ For inputs x in R^dx, width n and outputs in R^dy, a model of the family with k 
     y = d + D^T [ act(G x + g) * (U_1 x + u_1) * ... * (U_k x + u_k) ]
 
 with `*` elementwise over the n hidden units.  k = 0 is the MLP, k = 1 the GLU,
-k = 2 the GQU (paper.md §2); "gatedK" names any k.
+k = 2 the GQU (paper.md §2); "gatedK" names any k = K in 0..9.
 
 Parameters live in a `Params` pytree (a registered dataclass, so jit/vmap/grad see
 its arrays as leaves and its activation name as static metadata):

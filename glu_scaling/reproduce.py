@@ -16,8 +16,9 @@ resumes where it stopped), and every figure and table is drawn from those record
 
 `--quick` runs the same pipeline with fewer widths, seeds, points and Newton steps
 (a few minutes on two CPU cores); its slopes are rougher and say so in the table's
-protocol column.  `--redraw` trains nothing: it draws from the records a previous run
-left in OUT/results/ (the committed full run's `figures/results/`), in a minute or two.
+protocol column.  `--redraw` runs no sweeps: it draws from the records a previous run
+left in OUT/results/ (the committed full run's `figures/results/`), in a minute or two
+(the illustrative figures still compute their few small models).
 """
 
 from __future__ import annotations
@@ -422,22 +423,25 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
       runs: folder of the sweeps' results folders (default runs/reproduce/{quick,full}).
       quick: the small version (a few minutes on two CPU cores).
       figures: subset of `FIGURES` to draw; table: write Table 1.
-      redraw: train nothing; draw from out/results/<experiment>.jsonl (`load_experiments`),
-        which must hold every model (the illustrative figures 1, 2, 8-11 still compute
-        their few small models).
+      redraw: run no sweeps; draw from out/results/<experiment>.jsonl (`load_experiments`),
+        which must hold every model (read before `out` is created; the illustrative
+        figures 1, 2, 8-11 still compute their few small models, Fig. 2 training four).
 
     Returns a summary dict: paths written, Table 1 rows, seconds.
     """
     t0 = time.perf_counter()
     if redraw and runs is not None:
-        raise UsageError("--redraw trains nothing and reads OUT/results/; --runs does not go with it")
-    out = results.prepare_folder(out)
+        raise UsageError("--redraw runs no sweeps and reads OUT/results/; --runs does not go with it")
     exps = experiments(quick)
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
-    if redraw:
-        records = load_experiments(needed, out / "results")
+    if redraw:  # every record is read (or refused) before the folder is made
+        if not str(out).strip():
+            results.prepare_folder(out)  # refuses it, with the message every command gives
+        records = load_experiments(needed, Path(out) / "results")
+        out = results.prepare_folder(out)
     else:
+        out = results.prepare_folder(out)
         runs = results.prepare_folder(Path(runs) if runs is not None else
                                       Path("runs") / "reproduce" / ("quick" if quick else "full"))
         records = run_experiments(needed, runs, progress=progress, log=log)

@@ -256,11 +256,12 @@ def test_redraw_refuses_missing_records(tmp_path, tiny_experiments):
     out = tmp_path / "figs"
     with pytest.raises(UsageError, match=r"--redraw needs .*1d\.jsonl"):
         reproduce.reproduce(out, quick=True, figures=("fig3",), table=False, redraw=True, log=lambda s: None)
+    assert not out.exists()  # refused before any folder is made
     exp_1d = tiny_experiments[0]
     recs = [r for arch in exp_1d.config.archs for r in synthetic_records(
         "paper_1d", arch, -2.0, -2.0, widths=exp_1d.config.widths, seeds=exp_1d.config.seeds)]
     recs = [r for r in recs if not (r["arch"] == "glu" and r["n_hidden"] == 4 and r["seed"] == 1)]
-    (out / "results").mkdir()
+    (out / "results").mkdir(parents=True)
     (out / "results" / "1d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     with pytest.raises(UsageError, match=r"lacks 1 of the 18 models .* \('glu', 4, 1\)"):
         reproduce.reproduce(out, quick=True, figures=("fig3",), table=False, redraw=True, log=lambda s: None)
