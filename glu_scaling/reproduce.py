@@ -436,9 +436,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
     if redraw:  # every record is read (or refused) before the folder is made
-        if not str(out).strip():
-            results.prepare_folder(out)  # refuses it, with the message every command gives
-        records = load_experiments(needed, Path(out) / "results")
+        records = load_experiments(needed, results.check_folder(out) / "results")
         out = results.prepare_folder(out)
     else:
         out = results.prepare_folder(out)

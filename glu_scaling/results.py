@@ -39,13 +39,19 @@ MODEL_DEFAULTS = {"knots": "uniform"}
 DATA_KEYS = ("data_sha256",)
 
 
-def prepare_folder(out: str | os.PathLike) -> Path:
-    """Create `out` if needed; refuse a file or an unwritable folder."""
+def check_folder(out: str | os.PathLike) -> Path:
+    """`out` as a Path, refusing an empty path or a file, without creating anything."""
     if not str(out).strip():
         raise UsageError("--out is empty; give a folder path, e.g. --out runs/mine")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file; give a folder path")
+    return path
+
+
+def prepare_folder(out: str | os.PathLike) -> Path:
+    """Create `out` if needed; refuse a file or an unwritable folder."""
+    path = check_folder(out)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -257,6 +257,10 @@ def test_redraw_refuses_missing_records(tmp_path, tiny_experiments):
     with pytest.raises(UsageError, match=r"--redraw needs .*1d\.jsonl"):
         reproduce.reproduce(out, quick=True, figures=("fig3",), table=False, redraw=True, log=lambda s: None)
     assert not out.exists()  # refused before any folder is made
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(UsageError, match="is a file; give a folder path"):
+        reproduce.reproduce(a_file, quick=True, figures=("fig3",), table=False, redraw=True, log=lambda s: None)
     exp_1d = tiny_experiments[0]
     recs = [r for arch in exp_1d.config.archs for r in synthetic_records(
         "paper_1d", arch, -2.0, -2.0, widths=exp_1d.config.widths, seeds=exp_1d.config.seeds)]
