@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from glu_scaling import cli, models, problems, results, train
@@ -195,7 +196,10 @@ def test_plot_refits_on_the_range_the_sweep_stored(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({}))  # a folder from before: every width
     assert cli.main(["plot", str(tmp_path)]) == 0
     (row,) = [r for r in json.loads((tmp_path / "slopes.json").read_text()) if r["x"] == "n_hidden"]
-    assert row["range"] == [1.0, 8.0] and row["slope"] < -2.5  # n = 1 sits 10x above the line
+    n = np.array([1.0, 2, 4, 8])  # n = 1 sits 10x above the line
+    expected = np.polyfit(np.log(n), np.log(np.where(n > 1, 0.1 * n**-2.0, 1.0)), 1)[0]
+    assert row["range"] == [1.0, 8.0] and row["slope"] == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(-2.996578, abs=1e-6)
 
 
 def test_plot_reuses_an_open_ended_fit_range(tmp_path, capsys):

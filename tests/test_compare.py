@@ -101,13 +101,16 @@ def test_construction_slopes_and_linear_spline_below_mlp_construction(tmp_path):
     assert {r["method"] for r in recs} == {"construction", "lsq-spline-deg1", "lsq-spline-deg2", "lsq-spline-deg3"}
     rows = json.loads((tmp_path / "slopes.json").read_text())
     slope = {(r["method"], r["arch"]): r["slope"] for r in rows if r["x"] == "n_hidden"}
-    # theory -2, -3, -4; loose at these small widths (measured -1.98, -2.99, -3.96)
-    for arch, expected, tol in (("mlp", -2.0, 0.25), ("glu", -3.0, 0.3), ("gqu", -4.0, 0.4)):
-        assert slope[("construction", arch)] == pytest.approx(expected, abs=tol), arch
-    # the LSQ splines converge at the same orders (measured -2.07, -3.07, -4.7 on 400 points)
-    assert slope[("lsq-spline-deg1", "mlp")] == pytest.approx(-2.0, abs=0.3)
-    assert slope[("lsq-spline-deg2", "glu")] == pytest.approx(-3.0, abs=0.4)
-    assert slope[("lsq-spline-deg3", "gqu")] < -3.5
+    # theory -2, -3, -4.  The error is C h^p (1 + O(h)), so over n = 8..32 the fitted slope
+    # is off by about c (1/8 - 1/32) / ln 4 ~ 0.07 c for a relative correction c/n
+    # (measured -1.98, -2.99, -3.96)
+    for arch, expected in (("mlp", -2.0), ("glu", -3.0), ("gqu", -4.0)):
+        assert slope[("construction", arch)] == pytest.approx(expected, abs=0.1), arch
+    # the LSQ splines converge at the same orders (measured -2.07, -3.07 on 400 points); the
+    # cubic one has only 4..16 cells here, still pre-asymptotic (measured -4.7)
+    assert slope[("lsq-spline-deg1", "mlp")] == pytest.approx(-2.0, abs=0.15)
+    assert slope[("lsq-spline-deg2", "glu")] == pytest.approx(-3.0, abs=0.15)
+    assert slope[("lsq-spline-deg3", "gqu")] == pytest.approx(-4.0, abs=0.8)
 
     by = {(r["method"], r["arch"], r["n_hidden"]): r for r in recs}
     for n in (8, 16, 32):
@@ -116,9 +119,9 @@ def test_construction_slopes_and_linear_spline_below_mlp_construction(tmp_path):
         assert lsq["train_rmse"] <= con["train_rmse"] * (1 + 1e-12)
         assert lsq["n_knots"] == n and lsq["degree"] == 1 and lsq["n_params"] == n + 1
         assert by[("lsq-spline-deg3", "gqu", n)]["n_knots"] == n // 2  # the GQU construction's cells
-    for arch in ARCHS:  # leading-order theory is close by n = 32
+    for arch in ARCHS:  # leading-order theory: relative error O(h), a few % by n = 32 (measured 0.998, 1.000, 0.990)
         con = by[("construction", arch, 32)]
-        assert 0.5 < con["test_rmse"] / con["predicted_rmse"] < 2.0, arch
+        assert con["test_rmse"] / con["predicted_rmse"] == pytest.approx(1.0, abs=0.05), arch
 
 
 def test_spline_knots_width_uses_n_cells(tmp_path):

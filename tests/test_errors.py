@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -528,8 +529,15 @@ def test_construct_refuses_a_broken_config_json(tmp_path, capsys, content):
 
 
 def test_sweep_takes_numpy_dtypes():
-    """dtype=np.float64 (or a jnp dtype) means "float64", as the string does."""
-    records = gs.sweep("mlp", "2", dtype=np.float64, **API)
-    assert records[0]["status"] == "ok"
+    """dtype=np.float64 (or a jnp dtype) means "float64", as the string does: the same records
+    (but the wall times); jnp.float32 means "float32", whose RMSE is not float64's."""
+    def sweep(dtype):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in gs.sweep("mlp", "2", dtype=dtype, **API)]
+
+    double = sweep("float64")
+    assert sweep(np.float64) == double and sweep(jnp.float64) == double
+    single = sweep(jnp.float32)
+    assert single == sweep("float32")
+    assert not math.isclose(single[0]["test_rmse"], double[0]["test_rmse"], rel_tol=1e-12)
     with pytest.raises(errors.UsageError, match="unknown dtype 'int32'"):
         gs.sweep("mlp", "2", dtype=np.int32, **API)

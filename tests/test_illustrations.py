@@ -187,8 +187,28 @@ def test_fig2_training_improves_and_glu_beats_mlp(trained):
     rmse = {key: info["test_rmse"] for key, (_, info) in trained.items()}
     for arch in ("mlp", "glu"):
         assert rmse[arch, "newton-cascade"] < rmse[arch, "newton-splines"]
+    # what the figure shows: the GLU's quadratic cells beat the MLP's linear ones, by a
+    # clear margin once both are trained
     assert rmse["glu", "newton-cascade"] < 0.5 * rmse["mlp", "newton-cascade"]
     assert rmse["glu", "newton-splines"] < rmse["mlp", "newton-splines"]
+
+
+def test_fig2_frozen_mlp_is_the_least_squares_fit_on_its_spline_init_gates(trained):
+    """With gates frozen, `newton-splines` solves the MLP's {D, d} by least squares: its
+    train and test RMSE are those of numpy's lstsq on the features relu(G x + g) and 1."""
+    from glu_scaling import problems
+
+    params, info = trained["mlp", "newton-splines"]
+    ds = problems.make_dataset("paper_1d", n_train=2000, seed=0)
+    G, g = np.asarray(params.G), np.asarray(params.g)
+
+    def features(x):
+        return np.concatenate([np.maximum(np.asarray(x) @ G.T + g, 0.0), np.ones((len(x), 1))], axis=1)
+
+    coef = np.linalg.lstsq(features(ds.x_train), np.asarray(ds.y_train), rcond=None)[0]
+    for x, y, key in ((ds.x_train, ds.y_train, "train_rmse"), (ds.x_test, ds.y_test, "test_rmse")):
+        want = np.sqrt(np.mean((features(x) @ coef - np.asarray(y)) ** 2))
+        assert info[key] == pytest.approx(want, rel=1e-9), key
 
 
 @pytest.mark.parametrize("arch,degree", [("mlp", 1), ("glu", 2)])

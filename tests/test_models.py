@@ -352,9 +352,9 @@ def test_non_positive_or_non_integer_sizes_raise(bad):
 @pytest.mark.parametrize("bad", [np.array(2.5), np.array([3, 4]), jnp.float32(2.5)],
                          ids=["np-float-array", "np-int-vector", "jnp-float-scalar"])
 def test_array_like_non_integer_sizes_raise_usage_error(bad):
-    # KNOWN BUG (errors.check_positive_int): a value that has __index__ but refuses it (NumPy/JAX
-    # float or non-scalar arrays) escapes as TypeError("only integer scalar arrays ...") instead
-    # of a UsageError naming the value. np.float64(3.0), which has no __index__, is handled.
+    # a value that has __index__ but refuses it (NumPy/JAX float or non-scalar arrays) gets a
+    # UsageError naming the value, not NumPy's TypeError("only integer scalar arrays ...")
+    # (errors.check_positive_int)
     with pytest.raises(glu_scaling.UsageError, match="n_hidden"):
         models.param_count("glu", 1, bad, 1)
     with pytest.raises(glu_scaling.UsageError, match="n_hidden"):
@@ -451,8 +451,8 @@ def test_group_columns_partition_the_row(k, dx, dy):
 
 @pytest.mark.parametrize("k,alias", [(0, "U"), (1, "Q")])
 def test_group_alias_error_names_the_value_given(k, alias):
-    # KNOWN BUG (models.group_columns): the alias is resolved before the error is built, so
-    # group_columns(0, 1, 1, "U") says "unknown parameter group 'factor1'", not 'U'.
+    # the error names the alias given ('U'), not the group it stands for ('factor1')
+    # (models.group_columns)
     with pytest.raises(glu_scaling.UsageError, match=f"'{alias}'"):
         models.group_columns(k, 1, 1, alias)
 

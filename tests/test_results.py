@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import pytest
@@ -182,7 +183,9 @@ def test_results_files_are_strict_json(tmp_path):
     rows = slopes.slopes_table(recs)
     results.write_json_atomic(tmp_path / "slopes.json", rows)
     loaded = _strict_loads((tmp_path / "slopes.json").read_text())
-    assert [r["slope"] for r in loaded] == pytest.approx([-2.0, rows[1]["slope"]], abs=1e-12)
+    # vs n_hidden: -2 exactly; vs n_params (7 and 13): log(4^-2 / 2^-2) / log(13 / 7)
+    assert [r["x"] for r in loaded] == ["n_hidden", "n_params"]
+    assert [r["slope"] for r in loaded] == pytest.approx([-2.0, -2 * math.log(2) / math.log(13 / 7)], abs=1e-12)
     diverged = dict(recs[0], n_hidden=8, status="diverged", test_rmse=float("nan"), train_rmse=float("inf"))
     results.append_records(tmp_path, [diverged])
     for line in _lines(tmp_path):

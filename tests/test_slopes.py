@@ -83,8 +83,10 @@ def test_fit_range_and_non_positive_values_are_filtered():
     y_bad[0] = 0.0  # log of 0: dropped
     fit = slopes.fit_slope(x, y, fit_range=(2, 8))
     assert fit.slope == pytest.approx(-1.0, abs=1e-12) and fit.range == (2.0, 8.0) and fit.n_points == 3
-    fit = slopes.fit_slope(x, y, fit_range=(8, 32))
-    assert fit.slope != pytest.approx(-3.0, abs=1e-3)  # 8 is on the other branch
+    fit = slopes.fit_slope(x, y, fit_range=(8, 32))  # 8 is on the other branch: not -3
+    expected = np.polyfit(np.log([8.0, 16, 32]), np.log([1 / 8, 100 * 16.0**-3, 100 * 32.0**-3]), 1)[0]
+    assert fit.slope == pytest.approx(expected, abs=1e-12) and fit.n_points == 3
+    assert expected == pytest.approx(-2.678072, abs=1e-6)
     fit = slopes.fit_slope(x, y, fit_range=(9, 1e9))
     assert fit.slope == pytest.approx(-3.0, abs=1e-12) and fit.n_points == 2
     fit = slopes.fit_slope(x[:4], y_bad[:4])
