@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import models, plots, problems, spline_init, train
+from glu_scaling import compilation, models, plots, problems, spline_init, train
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
 STEMS = {
@@ -202,7 +202,7 @@ def facing_gates(n: int = 6, facing: str = "alternate", dtype=None) -> tuple[jax
                                     dtype=dtype)
 
 
-_train_one = jax.jit(train.train_one, static_argnames=("config",))
+_train_one = compilation.jit(train.train_one, static_argnames=("config",))
 FIG2_STAGES = ("newton-splines", "newton-cascade")
 
 

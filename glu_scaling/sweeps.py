@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import distributed, models, problems, results, slopes, spline_init, train
+from glu_scaling import compilation, distributed, models, problems, results, slopes, spline_init, train
 from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int, unknown
 
 MAX_SPEC_LENGTH = 100_000  # values in one widths / seeds spec
@@ -289,12 +289,12 @@ def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
     return dict(n_in=n_in, n_out=n_out, width=width, size=size, dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("n_in", "n_out", "width", "size", "dtype"))
+@compilation.jit_with(static_argnames=("n_in", "n_out", "width", "size", "dtype"))
 def _draw_batch(seeds, *, n_in, n_out, width, size, dtype) -> models.InitDraws:
     return jax.vmap(lambda s: models.init_draws(jax.random.PRNGKey(s), n_in, n_out, width, size, dtype))(seeds)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype"))
+@compilation.jit_with(static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype"))
 def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation, spline_init, dtype):
     def one(n, z, t):
         return models.init_masked(None, k, n_in, n, n_out, width, activation=activation, spline_init=spline_init,

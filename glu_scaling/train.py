@@ -19,7 +19,6 @@ Models in a batch are independent: one that fails never changes the others.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from glu_scaling import newton
+from glu_scaling import compilation, newton
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 from glu_scaling.models import Params, group_columns, pack_units, unit_size, unpack_units
 
@@ -376,7 +375,7 @@ def pad_models(params: Params, n_total: int) -> Params:
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, dummy)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "batch_size", "mesh"))
+@compilation.jit_with(static_argnames=("config", "batch_size", "mesh"))
 def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size: int | None = None,
                 mesh: jax.sharding.Mesh | None = None):
     """Train a batch of models (leading axis B on every Params leaf) in one compiled call.

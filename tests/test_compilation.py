@@ -1,0 +1,86 @@
+"""Tests for glu_scaling.compilation: the XLA options that speed up compilation change
+no bit of what the programs compute, and are dropped when XLA refuses them or the
+user's XLA_FLAGS set them."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from glu_scaling import compilation, models, problems, sweeps, train
+
+
+@pytest.fixture
+def fresh_options(monkeypatch):
+    """compiler_options() recomputed inside the test and again after it."""
+    compilation.compiler_options.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    compilation.compiler_options.cache_clear()
+
+
+def _plain_jit(wrapped: compilation.jit, **jit_kwargs):
+    """The same function under jax.jit with XLA's default options."""
+    return jax.jit(wrapped.__wrapped__, **jit_kwargs)
+
+
+def _assert_same_bits(a, b):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("arch,optimizer", [("gqu", "newton-cascade"), ("mlp", "newton-splines")])
+def test_fast_compile_options_change_no_bit_of_training(arch, optimizer):
+    if not compilation.compiler_options():
+        pytest.skip("this XLA does not take the fast-compile options")
+    ds = problems.make_dataset("one_over_1_p_9x2", n_train=64, n_test=64)
+    data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 64)
+    params = jax.tree.map(lambda *a: jnp.stack(a), *[
+        models.init(jax.random.PRNGKey(seed), arch, 1, n, 1, width=8) for seed, n in ((0, 3), (1, 5), (2, 8))])
+    config = train.TrainConfig(optimizer, steps=3, chunk=chunk)
+    fast = train.train_batch(params, data, config)
+    plain = _plain_jit(train.train_batch, static_argnames=("config", "batch_size", "mesh"))(params, data, config)
+    _assert_same_bits(fast, plain)
+    assert float(jnp.max(fast[1]["test_rmse"])) < float(jnp.max(jax.vmap(
+        lambda p: train.rmse(p, data.x_test, data.t_test))(params)))  # it trained
+
+
+def test_fast_compile_options_change_no_bit_of_the_initial_draws():
+    if not compilation.compiler_options():
+        pytest.skip("this XLA does not take the fast-compile options")
+    seeds = jnp.asarray([0, 1, 7], jnp.uint32)
+    static = ("n_in", "n_out", "width", "size", "dtype")
+    for n_in, width in ((1, 6), (5, 4)):
+        kwargs = sweeps._draw_kwargs(2, n_in, 1, width, jnp.float64)
+        _assert_same_bits(sweeps._draw_batch(seeds, **kwargs),
+                          _plain_jit(sweeps._draw_batch, static_argnames=static)(seeds, **kwargs))
+
+
+def test_a_wrapped_function_also_runs_inside_another_trace():
+    """JAX refuses compiler options on a nested jit: inside jit or eval_shape the wrapper
+    is a plain jit, inlined, with the same result as the top-level call."""
+    seeds = jnp.asarray([0, 3], jnp.uint32)
+    kwargs = sweeps._draw_kwargs(1, 1, 1, 5, jnp.float64)
+    top = sweeps._draw_batch(seeds, **kwargs)
+    _assert_same_bits(jax.jit(lambda s: sweeps._draw_batch(s, **kwargs))(seeds), top)
+    shapes = jax.eval_shape(lambda s: sweeps._draw_batch(s, **kwargs), seeds)
+    assert [a.shape for a in jax.tree.leaves(shapes)] == [a.shape for a in jax.tree.leaves(top)]
+
+
+def test_options_named_in_xla_flags_are_left_to_the_user(fresh_options):
+    fresh_options.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    assert "xla_cpu_use_fusion_emitters" not in compilation.compiler_options()
+
+
+def test_an_option_this_xla_does_not_know_is_dropped(fresh_options):
+    fresh_options.delenv("XLA_FLAGS", raising=False)
+    fresh_options.setattr(compilation, "FAST_COMPILE_OPTIONS", {"xla_cpu_no_such_option_anywhere": True})
+    assert compilation.compiler_options() == {}
+    # and a function compiled through the wrapper still runs, with XLA's defaults
+    double = compilation.jit(lambda x: 2 * x)
+    assert float(double(jnp.asarray(3.0))) == 6.0
+    assert double.lower(jnp.asarray(3.0)).compile()(jnp.asarray(4.0)) == 8.0
