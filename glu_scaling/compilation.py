@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -53,15 +54,17 @@ class jit:  # noqa: N801 -- used like jax.jit
     def __init__(self, fun: Callable, **jit_kwargs):
         self._fun = fun
         self._jit_kwargs = jit_kwargs
+        self._top_level = None  # made at the first call, under the lock: threads that compile
+        self._lock = threading.Lock()  # ahead (sweeps.precompile_bucket) must share its caches
+        self._nested = jax.jit(fun, **jit_kwargs)
         functools.update_wrapper(self, fun)
 
-    @functools.cached_property
+    @property
     def _jitted(self):
-        return jax.jit(self._fun, compiler_options=compiler_options() or None, **self._jit_kwargs)
-
-    @functools.cached_property
-    def _nested(self):
-        return jax.jit(self._fun, **self._jit_kwargs)
+        with self._lock:
+            if self._top_level is None:
+                self._top_level = jax.jit(self._fun, compiler_options=compiler_options() or None, **self._jit_kwargs)
+            return self._top_level
 
     def __call__(self, *args, **kwargs):
         traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
