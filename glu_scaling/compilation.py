@@ -5,8 +5,8 @@ XLA:CPU compiles loop fusions with its MLIR "fusion emitters" by default.  Its c
 elemental emitters compile this package's Newton programs about 30 % faster (cold
 `glu-scaling speedrun` 13.3 s -> 9.8 s on the 2-core CPU), run them as fast, and give
 bit-for-bit the same results (checked on the speedrun's 102 models and on the
-`newton-cascade` benchmark's parameters; `tests/test_compilation.py`).  The option is
-a field of XLA's DebugOptions, so other backends accept it and ignore it.
+`newton-cascade` benchmark's parameters; `tests/test_compilation.py`).  Programs
+compiled for an accelerator (the default backend is not a CPU) get no options.
 
 An XLA that does not know an option rejects it at compile time (it would abort the
 process if it came through XLA_FLAGS), so the options are tried once on a trivial
@@ -31,7 +31,11 @@ FAST_COMPILE_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 
 @functools.cache
 def compiler_options() -> dict[str, Any]:
-    """The options of FAST_COMPILE_OPTIONS this XLA accepts and XLA_FLAGS does not set."""
+    """The options of FAST_COMPILE_OPTIONS this XLA accepts and XLA_FLAGS does not set,
+    when the default backend is a CPU (elsewhere none: they are CPU options, and untried
+    on accelerators)."""
+    if jax.default_backend() != "cpu":
+        return {}
     user_flags = os.environ.get("XLA_FLAGS", "")
     options = {name: value for name, value in FAST_COMPILE_OPTIONS.items() if name not in user_flags}
     if not options:

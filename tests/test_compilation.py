@@ -84,3 +84,9 @@ def test_an_option_this_xla_does_not_know_is_dropped(fresh_options):
     double = compilation.jit(lambda x: 2 * x)
     assert float(double(jnp.asarray(3.0))) == 6.0
     assert double.lower(jnp.asarray(3.0)).compile()(jnp.asarray(4.0)) == 8.0
+
+
+def test_programs_for_an_accelerator_get_no_options(fresh_options):
+    fresh_options.delenv("XLA_FLAGS", raising=False)
+    fresh_options.setattr(jax, "default_backend", lambda: "gpu")
+    assert compilation.compiler_options() == {}
