@@ -80,26 +80,44 @@ def apply_params(params: Params, x: jax.Array) -> jax.Array:
     return params.d + hidden(params, x) @ params.D
 
 
-def _flatten(rows: jax.Array, d: jax.Array, sel: Selection) -> jax.Array:
-    cols = jnp.asarray(sel.columns)
-    parts = [rows[:, cols].reshape(-1)]
+def _first_column(sel: Selection, offset: jax.Array) -> jax.Array:
+    """Where the selection's columns start when shifted by a run-time `offset`; they must
+    be contiguous (one parameter group)."""
+    if list(sel.columns) != list(range(sel.columns[0], sel.columns[0] + len(sel.columns))):
+        raise ValueError(f"a run-time column offset needs contiguous columns, not {sel.columns}")
+    return sel.columns[0] + offset
+
+
+def _selected_columns(a: jax.Array, sel: Selection, offset: jax.Array | None) -> jax.Array:
+    """a[..., sel.columns (+ offset)]: the selected columns of the last axis."""
+    if offset is None:
+        return a[..., jnp.asarray(sel.columns)]
+    return jax.lax.dynamic_slice_in_dim(a, _first_column(sel, offset), len(sel.columns), axis=a.ndim - 1)
+
+
+def _flatten(rows: jax.Array, d: jax.Array, sel: Selection, offset: jax.Array | None = None) -> jax.Array:
+    parts = [_selected_columns(rows, sel, offset).reshape(-1)]
     if sel.with_d:
         parts.append(d)
     return jnp.concatenate(parts)
 
 
-def _unflatten(theta: jax.Array, rows: jax.Array, d: jax.Array, sel: Selection):
-    cols = jnp.asarray(sel.columns)
+def _unflatten(theta: jax.Array, rows: jax.Array, d: jax.Array, sel: Selection, offset: jax.Array | None = None):
     n_unit = rows.shape[0] * len(sel.columns)
-    rows = rows.at[:, cols].set(theta[:n_unit].reshape(rows.shape[0], len(sel.columns)))
+    block = theta[:n_unit].reshape(rows.shape[0], len(sel.columns))
+    if offset is None:
+        rows = rows.at[:, jnp.asarray(sel.columns)].set(block)
+    else:
+        rows = jax.lax.dynamic_update_slice_in_dim(rows, block, _first_column(sel, offset), axis=1)
     if sel.with_d:
         d = theta[n_unit:]
     return rows, d
 
 
-def params_from_theta(template: Params, theta: jax.Array, sel: Selection) -> Params:
-    """Params with the selected entries replaced by the flat vector theta."""
-    rows, d = _unflatten(theta, pack_units(template), template.d, sel)
+def params_from_theta(template: Params, theta: jax.Array, sel: Selection, offset: jax.Array | None = None) -> Params:
+    """Params with the selected entries (columns shifted by a run-time `offset`, if
+    given; see `newton_step`) replaced by the flat vector theta."""
+    rows, d = _unflatten(theta, pack_units(template), template.d, sel, offset)
     return unpack_units(template, rows, d)
 
 
@@ -211,12 +229,14 @@ def n_selected(params: Params, sel: Selection) -> int:
     return params.width * len(sel.columns) + (params.n_out if sel.with_d else 0)
 
 
-def _weighted_jacobian(params: Params, xc: jax.Array, tc: jax.Array, wc: jax.Array, sel: Selection):
+def _weighted_jacobian(params: Params, xc: jax.Array, tc: jax.Array, wc: jax.Array, sel: Selection,
+                       offset: jax.Array | None = None):
     """One chunk's rows of the weighted least-squares problem on the selection.
 
     xc (C, dx), tc (C, dy), wc (C,).  Returns J (C * dy, P) and r (C * dy,), both scaled
     by sqrt(w) (so that sum_n w_n |y_n - t_n|^2 = |r|^2), and the chunk's per-unit
     second-order term (W, p_s, p_s), weighted by w (None if not sel.second_order).
+    offset: a run-time shift of the selection's columns (first-order selections only).
     """
     W, dy = params.width, params.n_out
     cols = list(sel.columns)
@@ -225,7 +245,11 @@ def _weighted_jacobian(params: Params, xc: jax.Array, tc: jax.Array, wc: jax.Arr
     res = apply_params(params, xc) - tc  # (C, dy)
     sw = jnp.sqrt(wc)
     Ju, Sc = unit_derivatives(params, xc, res * wc[:, None] if sel.second_order else None)
-    if cols != list(range(Ju.shape[-1])):
+    if offset is not None:
+        if sel.second_order:
+            raise ValueError("a run-time column offset is for first-order (least-squares) selections only")
+        Ju = _selected_columns(Ju, sel, offset)
+    elif cols != list(range(Ju.shape[-1])):
         Ju = Ju[..., cols]
     J = jnp.transpose(Ju * sw[:, None, None, None], (0, 2, 1, 3)).reshape(-1, W * p_s)
     if sel.with_d:
@@ -280,7 +304,7 @@ def hessian_and_gradient(
 
 
 def least_squares_r(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array, sel: Selection,
-                    chunk: int) -> jax.Array:
+                    chunk: int, offset: jax.Array | None = None) -> jax.Array:
     """The triangular factor of the weighted least-squares problem on the selection.
 
     With J (M, P) and r (M,) the weighted Jacobian and residuals (`_weighted_jacobian`)
@@ -288,11 +312,12 @@ def least_squares_r(params: Params, x: jax.Array, t: jax.Array, weight: jax.Arra
     QR of [J, -r]: R = R~[:P, :P] is J's factor and z = R~[:P, P] = Q^T (-r), so the
     least-squares step solves R p = z, and R^T R = J^T J, R^T z = -J^T r.  Accumulated
     chunk by chunk (R~ <- R of [R~; chunk rows]), so memory holds one chunk's rows.
+    offset: a run-time shift of the selection's columns (see `newton_step`).
     """
     P = n_selected(params, sel)
 
     def accumulate(R, batch):
-        J, r, _ = _weighted_jacobian(params, *batch, dataclasses.replace(sel, second_order=False))
+        J, r, _ = _weighted_jacobian(params, *batch, dataclasses.replace(sel, second_order=False), offset)
         rows = jnp.concatenate([J, -r[:, None]], axis=1)
         return jnp.linalg.qr(jnp.concatenate([R, rows]), mode="r")[: P + 1]
 
@@ -447,7 +472,7 @@ def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5
 
 def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
                 damping_start: jax.Array | int = 0, free: jax.Array | None = None,
-                batch_axis: str | None = None) -> tuple[Params, StepInfo]:
+                batch_axis: str | None = None, offset: jax.Array | None = None) -> tuple[Params, StepInfo]:
     """One damped, line-searched Newton step on the selected parameters.
 
     x (N, dx), t (N, dy), weight (N,) (0 for padding points; N a multiple of chunk).
@@ -455,27 +480,34 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
     `newton_direction`); the other entries of the flat vector stay exactly as they are.
     batch_axis: the name of the vmap axis over models this runs under, if any
     (`least_squares_direction`).
+    offset: a run-time shift of the selection's columns, for a selection of one
+    parameter group that is linear in the output (so that one compiled step serves
+    the spline stages of every factor group: `sel` names factor 1's columns and
+    offset = (j - 1) (n_in + 1) moves factor j; the same numbers as the static
+    selection of factor j, `tests/test_newton.py`).
     """
+    if offset is not None and (sel.second_order or free is not None):
+        raise ValueError("a run-time column offset is for least-squares steps (no second order, no free mask)")
     loss0 = loss_fn(params, x, t, weight)
     if sel.second_order or free is not None:
         H, g = hessian_and_gradient(params, x, t, weight, sel, chunk)
         p, damping_index, fallback = newton_direction(H, g, damping_start, free)
     else:  # linear in the selection: least squares on J itself (QR), not on J^T J
-        R_aug = least_squares_r(params, x, t, weight, sel, chunk)
+        R_aug = least_squares_r(params, x, t, weight, sel, chunk, offset)
         p, g, _ = least_squares_direction(R_aug, jnp.sum(weight), batch_axis)
         damping_index, fallback = jnp.asarray(0), jnp.asarray(False)
-    theta0 = _flatten(pack_units(params), params.d, sel)
+    theta0 = _flatten(pack_units(params), params.d, sel, offset)
 
     def moved(alpha):  # frozen entries keep their bits (theta0 + 0.0 would turn -0.0 into +0.0)
         theta = theta0 + alpha * p
         return theta if free is None else jnp.where(free, theta, theta0)
 
     def loss_at(alpha):
-        return loss_fn(params_from_theta(params, moved(alpha), sel), x, t, weight)
+        return loss_fn(params_from_theta(params, moved(alpha), sel, offset), x, t, weight)
 
     slope = jnp.dot(g if free is None else jnp.where(free, g, 0.0), p)
     alpha, loss = backtracking(loss_at, loss0, slope)
-    new = params_from_theta(params, moved(alpha), sel)
+    new = params_from_theta(params, moved(alpha), sel, offset)
     info = StepInfo(loss=loss, alpha=alpha, decrement=-slope, damping_index=damping_index,
                     descent_fallback=fallback)
     return new, info

@@ -155,10 +155,12 @@ class _NewtonCarry(NamedTuple):
 
 
 def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
-                   free: jax.Array | None = None, batch_axis: str | None = None) -> tuple[_NewtonCarry, jax.Array]:
-    """One Newton step on `sel` (and the run-time mask `free`); returns (carry, failed)."""
+                   free: jax.Array | None = None, batch_axis: str | None = None,
+                   offset: jax.Array | None = None) -> tuple[_NewtonCarry, jax.Array]:
+    """One Newton step on `sel` (and the run-time mask `free`, or column `offset`, see
+    `newton.newton_step`); returns (carry, failed)."""
     new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
-                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis)
+                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset)
     finite = _all_finite(new) & jnp.isfinite(info.loss)
     failed = info.alpha == 0
     return c._replace(
@@ -186,6 +188,26 @@ def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, s
     if steps == 1:  # no loop to compile for a single step
         return _where(cond(carry), body(carry), carry)
     return jax.lax.while_loop(cond, body, carry)
+
+
+def _factor_stages(carry: _NewtonCarry, data: TrainData, first: int, count: int, chunk: int,
+                   batch_axis: str | None = None) -> _NewtonCarry:
+    """The spline stages {U_j, u_j} for j = first .. first + count - 1, one Newton step
+    each, as `_newton_stage` runs them one after another, but in one loop around one
+    compiled least-squares step whose columns move by (j - 1) (n_in + 1) at run time:
+    the compile time of a GQU's or gated-K model's spline stages no longer grows with K,
+    and the numbers are the same (`tests/test_train.py`)."""
+    params = carry.params
+    k, dx, dy = params.n_factors, params.n_in, params.n_out
+    sel = selection(("factor1",), k, dx, dy)
+    width = dx + 1  # columns of one factor group in a packed unit row
+
+    def body(j, c):
+        c = c._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
+        run = c.status != DIVERGED
+        return _where(run, _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=(j - 1) * width)[0], c)
+
+    return jax.lax.fori_loop(first, first + count, body, carry)
 
 
 def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) -> np.ndarray:
@@ -250,6 +272,19 @@ def data_chunk(data: TrainData, chunk: int) -> int:
     return used
 
 
+def _factor_run(stages: list[Stage]) -> tuple[int, int]:
+    """(j, count): the leading `stages` are single steps on factor j, j + 1, ..., count
+    of them (count 0 if the first is not one)."""
+    first, count = 0, 0
+    for stage in stages:
+        name = stage.groups[0] if stage.steps == 1 and len(stage.groups) == 1 else ""
+        if not name.startswith("factor") or (count and int(name[len("factor"):]) != first + count):
+            break
+        first = first or int(name[len("factor"):])
+        count += 1
+    return first, count
+
+
 def train_newton(params: Params, data: TrainData, config: TrainConfig,
                  batch_axis: str | None = None) -> tuple[Params, dict]:
     """Run a Newton schedule on one model. Returns (params, info) with scalar info.
@@ -272,8 +307,16 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
         lead += 1
     rest = stages[lead:]
     separate = stages[:lead] if any(stage.steps > 1 for stage in rest) else stages
-    for stage in separate:
+    i = 0
+    while i < len(separate):
+        first, factors = _factor_run(separate[i:])
+        if factors >= 2:  # {U_1, u_1}, {U_2, u_2}, ...: one compiled step in a loop
+            carry = _factor_stages(carry, data, first, factors, chunk, batch_axis)
+            i += factors
+            continue
+        stage = separate[i]
         carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis)
+        i += 1
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
         carry = _newton_schedule(carry, data, rest, chunk)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)

@@ -329,6 +329,34 @@ def _unit_diag(A):
 _chol = jax.jit(newton.damped_cholesky_solve)
 
 
+def test_a_run_time_column_offset_steps_exactly_as_the_static_selection():
+    """One compiled least-squares step serves every factor group (`train._factor_stages`):
+    factor 1's columns shifted by (j - 1)(n_in + 1) at run time give the step on the
+    static selection of factor j, bit for bit, and move nothing else."""
+    n_in, n_out, k, width = 2, 2, 3, 6
+    rng = np.random.default_rng(3)
+    a = lambda *shape: jnp.asarray(rng.normal(size=shape))  # noqa: E731
+    params = models.Params(G=a(width, n_in), g=a(width), U=a(k, width, n_in), u=a(k, width), D=a(width, n_out),
+                           d=a(n_out), mask=jnp.asarray((np.arange(width) < 5).astype(float)), activation="relu")
+    x, t, w = _data(3, 40, 8, n_in, n_out)  # 48 rows in 3 chunks of 16
+    factor1 = train.selection(("factor1",), k, n_in, n_out)
+    shifted = jax.jit(lambda p, off: newton.newton_step(p, x, t, w, factor1, 16, offset=off))
+    for j in range(1, k + 1):
+        static = train.selection((f"factor{j}",), k, n_in, n_out)
+        want = jax.jit(lambda p, sel=static: newton.newton_step(p, x, t, w, sel, 16))(params)
+        got = shifted(params, jnp.asarray((j - 1) * (n_in + 1)))
+        for u, v in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+        assert float(got[1].alpha) > 0  # a real step was taken
+        moved = np.asarray(got[0].U) != np.asarray(params.U)
+        assert moved[j - 1].any() and not np.delete(moved, j - 1, axis=0).any()
+        np.testing.assert_array_equal(got[0].D, params.D)
+    with pytest.raises(ValueError, match="first-order"):
+        newton._weighted_jacobian(params, x, t, w, _full(k, n_in, n_out), jnp.asarray(0))
+    with pytest.raises(ValueError, match="contiguous"):
+        newton._flatten(models.pack_units(params), params.d, newton.Selection((0, 2), False, False), jnp.asarray(0))
+
+
 def test_damped_cholesky_spd_is_exact_and_undamped():
     rng = np.random.default_rng(0)
     for _ in range(5):

@@ -124,6 +124,47 @@ def test_spline_schedule_freezes_the_gates(data):
     assert np.all(info["loss"] <= _init_loss(params, data))
 
 
+def _count_primitives(jaxpr, name: str) -> int:
+    from jax.extend.core import jaxprs_in_params
+
+    return sum((eqn.primitive.name == name) + sum(_count_primitives(sub, name) for sub in jaxprs_in_params(eqn.params))
+               for eqn in jaxpr.eqns)
+
+
+def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_another(data):
+    """newton-splines on a 3-factor model: {D, d}, then {U_1, u_1}, {U_2, u_2}, {U_3, u_3} in
+    one loop around one compiled least-squares step (`train._factor_stages`) gives the
+    parameters, loss and step count of the four stages traced one by one, bit for bit; and
+    the program holds as many QR factorisations for 3 factors as for 2 (the loop's
+    body once), where one stage after another would hold 2 (k + 1) of them."""
+    params = _batch("gated3")
+    config = train.TrainConfig("newton-splines", chunk=64)
+
+    def one_by_one(p):
+        carry = train._initial_carry(p, data)
+        for stage in train.newton_stages("newton-splines", 3, 0):
+            carry = train._newton_stage(carry, data, train.selection(stage.groups, 3, 1, 1), 1, 64)
+        return carry.params, carry.loss, carry.accepted
+
+    looped, info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
+    want, loss, accepted = jax.jit(jax.vmap(one_by_one))(params)
+    for u, v in zip(jax.tree.leaves(looped), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    np.testing.assert_array_equal(info["loss"], loss)
+    np.testing.assert_array_equal(info["steps"], accepted)
+    np.testing.assert_array_equal(info["steps"], [4, 4, 4])
+    for k_moved in range(3):  # every factor group moved
+        assert np.any(np.asarray(looped.U[:, k_moved]) != np.asarray(params.U[:, k_moved]))
+
+    def qr_count(arch, fun):
+        p = models.init(jax.random.PRNGKey(0), arch, 1, 5, 1, width=W)
+        return _count_primitives(jax.make_jaxpr(fun)(p).jaxpr, "qr")
+
+    looped_qr = {arch: qr_count(arch, lambda p: train.train_newton(p, data, config)) for arch in ("gqu", "gated3")}
+    assert looped_qr["gqu"] == looped_qr["gated3"]
+    assert qr_count("gated3", lambda p: one_by_one(p)[0]) == 2 * (3 + 1) > looped_qr["gated3"]
+
+
 # ---------------------------------------------------------------- batch independence
 
 
