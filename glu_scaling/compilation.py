@@ -2,8 +2,9 @@
 compilation faster without changing a bit of what the programs compute.
 
 XLA:CPU compiles loop fusions with its MLIR "fusion emitters" by default.  Its classic
-elemental emitters compile this package's Newton programs about 30 % faster (cold
-`glu-scaling speedrun` 13.3 s -> 9.8 s on the 2-core CPU), run them as fast, and give
+elemental emitters compile this package's Newton programs 25-40 % faster (the speedrun's
+three training programs 1.4 / 2.4 / 3.0 s -> 0.9 / 1.6 / 2.5 s; a cold `glu-scaling
+speedrun` 13.3 s -> 9.8-10.4 s on the 2-core CPU), run them as fast, and give
 bit-for-bit the same results (checked on the speedrun's 102 models and on the
 `newton-cascade` benchmark's parameters; `tests/test_compilation.py`).  Programs
 compiled for an accelerator (the default backend is not a CPU) get no options.
@@ -50,29 +51,39 @@ def compiler_options() -> dict[str, Any]:
 class jit:  # noqa: N801 -- used like jax.jit
     """`jax.jit(fun, **jit_kwargs)` compiled with `compiler_options()`, which are looked up
     at the first call (so importing the package never starts a backend).  Supports
-    calling and `.lower(...)`, as the jitted function does.  Called inside another
-    trace (`jax.jit`, `jax.eval_shape`, ...: some argument is a tracer) it is a plain
-    `jax.jit`, inlined into the outer program, which JAX compiles with its own options
-    (JAX refuses compiler options on a nested jit)."""
+    calling and `.lower(...)`, as the jitted function does.
+
+    Called inside another transformation it is a plain `jax.jit` (JAX refuses compiler
+    options on a nested jit): inside `jax.jit` or `jax.eval_shape` it is inlined into the
+    outer program, which JAX compiles with its own options; under a bare `jax.vmap` or
+    `jax.grad` it is compiled on its own with XLA's defaults (the same numbers)."""
 
     def __init__(self, fun: Callable, **jit_kwargs):
+        functools.update_wrapper(self, fun, updated=())  # (not fun.__dict__: a wrapped wrapper keeps its own state)
         self._fun = fun
         self._jit_kwargs = jit_kwargs
-        self._top_level = None  # made at the first call, under the lock: threads that compile
-        self._lock = threading.Lock()  # ahead (sweeps.precompile_bucket) must share its caches
+        self._top_level = None  # made once, under the lock: threads that compile ahead
+        self._lock = threading.Lock()  # (sweeps.precompile_bucket) must share its caches
         self._nested = jax.jit(fun, **jit_kwargs)
-        functools.update_wrapper(self, fun)
 
     @property
     def _jitted(self):
-        with self._lock:
-            if self._top_level is None:
-                self._top_level = jax.jit(self._fun, compiler_options=compiler_options() or None, **self._jit_kwargs)
-            return self._top_level
+        if self._top_level is None:
+            with self._lock:
+                if self._top_level is None:
+                    options = compiler_options() or None
+                    self._top_level = jax.jit(self._fun, compiler_options=options, **self._jit_kwargs)
+        return self._top_level
 
     def __call__(self, *args, **kwargs):
-        traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs)))
-        return (self._nested if traced else self._jitted)(*args, **kwargs)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            return self._nested(*args, **kwargs)
+        try:
+            return self._jitted(*args, **kwargs)
+        except ValueError as err:  # inside a trace with only concrete arguments (closed-over constants)
+            if "compiler_options" not in str(err):
+                raise
+            return self._nested(*args, **kwargs)
 
     def lower(self, *args, **kwargs):
         return self._jitted.lower(*args, **kwargs)

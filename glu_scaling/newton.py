@@ -484,7 +484,9 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
     parameter group that is linear in the output (so that one compiled step serves
     the spline stages of every factor group: `sel` names factor 1's columns and
     offset = (j - 1) (n_in + 1) moves factor j; the same numbers as the static
-    selection of factor j, `tests/test_newton.py`).
+    selection of factor j, `tests/test_newton.py`).  Valid offsets keep the columns
+    inside the row (0 .. (k - 1) (n_in + 1) for factor 1's): like any dynamic slice,
+    a larger one is clamped, not refused.
     """
     if offset is not None and (sel.second_order or free is not None):
         raise ValueError("a run-time column offset is for least-squares steps (no second order, no free mask)")

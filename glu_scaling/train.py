@@ -19,6 +19,7 @@ Models in a batch are independent: one that fails never changes the others.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import NamedTuple
 
 import jax
@@ -277,10 +278,10 @@ def _factor_run(stages: list[Stage]) -> tuple[int, int]:
     of them (count 0 if the first is not one)."""
     first, count = 0, 0
     for stage in stages:
-        name = stage.groups[0] if stage.steps == 1 and len(stage.groups) == 1 else ""
-        if not name.startswith("factor") or (count and int(name[len("factor"):]) != first + count):
+        match = re.fullmatch(r"factor(\d+)", stage.groups[0]) if stage.steps == 1 and len(stage.groups) == 1 else None
+        if match is None or (count and int(match.group(1)) != first + count):
             break
-        first = first or int(name[len("factor"):])
+        first = first or int(match.group(1))
         count += 1
     return first, count
 
@@ -299,7 +300,8 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
     loss0 = carry.loss
     stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps) if stage.steps > 0]
     # The leading single steps that are linear least squares (the spline stages) each run on
-    # their own selection, solved by QR of J: the masked all-parameter loop would solve them
+    # the columns of one group (the factor groups' in one loop, `_factor_stages`), solved by
+    # QR of J: the masked all-parameter loop would solve them
     # through J^T J, whose Cholesky squares J's condition number and left wide GQUs of
     # newton-cascade up to 3x worse than newton-splines after the same stages.
     lead = 0

@@ -350,7 +350,9 @@ def test_a_run_time_column_offset_steps_exactly_as_the_static_selection():
         assert float(got[1].alpha) > 0  # a real step was taken
         moved = np.asarray(got[0].U) != np.asarray(params.U)
         assert moved[j - 1].any() and not np.delete(moved, j - 1, axis=0).any()
-        np.testing.assert_array_equal(got[0].D, params.D)
+        assert not np.delete(np.asarray(got[0].u) != np.asarray(params.u), j - 1, axis=0).any()
+        for name in ("G", "g", "D", "d"):
+            np.testing.assert_array_equal(getattr(got[0], name), getattr(params, name), err_msg=name)
     with pytest.raises(ValueError, match="first-order"):
         newton._weighted_jacobian(params, x, t, w, _full(k, n_in, n_out), jnp.asarray(0))
     with pytest.raises(ValueError, match="contiguous"):

@@ -131,6 +131,16 @@ def _count_primitives(jaxpr, name: str) -> int:
                for eqn in jaxpr.eqns)
 
 
+def test_factor_runs_are_consecutive_single_steps_on_factor_groups():
+    Stage = train.Stage
+    assert train._factor_run([Stage(("factor2",), 1), Stage(("factor3",), 1), Stage(("factor5",), 1)]) == (2, 2)
+    assert train._factor_run([Stage(("factor1",), 1), Stage(("gate",), 1)]) == (1, 1)
+    assert train._factor_run([Stage(("out",), 1), Stage(("factor1",), 1)]) == (0, 0)
+    assert train._factor_run([Stage(("factor1",), 2), Stage(("factor2",), 1)]) == (0, 0)
+    assert train._factor_run([Stage(("factor1", "factor2"), 1)]) == (0, 0)
+    assert train._factor_run([Stage(("factorX",), 1)]) == (0, 0)
+
+
 def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_another(data):
     """newton-splines on a 3-factor model: {D, d}, then {U_1, u_1}, {U_2, u_2}, {U_3, u_3} in
     one loop around one compiled least-squares step (`train._factor_stages`) gives the
