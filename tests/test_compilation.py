@@ -77,7 +77,7 @@ def test_a_wrapped_function_also_runs_inside_another_trace():
 
 
 def test_the_options_reach_the_programs_on_the_jax_this_project_is_measured_with(fresh_options):
-    """On a CPU with jax 0.10 (where the 30 % was measured) XLA takes the option and
+    """On a CPU with jax 0.10 (where the gain was measured) XLA takes the option and
     `train_batch` is lowered with it; on other versions it may have gone (then the
     wrapper compiles with XLA's defaults, `test_an_option_this_xla_does_not_know_is_dropped`)."""
     fresh_options.delenv("XLA_FLAGS", raising=False)
