@@ -245,12 +245,10 @@ def _weighted_jacobian(params: Params, xc: jax.Array, tc: jax.Array, wc: jax.Arr
     res = apply_params(params, xc) - tc  # (C, dy)
     sw = jnp.sqrt(wc)
     Ju, Sc = unit_derivatives(params, xc, res * wc[:, None] if sel.second_order else None)
-    if offset is not None:
-        if sel.second_order:
-            raise ValueError("a run-time column offset is for first-order (least-squares) selections only")
+    if offset is not None and sel.second_order:
+        raise ValueError("a run-time column offset is for first-order (least-squares) selections only")
+    if offset is not None or cols != list(range(Ju.shape[-1])):
         Ju = _selected_columns(Ju, sel, offset)
-    elif cols != list(range(Ju.shape[-1])):
-        Ju = Ju[..., cols]
     J = jnp.transpose(Ju * sw[:, None, None, None], (0, 2, 1, 3)).reshape(-1, W * p_s)
     if sel.with_d:
         # d's columns, sqrt(w) times the identity, put beside J by padding and a select:

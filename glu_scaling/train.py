@@ -177,13 +177,14 @@ def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chun
 
 
 def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int,
-                  batch_axis: str | None = None):
-    """Up to `steps` steps on one selection, compiled for its own (smaller) Hessian."""
+                  batch_axis: str | None = None, offset: jax.Array | None = None):
+    """Up to `steps` steps on one selection (its columns shifted by a run-time `offset`,
+    if given: `newton.newton_step`), compiled for its own (smaller) Hessian."""
     def cond(c):
         return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
 
     def body(c):
-        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis)[0]
+        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=offset)[0]
 
     carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
     if steps == 1:  # no loop to compile for a single step
@@ -204,9 +205,7 @@ def _factor_stages(carry: _NewtonCarry, data: TrainData, first: int, count: int,
     width = dx + 1  # columns of one factor group in a packed unit row
 
     def body(j, c):
-        c = c._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
-        run = c.status != DIVERGED
-        return _where(run, _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=(j - 1) * width)[0], c)
+        return _newton_stage(c, data, sel, 1, chunk, batch_axis, offset=(j - 1) * width)
 
     return jax.lax.fori_loop(first, first + count, body, carry)
 
