@@ -246,12 +246,41 @@ def init_draws(key, n_in: int, n_out: int, width: int, size: int, dtype=jnp.floa
     depend on the draw's length, so the first unit_size(k, ...) columns of a wider
     draw are exactly a model's own: one compiled draw serves every k of a sweep
     (compiling the random-bit generator is the slow part of an init on a CPU).
+    One key's draws are `init_draws_batch` of a batch of one.
     """
-    k_gate, k_units, k_bias = jax.random.split(key, 3)
+    return jax.tree.map(lambda a: a[0], init_draws_batch(jnp.expand_dims(key, 0), n_in, n_out, width, size, dtype))
+
+
+def init_draws_batch(keys, n_in: int, n_out: int, width: int, size: int, dtype=jnp.float32) -> InitDraws:
+    """`init_draws` for a batch of keys (B, 2) (or B typed keys): leaves with a leading B axis.
+
+    Key b's draws are exactly `init_draws(keys[b], ...)`: unit i's row comes from
+    fold_in(k_units, i), its gate direction from fold_in(k_gate, i), the output bias from
+    k_bias, with (k_gate, k_units, k_bias) = split(keys[b], 3).  The per-unit keys of all
+    models are drawn from as one flat batch (M keys, one row each) rather than under a
+    vmap over models: the generator then runs on 2-D arrays, which XLA:CPU compiles
+    about 2x faster than the 3-D (models, units, row) ones.  With the partitionable
+    threefry, the unit rows, directions and biases are the first columns of one draw.
+    """
+    n_keys = keys.shape[0]
+    k_gate, k_units, k_bias = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
     idx = jnp.arange(width)
-    units = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_units, i), (size,), dtype))(idx)
-    directions = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_gate, i), (n_in,), dtype))(idx)
-    return InitDraws(units, jax.random.normal(k_bias, (n_out,), dtype), directions)
+
+    def unit_keys(base):  # (B, ...) -> (B W, ...): fold_in(base_b, i), model-major
+        folded = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(idx))(base)
+        return folded.reshape((n_keys * width,) + folded.shape[2:])
+
+    def normals(flat_keys, length):
+        return jax.vmap(lambda k: jax.random.normal(k, (length,), dtype))(flat_keys)
+
+    if jax.config.jax_threefry_partitionable:  # one generator call for everything
+        m = n_keys * width
+        z = normals(jnp.concatenate([unit_keys(k_units), unit_keys(k_gate), k_bias]), max(size, n_in, n_out))
+        units, directions, d = z[:m, :size], z[m:2 * m, :n_in], z[2 * m:, :n_out]
+    else:  # a draw's numbers depend on its length: each at its own
+        units, directions = normals(unit_keys(k_units), size), normals(unit_keys(k_gate), n_in)
+        d = normals(k_bias, n_out)
+    return InitDraws(units.reshape(n_keys, width, size), d, directions.reshape(n_keys, width, n_in))
 
 
 def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, activation="relu",

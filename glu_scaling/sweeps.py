@@ -291,7 +291,7 @@ def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
 
 @compilation.jit_with(static_argnames=("n_in", "n_out", "width", "size", "dtype"))
 def _draw_batch(seeds, *, n_in, n_out, width, size, dtype) -> models.InitDraws:
-    return jax.vmap(lambda s: models.init_draws(jax.random.PRNGKey(s), n_in, n_out, width, size, dtype))(seeds)
+    return models.init_draws_batch(jax.vmap(jax.random.PRNGKey)(seeds), n_in, n_out, width, size, dtype)
 
 
 @compilation.jit_with(static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype"))

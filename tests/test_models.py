@@ -504,6 +504,32 @@ def test_a_wider_shared_draw_gives_every_architecture_its_own_init(n_in, spline)
         assert bool(jnp.all(own.D[:4] != 0)) and bool(jnp.all(own.mask == jnp.asarray([1, 1, 1, 1, 0, 0])))
 
 
+@pytest.mark.parametrize("partitionable", [True, False])
+@pytest.mark.parametrize("n_in,n_out,width,size", [(1, 1, 5, 7), (3, 2, 4, 9), (9, 1, 3, 4), (2, 3, 1, 12)])
+def test_batched_draws_are_each_keys_documented_draws(partitionable, n_in, n_out, width, size):
+    """init_draws_batch flattens every model's unit keys into one batch (and, with the
+    partitionable threefry, draws rows, directions and biases as the first columns of one
+    draw): each model must still get exactly what the InitDraws docstring defines,
+    written here with plain jax.random calls: unit i's row normal(fold_in(k_units, i)),
+    its direction normal(fold_in(k_gate, i)), the bias normal(k_bias), from
+    (k_gate, k_units, k_bias) = split(key, 3).  n_in > size and n_out > n_in cover
+    either column count being the longest."""
+    seeds = [0, 5, 2**32 - 1]
+    with jax.threefry_partitionable(partitionable):
+        batch = models.init_draws_batch(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), n_in, n_out, width, size,
+                                        jnp.float64)
+        for b, seed in enumerate(seeds):
+            k_gate, k_units, k_bias = jax.random.split(jax.random.PRNGKey(seed), 3)
+            units = [jax.random.normal(jax.random.fold_in(k_units, i), (size,), jnp.float64) for i in range(width)]
+            gates = [jax.random.normal(jax.random.fold_in(k_gate, i), (n_in,), jnp.float64) for i in range(width)]
+            want = models.InitDraws(jnp.stack(units), jax.random.normal(k_bias, (n_out,), jnp.float64),
+                                    jnp.stack(gates))
+            one = models.init_draws(jax.random.PRNGKey(seed), n_in, n_out, width, size, jnp.float64)
+            for got_batch, got_one, expected in zip(batch, one, want):
+                assert got_batch[b].shape == expected.shape and bool(jnp.all(got_batch[b] == expected))
+                assert got_one.shape == expected.shape and bool(jnp.all(got_one == expected))
+
+
 @pytest.mark.parametrize("n_in", [1, 2, 5, models.FEW_INPUTS, models.FEW_INPUTS + 1])
 def test_affine_equals_the_matmul(n_in):
     # multiply-adds up to FEW_INPUTS inputs, a matmul beyond: the same map either way
