@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import full_newton_steps, matmul_gflops
+from benchlib import full_newton_steps, machine, matmul_gflops
 
 import glu_scaling  # noqa: F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -138,8 +137,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "backend": jax.default_backend(),
-                          "jax": jax.__version__}}
+    result = {"machine": {**machine(), "backend": jax.default_backend(), "jax": jax.__version__}}
     with tempfile.TemporaryDirectory() as cache:
         cold = run_speedrun(cache)
         # warm: the fastest of 3 runs (other jobs on a shared machine only ever slow one down)

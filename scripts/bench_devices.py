@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import machine  # scripts/ is on the path: this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
@@ -102,7 +103,7 @@ def main() -> None:
     assert runs["n_devices"]["device_count"] == args.devices and runs["one_device"]["device_count"] == 1
     one, many, same = runs["one_device"], runs["n_devices"], runs["one_device_same_pool"]
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine(),
         "sweep": config, "models": len(one["records"]), "devices": args.devices,
         "runs": {name: {k: r[k] for k in ("env", "cold_s", "warm_s", "warm_all_s", "process_s")}
                  for name, r in runs.items()},

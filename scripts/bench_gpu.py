@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, without installing it
 
-from benchlib import full_newton_steps, matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
+from benchlib import full_newton_steps, machine, matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
 
 import glu_scaling  # noqa: E402,F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -238,7 +238,7 @@ def main() -> None:
     clock = CompileClock(jax)
     device = jax.devices()[0]
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "backend": backend,
+        "machine": {**machine(), "backend": backend,
                     "devices": [str(d) for d in jax.devices()], "device_kind": device.device_kind,
                     "jax": jax.__version__, "python": platform.python_version()},
         "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "cache": cache,
