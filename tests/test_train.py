@@ -372,7 +372,7 @@ def test_cascade_starts_from_the_spline_stages_solved_on_j():
     for groups in (("out",), ("factor1",)):
         carry = train._newton_stage(carry, data, train.selection(groups, 2, 1, 1), 1, chunk)
     J = np.asarray(newton._weighted_jacobian(carry.params, data.x, data.t, data.weight,
-                                             train.selection(("factor2",), 2, 1, 1))[0])
+                                             train.selection(("factor2",), 2, 1, 1))[0]).T
     assert np.linalg.cond(J / np.linalg.norm(J, axis=0)) > 1e9
 
 
