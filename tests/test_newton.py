@@ -124,6 +124,27 @@ def test_single_chunk_path_equals_scan_path():
     assert _rel(H1, H) < 1e-12 and _rel(g1, g) < 1e-12
 
 
+def test_the_gram_contracts_the_rows_of_the_transposed_jacobian():
+    """J^T J is formed from Jt (P, M) contracting dimension 1 of both operands (the layout
+    XLA:CPU runs 1.6-1.75x faster than contracting dimension 0 of J (M, P), see
+    `newton._weighted_jacobian`).  Checked on the jaxpr, which XLA does not rewrite:
+    the (P, P) product must contract ((1,), (1,)) of a (P, M) operand with itself."""
+    k, n_in, n_out = 1, 2, 2
+    params = _random_params(1, "glu", n_in, N_HIDDEN, n_out, WIDTH, "relu")
+    x, t, w = _data(1, N_REAL, N_PAD, n_in, n_out)
+    sel = _full(k, n_in, n_out)
+    P, M = WIDTH * models.unit_size(k, n_in, n_out) + n_out, (N_REAL + N_PAD) * n_out
+    jaxpr = jax.make_jaxpr(lambda p: newton.hessian_and_gradient(p, x, t, w, sel, N_REAL + N_PAD))(params)
+    grams = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"
+             and tuple(e.outvars[0].aval.shape) == (P, P)]
+    assert len(grams) == 1
+    (contract_lhs, contract_rhs), _ = grams[0].params["dimension_numbers"]
+    assert tuple(contract_lhs) == tuple(contract_rhs) == (1,)
+    assert grams[0].invars[0] is grams[0].invars[1] and tuple(grams[0].invars[0].aval.shape) == (P, M)
+    Jt = newton._weighted_jacobian(params, x, t, w, sel)[0]
+    assert Jt.shape == (P, M)
+
+
 @functools.partial(jax.jit, static_argnames=("sels",))
 def _partials(params, x, t, w, sels):
     return [newton.hessian_and_gradient(params, x, t, w, sel, CHUNK) for sel in sels]
