@@ -126,8 +126,10 @@ def cmd_speedrun(args) -> int:
     from glu_scaling import plots, slopes, sweeps
 
     t0 = time.perf_counter()
-    # matplotlib's import (0.4 s) overlaps the training, whose main thread mostly waits on XLA
-    preload = threading.Thread(target=plots.import_pyplot, name="glu_scaling-import-pyplot", daemon=True)
+    # matplotlib's import (0.4 s) and a warm-up drawing overlap the training, whose main thread
+    # mostly waits on XLA
+    preload = threading.Thread(target=plots.import_pyplot, args=(True,), name="glu_scaling-import-pyplot",
+                               daemon=True)
     preload.start()
     config = sweeps.SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(sweeps.parse_spec(SPEEDRUN["widths"])),
                                seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],

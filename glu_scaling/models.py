@@ -346,6 +346,21 @@ def pad(params: Params, width: int) -> Params:
     )
 
 
+def with_constant_factors(params: Params, k: int) -> Params:
+    """The same model with k factors: factors n_factors + 1 .. k are the constant 1
+    (U = 0, u = 1), so `apply` gives exactly the same numbers (products with 1.0 are
+    exact).  Leaves may carry leading batch axes.  Lets models of several
+    architectures share one compiled `newton-splines` program (`train.train_batch`'s
+    `factors`); `params.replace(U=U[..., :n, :, :], u=u[..., :n, :])` undoes it."""
+    extra = k - params.n_factors
+    if extra < 0:
+        raise UsageError(f"cannot pad {params.n_factors} factors down to {k}")
+    U_shape = (*params.U.shape[:-3], extra, *params.U.shape[-2:])
+    u_shape = (*params.u.shape[:-2], extra, params.u.shape[-1])
+    return params.replace(U=jnp.concatenate([params.U, jnp.zeros(U_shape, params.U.dtype)], axis=-3),
+                          u=jnp.concatenate([params.u, jnp.ones(u_shape, params.u.dtype)], axis=-2))
+
+
 def unpad(params: Params) -> Params:
     """Drop masked units (host-side; needs concrete arrays)."""
     keep = jnp.asarray(params.mask) > 0

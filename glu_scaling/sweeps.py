@@ -364,6 +364,7 @@ def _is_out_of_memory(err: Exception) -> bool:
 
 class _BucketSetup(NamedTuple):
     k: int
+    shared: int | None  # factors of the program every architecture shares (`shared_factors`)
     tconf: train.TrainConfig
     data: train.TrainData
     batch: int
@@ -374,16 +375,45 @@ class _BucketSetup(NamedTuple):
 def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Dataset,
                   config: SweepConfig) -> _BucketSetup:
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
-    k = models.n_factors(arch)
+    k, shared = models.n_factors(arch), shared_factors(config)
     tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk)
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
     tconf = dataclasses.replace(tconf, chunk=chunk)
     n_devices = distributed.resolve_devices(config.devices)
     mesh = distributed.make_mesh(n_devices)
-    need = model_bytes(k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
+    need = model_bytes(shared or k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
                        jnp.dtype(config.dtype).itemsize)
     batch = config.batch_size or default_batch_size(n_models, n_devices=n_devices, bytes_per_model=need)
-    return _BucketSetup(k, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
+    return _BucketSetup(k, shared, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
+
+
+def shared_factors(config: SweepConfig) -> int | None:
+    """The factor count of the one training program that every architecture of a
+    `newton-splines` sweep over several architectures shares, or None (each compiles
+    its own).  Models with fewer factors are padded with constant ones
+    (`models.with_constant_factors`) and skip their stages (`train.train_batch`'s
+    `factors`): a speedrun compiles one training program instead of three.  The numbers
+    are those of each architecture's own program, bit for bit in 1D (the speedrun's 102
+    records); with several inputs XLA may fuse the bigger program's multiply-adds
+    differently, a difference at rounding level (`tests/test_train.py`)."""
+    ks = {models.n_factors(arch) for arch in config.archs}
+    return max(ks) if config.optimizer == "newton-splines" and len(ks) > 1 else None
+
+
+def _program_inputs(params: models.Params, setup: _BucketSetup):
+    """(params, factors) for the bucket's `train.train_batch` call: as initialised, or
+    padded to the shared program's factors with each model's own count."""
+    if setup.shared is None:
+        return params, None
+    n_models = params.mask.shape[0]
+    return models.with_constant_factors(params, setup.shared), jnp.full((n_models,), setup.k)
+
+
+def _own_factors(params: models.Params, setup: _BucketSetup) -> models.Params:
+    """Trained params without the shared program's constant padding factors."""
+    if setup.shared is None:
+        return params
+    return params.replace(U=params.U[:, :setup.k], u=params.u[:, :setup.k])
 
 
 def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
@@ -410,10 +440,13 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
     _assemble_batch.lower(ns, draws, knots, **kwargs).compile()
     shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns, knots=knots)
+    shapes, factors = jax.eval_shape(lambda p: _program_inputs(p, setup), shapes)
     if setup.mesh is not None:
         replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
-        shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), shapes)
-    train.train_batch.lower(shapes, setup.data, setup.tconf, batch_size=setup.batch, mesh=setup.mesh).compile()
+        shapes, factors = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                                       (shapes, factors))
+    train.train_batch.lower(shapes, setup.data, setup.tconf, batch_size=setup.batch, mesh=setup.mesh,
+                            factors=factors).compile()
 
 
 class LaunchedBucket(NamedTuple):
@@ -448,12 +481,14 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     kwargs = _init_kwargs(setup.k, width, dataset, config)
     knots = knot_table(config, arch, [n for n, _ in pairs], width)
     knots = None if knots is None else jnp.asarray(knots, kwargs["dtype"])
-    params = _init_batch(seeds, ns, **kwargs, knots=knots)
-    params = distributed.replicate(params, setup.mesh)
+    params, factors = _program_inputs(_init_batch(seeds, ns, **kwargs, knots=knots), setup)
+    params, factors = distributed.replicate((params, factors), setup.mesh)
     while True:
         try:
-            trained, info = train.train_batch(params, setup.data, setup.tconf, batch_size=batch, mesh=setup.mesh)
-            return LaunchedBucket(arch, list(pairs), width, trained, info, batch, setup.n_devices, setup.mesh, t0)
+            trained, info = train.train_batch(params, setup.data, setup.tconf, batch_size=batch, mesh=setup.mesh,
+                                              factors=factors)
+            return LaunchedBucket(arch, list(pairs), width, _own_factors(trained, setup), info, batch,
+                                  setup.n_devices, setup.mesh, t0)
         except jax.errors.JaxRuntimeError as err:
             batch = _halved_batch(err, arch, width, batch)
 
@@ -506,8 +541,16 @@ def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset,
         return None, [None] * len(todo)
     workers = workers or max(1, min(len(todo) - 1, (os.cpu_count() or 2) // 2))
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="glu_scaling-compile")
-    futures = [None] + [pool.submit(precompile_bucket, arch, len(pairs), width, dataset, config)
-                        for arch, width, pairs in todo[1:]]
+    # buckets of a shared program (`shared_factors`) with the same shapes wait for one compilation
+    shared = shared_factors(config) is not None
+    first = todo[0][1], len(todo[0][2])
+    started = {first: None} if shared else {}
+    futures = [None]
+    for arch, width, pairs in todo[1:]:
+        key = (width, len(pairs)) if shared else len(futures)
+        if key not in started:
+            started[key] = pool.submit(precompile_bucket, arch, len(pairs), width, dataset, config)
+        futures.append(started[key])
     return pool, futures
 
 

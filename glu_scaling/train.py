@@ -193,12 +193,15 @@ def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, s
 
 
 def _factor_stages(carry: _NewtonCarry, data: TrainData, first: int, count: int, chunk: int,
-                   batch_axis: str | None = None) -> _NewtonCarry:
+                   batch_axis: str | None = None, last: jax.Array | None = None) -> _NewtonCarry:
     """The spline stages {U_j, u_j} for j = first .. first + count - 1, one Newton step
     each, as `_newton_stage` runs them one after another, but in one loop around one
     compiled least-squares step whose columns move by (j - 1) (n_in + 1) at run time:
     the compile time of a GQU's or gated-K model's spline stages no longer grows with K,
-    and the numbers are the same (`tests/test_train.py`)."""
+    and the numbers are the same (`tests/test_train.py`).
+
+    last: a run-time bound (an int array), for a model whose factors above `last` are
+    constant padding (`train_batch(..., factors=)`): their stages are skipped."""
     params = carry.params
     k, dx, dy = params.n_factors, params.n_in, params.n_out
     sel = selection(("factor1",), k, dx, dy)
@@ -207,7 +210,9 @@ def _factor_stages(carry: _NewtonCarry, data: TrainData, first: int, count: int,
     def body(j, c):
         return _newton_stage(c, data, sel, 1, chunk, batch_axis, offset=(j - 1) * width)
 
-    return jax.lax.fori_loop(first, first + count, body, carry)
+    if last is None:
+        return jax.lax.fori_loop(first, first + count, body, carry)
+    return jax.lax.fori_loop(first, jnp.clip(last + 1, first, first + count), body, carry)
 
 
 def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) -> np.ndarray:
@@ -286,14 +291,20 @@ def _factor_run(stages: list[Stage]) -> tuple[int, int]:
 
 
 def train_newton(params: Params, data: TrainData, config: TrainConfig,
-                 batch_axis: str | None = None) -> tuple[Params, dict]:
+                 batch_axis: str | None = None, factors: jax.Array | None = None) -> tuple[Params, dict]:
     """Run a Newton schedule on one model. Returns (params, info) with scalar info.
 
     batch_axis: the name of the `jax.vmap` axis over models this runs under, if any; the
     models of the batch then skip the rank-deficient least-squares fallback together when
     none of them needs it (`newton.least_squares_direction`).  Results do not depend on it.
+    factors: the number of factor groups the model really has (an int array <= k), for
+    a model padded with constant factors (`with_constant_factors`); their stages are
+    skipped.  `newton-splines` only (every other schedule would train them).
     """
     k, dx, dy = params.n_factors, params.n_in, params.n_out
+    if factors is not None and config.optimizer != "newton-splines":
+        raise ValueError(f"factors= (constant padding factors) needs optimizer 'newton-splines', whose stages "
+                         f"leave them alone; got {config.optimizer!r}")
     chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
     loss0 = carry.loss
@@ -310,10 +321,10 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
     separate = stages[:lead] if any(stage.steps > 1 for stage in rest) else stages
     i = 0
     while i < len(separate):
-        first, factors = _factor_run(separate[i:])
-        if factors >= 2:  # {U_1, u_1}, {U_2, u_2}, ...: one compiled step in a loop
-            carry = _factor_stages(carry, data, first, factors, chunk, batch_axis)
-            i += factors
+        first, count = _factor_run(separate[i:])
+        if count >= 2 or (count and factors is not None):  # {U_1, u_1}, {U_2, u_2}, ...: one step in a loop
+            carry = _factor_stages(carry, data, first, count, chunk, batch_axis, factors)
+            i += count
             continue
         stage = separate[i]
         carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis)
@@ -383,12 +394,14 @@ def rmse(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array | None = 
 
 
 def train_one(params: Params, data: TrainData, config: TrainConfig,
-              batch_axis: str | None = None) -> tuple[Params, dict]:
+              batch_axis: str | None = None, factors: jax.Array | None = None) -> tuple[Params, dict]:
     """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars).
-    batch_axis: as `train_newton`."""
+    batch_axis, factors: as `train_newton`."""
     if config.optimizer in NEWTON_SCHEDULES:
-        params, info = train_newton(params, data, config, batch_axis)
+        params, info = train_newton(params, data, config, batch_axis, factors)
     else:
+        if factors is not None:
+            raise ValueError(f"factors= needs optimizer 'newton-splines', got {config.optimizer!r}")
         params, info = train_first_order(params, data, config)
     info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
     info["test_rmse"] = rmse(params, data.x_test, data.t_test)
@@ -421,7 +434,7 @@ def pad_models(params: Params, n_total: int) -> Params:
 
 @compilation.jit_with(static_argnames=("config", "batch_size", "mesh"))
 def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size: int | None = None,
-                mesh: jax.sharding.Mesh | None = None):
+                mesh: jax.sharding.Mesh | None = None, factors: jax.Array | None = None):
     """Train a batch of models (leading axis B on every Params leaf) in one compiled call.
 
     Models are vmapped in groups of `batch_size` (None: all of a device's models at
@@ -431,6 +444,9 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
     trains the j-th contiguous block of models (`jax.shard_map`) and the results are
     gathered onto every device; `params` and `data` should then be replicated on the
     mesh (`distributed.replicate`).  With no mesh (or one device) nothing is sharded.
+    factors: optional (B,) ints, each model's own number of factor groups when the
+    batch is padded with constant factors (`models.with_constant_factors`), so that
+    mlp, glu and gqu models share one compiled `newton-splines` program (`train_newton`).
     Returns (params (B, ...), info with (B,) arrays).
     """
     n_models = params.mask.shape[0]
@@ -448,7 +464,9 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
             for leaf, e in zip(leaves, empty)])
 
     def one(nonempty, data):
-        trained, info = train_one(rebuild(nonempty, ()), data, config, MODELS_AXIS)
+        own = None if factors is None else nonempty[-1]
+        nonempty = nonempty if factors is None else nonempty[:-1]
+        trained, info = train_one(rebuild(nonempty, ()), data, config, MODELS_AXIS, own)
         return [leaf for leaf in jax.tree.leaves(trained) if leaf.size], info
 
     def local(inputs, data):  # the models of one device, `batch` at a time (a whole number of groups)
@@ -457,6 +475,8 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
         return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), jax.lax.map(group, grouped))
 
     inputs = [leaf for leaf, e in zip(leaves, empty) if not e]
+    if factors is not None:  # padding models have none
+        inputs.append(jnp.pad(jnp.asarray(factors), (0, n_total - n_models)))
     if n_devices == 1:
         nonempty, info = local(inputs, data)
     else:

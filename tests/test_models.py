@@ -530,6 +530,26 @@ def test_batched_draws_are_each_keys_documented_draws(partitionable, n_in, n_out
                 assert got_one.shape == expected.shape and bool(jnp.all(got_one == expected))
 
 
+@pytest.mark.parametrize("arch,n_in", [("mlp", 1), ("glu", 3), ("gqu", 2)])
+def test_constant_factors_change_no_output(arch, n_in):
+    """with_constant_factors adds factors U = 0, u = 1: apply gives the same numbers bit for
+    bit (products with 1.0 are exact), for one model and for a batch; the added factors sit
+    after the model's own; fewer factors than it has are refused."""
+    params = models.init(jax.random.PRNGKey(3), arch, n_in, 4, 2, width=6, dtype=jnp.float64)
+    x = jax.random.uniform(jax.random.PRNGKey(4), (50, n_in), jnp.float64, -1.0, 1.0)
+    k = models.n_factors(arch)
+    padded = models.with_constant_factors(params, 3)
+    assert padded.n_factors == 3 and padded.U.shape == (3, 6, n_in) and padded.u.shape == (3, 6)
+    np.testing.assert_array_equal(np.asarray(padded.U[:k]), np.asarray(params.U))
+    assert bool(jnp.all(padded.U[k:] == 0)) and bool(jnp.all(padded.u[k:] == 1))
+    np.testing.assert_array_equal(np.asarray(jax.jit(models.apply, static_argnums=0)("gated3", padded, x)),
+                                  np.asarray(jax.jit(models.apply, static_argnums=0)(arch, params, x)))
+    batch = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+    assert models.with_constant_factors(batch, 3).U.shape == (2, 3, 6, n_in)
+    with pytest.raises(UsageError, match=f"cannot pad {k} factors down to"):
+        models.with_constant_factors(params, k - 1)
+
+
 @pytest.mark.parametrize("n_in", [1, 2, 5, models.FEW_INPUTS, models.FEW_INPUTS + 1])
 def test_affine_equals_the_matmul(n_in):
     # multiply-adds up to FEW_INPUTS inputs, a matmul beyond: the same map either way

@@ -176,9 +176,9 @@ _SHARDED = textwrap.dedent("""
     jax.monitoring.register_event_duration_secs_listener(listen)
     meshes = []
     inner = train.train_batch
-    def spy(params, data, config, batch_size=None, mesh=None):
+    def spy(params, data, config, batch_size=None, mesh=None, factors=None):
         meshes.append(None if mesh is None else mesh.size)
-        return inner(params, data, config, batch_size=batch_size, mesh=mesh)
+        return inner(params, data, config, batch_size=batch_size, mesh=mesh, factors=factors)
     spy.lower = inner.lower
     train.train_batch = spy
     base = sweeps.SweepConfig(**json.loads(sys.argv[1]))

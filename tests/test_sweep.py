@@ -388,3 +388,69 @@ def test_placed_knots_follow_the_sweep_dtype_and_the_ahead_of_time_shapes():
     for b, n in enumerate((2, 4)):
         t = spline_init.placed_knots(f, n, 2).astype(np.float32)
         np.testing.assert_allclose(-np.asarray(params.g[b, :n]) / np.asarray(params.G[b, :n, 0]), t, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- one program for every architecture
+
+
+def test_newton_splines_architectures_share_one_training_program(tmp_path, monkeypatch):
+    """A newton-splines sweep over mlp, glu and gqu pads the mlp and glu models with
+    constant factors (`shared_factors`) and traces the training once, for a program of
+    the GQU's two factors; every record equals, bit for bit, that of the architecture
+    swept on its own (its own program, no padding).  Widths and seeds unique to this
+    test, so that no other test's compiled program is reused."""
+    config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"), widths=(3, 7), seeds=(0, 1, 2))
+    assert sweeps.shared_factors(config) == 2
+    assert sweeps.shared_factors(dataclasses.replace(config, archs=("glu",))) is None
+    assert sweeps.shared_factors(dataclasses.replace(config, optimizer="newton-cascade")) is None
+    traced, train_one = [], train.train_one
+
+    def counting(params, *args, **kwargs):
+        traced.append(params.n_factors)
+        return train_one(params, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one", counting)
+    shared = sweeps.run_sweep(config, tmp_path / "shared", progress=False)
+    assert traced == [2]
+    alone = [r for arch in config.archs
+             for r in sweeps.run_sweep(dataclasses.replace(config, archs=(arch,)), tmp_path / arch, progress=False)]
+    assert traced[1:] == [0, 1, 2]  # each architecture alone: its own program
+    assert _strip(shared) == _strip(alone)
+    steps = {arch: {r["steps"] for r in shared if r["arch"] == arch} for arch in config.archs}
+    assert steps == {"mlp": {1}, "glu": {2}, "gqu": {3}}  # one step per stage, none on the padding
+
+
+def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors():
+    """The ahead-of-time compilation (as on an accelerator) lowers the padded program with
+    its `factors` argument, and train_bucket returns the glu's params with its one factor."""
+    config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"))
+    dataset = sweeps.load_dataset(config)
+    sweeps.precompile_bucket("glu", 2, 4, dataset, config)
+    params, info, _ = sweeps.train_bucket("glu", [(2, 0), (4, 1)], 4, dataset, config)
+    assert params.U.shape == (2, 1, 4, 1) and params.u.shape == (2, 1, 4)
+    assert list(info["steps"]) == [2, 2] and list(info["status"]) == [train.OK, train.OK]
+
+
+def test_compile_ahead_starts_one_compilation_per_shared_program(monkeypatch):
+    """On an accelerator, buckets of a shared program with equal shapes wait for one
+    ahead-of-time compilation (the first bucket compiles in its own launch); without
+    sharing, every bucket after the first has its own."""
+    started = []
+
+    def precompile(arch, n_models, width, dataset, config):
+        started.append((arch, width))
+
+    monkeypatch.setattr(sweeps, "_accelerator", lambda: True)
+    monkeypatch.setattr(sweeps, "precompile_bucket", precompile)
+    todo = [(arch, width, [(width, 0), (width, 1)]) for width in (4, 8) for arch in ("mlp", "glu", "gqu")]
+    # shared: the W = 4 program is the first bucket's, the W = 8 one compiles once
+    pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, archs=("mlp", "glu", "gqu")))
+    pool.shutdown(wait=True)
+    assert started == [("mlp", 8)]
+    assert futures[:3] == [None, None, None] and futures[3] is not None and futures[3] is futures[4] is futures[5]
+    # not shared (newton-cascade): one compilation per later bucket
+    started.clear()
+    pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, optimizer="newton-cascade"))
+    pool.shutdown(wait=True)
+    assert sorted(started) == sorted((arch, width) for arch, width, _ in todo[1:])
+    assert futures[0] is None and len({id(f) for f in futures[1:]}) == 5

@@ -141,6 +141,52 @@ def test_factor_runs_are_consecutive_single_steps_on_factor_groups():
     assert train._factor_run([Stage(("factorX",), 1)]) == (0, 0)
 
 
+@pytest.mark.parametrize("n_in", [1, 3])
+def test_padded_factors_train_as_the_models_own_program(n_in):
+    """mlp, glu and gqu models padded to a gated-3 model's factors with constant ones
+    (`models.with_constant_factors`) and trained in one batch with `factors=` their own
+    counts (0, 1, 2, 3) give the parameters and info of their own unpadded programs: the
+    padding multiplies by exactly 1.0 and its stages are skipped.  Bit for bit in 1D;
+    with 3 inputs XLA may fuse the bigger program's multiply-adds differently, so there
+    to rounding (1e-13 relative; the batching contract is 1e-9).  Other schedules refuse."""
+    ds = problems.make_dataset("friedman1" if n_in > 1 else "one_over_1_p_9x2", n_train=64, n_test=64)
+    x = ds.x_train[:, :n_in]
+    data, _ = train.prepare_data(x, ds.y_train, ds.x_test[:, :n_in], ds.y_test, 64)
+    config = train.TrainConfig("newton-splines", chunk=64)
+    archs = ("mlp", "glu", "gqu", "gated3")
+    own = {}
+    for arch in archs:
+        params = _stack([models.init(jax.random.PRNGKey(s), arch, n_in, n, 1, width=W) for n, s in ((3, 0), (8, 1))])
+        own[arch] = (params, *train.train_batch(params, data, config))
+    padded = _stack([models.with_constant_factors(_index(own[arch][0], b), 3) for arch in archs for b in range(2)])
+    trained, info = train.train_batch(padded, data, config, factors=jnp.asarray([0, 0, 1, 1, 2, 2, 3, 3]))
+    for i, arch in enumerate(archs):
+        k = models.n_factors(arch)
+        _, want_params, want_info = own[arch]
+        got = jax.tree.map(lambda a: a[2 * i:2 * i + 2], trained)
+        got = got.replace(U=got.U[:, :k], u=got.u[:, :k])
+        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want_params)):
+            if n_in == 1:
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=arch)
+            elif u.size:  # an mlp's U and u are empty
+                assert u.shape == v.shape and _rel(u, v) < 1e-13, (arch, _rel(u, v))
+        for key in ("status", "steps"):
+            np.testing.assert_array_equal(np.asarray(info[key][2 * i:2 * i + 2]), np.asarray(want_info[key]))
+        for key in ("loss", "train_rmse", "test_rmse"):
+            got_v, want_v = np.asarray(info[key][2 * i:2 * i + 2]), np.asarray(want_info[key])
+            if n_in == 1:
+                np.testing.assert_array_equal(got_v, want_v, err_msg=key)
+            else:
+                assert _rel(got_v, want_v) < 1e-13, (arch, key, _rel(got_v, want_v))
+        assert list(np.asarray(info["steps"][2 * i:2 * i + 2])) == [k + 1, k + 1]
+        # the padding factors were not trained
+        np.testing.assert_array_equal(np.asarray(trained.U[2 * i:2 * i + 2, k:]), 0.0)
+        np.testing.assert_array_equal(np.asarray(trained.u[2 * i:2 * i + 2, k:]), 1.0)
+    with pytest.raises(ValueError, match="newton-splines"):
+        train.train_batch(padded, data, train.TrainConfig("newton-cascade", steps=1, chunk=64),
+                          factors=jnp.zeros(8, int))
+
+
 def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_another(data):
     """newton-splines on a 3-factor model: {D, d}, then {U_1, u_1}, {U_2, u_2}, {U_3, u_3} in
     one loop around one compiled least-squares step (`train._factor_stages`) gives the
