@@ -351,7 +351,7 @@ def with_constant_factors(params: Params, k: int) -> Params:
     (U = 0, u = 1), so `apply` gives exactly the same numbers (products with 1.0 are
     exact).  Leaves may carry leading batch axes.  Lets models of several
     architectures share one compiled `newton-splines` program (`train.train_batch`'s
-    `factors`); `params.replace(U=U[..., :n, :, :], u=u[..., :n, :])` undoes it."""
+    `factors`); `without_constant_factors` undoes it."""
     extra = k - params.n_factors
     if extra < 0:
         raise UsageError(f"cannot pad {params.n_factors} factors down to {k}")
@@ -359,6 +359,12 @@ def with_constant_factors(params: Params, k: int) -> Params:
     u_shape = (*params.u.shape[:-2], extra, params.u.shape[-1])
     return params.replace(U=jnp.concatenate([params.U, jnp.zeros(U_shape, params.U.dtype)], axis=-3),
                           u=jnp.concatenate([params.u, jnp.ones(u_shape, params.u.dtype)], axis=-2))
+
+
+def without_constant_factors(params: Params, k: int) -> Params:
+    """The model's first k factors only (undoes `with_constant_factors`); leaves may carry
+    leading batch axes."""
+    return params.replace(U=params.U[..., :k, :, :], u=params.u[..., :k, :])
 
 
 def unpad(params: Params) -> Params:

@@ -426,6 +426,18 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     return jax.scipy.linalg.cho_solve((L, True), rhs), i
 
 
+def jacobi_scaled(H: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(Hs, scale): H (P, P) scaled to unit |diagonal|, Hs = S H S + I on removed rows, with
+    S = diag(scale).  |diag|: a row of negative curvature stays in the solve (the
+    damping handles it); only (numerically) zero rows -- masked units, dead gates,
+    frozen entries -- are removed (scale 0, an identity row in Hs)."""
+    diag = jnp.abs(jnp.diagonal(H))
+    eps = jnp.finfo(H.dtype).eps
+    active = diag > 100 * eps * jnp.max(diag)
+    scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)
+    return scale[:, None] * H * scale[None, :] + jnp.diag(jnp.where(active, 0.0, 1.0)), scale
+
+
 def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int = 0,
                      free: jax.Array | None = None):
     """Preconditioned, masked, damped Newton direction.
@@ -438,13 +450,7 @@ def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int 
     if free is not None:  # frozen rows and columns become zero rows: nothing of them (not even inf) leaks in
         H = jnp.where(free[:, None] & free[None, :], H, 0.0)
         g = jnp.where(free, g, 0.0)
-    # |diag|: a row of negative curvature stays in the solve (the damping handles it);
-    # only (numerically) zero rows -- masked units, dead gates, frozen entries -- are removed
-    diag = jnp.abs(jnp.diagonal(H))
-    eps = jnp.finfo(H.dtype).eps
-    active = diag > 100 * eps * jnp.max(diag)
-    scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)
-    Hs = scale[:, None] * H * scale[None, :] + jnp.diag(jnp.where(active, 0.0, 1.0))
+    Hs, scale = jacobi_scaled(H)
     gs = scale * g
     z, index = damped_cholesky_solve(Hs, -gs, damping_start)
     p = scale * z
@@ -525,6 +531,6 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
 
 __all__ = [
     "Selection", "StepInfo", "apply_params", "backtracking", "damped_cholesky_solve", "damping_of",
-    "hessian_and_gradient", "least_squares_direction", "least_squares_r", "loss_fn", "n_selected",
+    "hessian_and_gradient", "jacobi_scaled", "least_squares_direction", "least_squares_r", "loss_fn", "n_selected",
     "newton_direction", "newton_step", "params_from_theta",
 ]

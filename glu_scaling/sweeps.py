@@ -307,7 +307,7 @@ def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk:
     """Rough peak bytes one model of padded width W holds while it trains (vmapped on a device).
 
     With p = unit_size, P = W p + dy, C = chunk points and N (padded) points:
-      Hessian build, per chunk: Ju (C, W, dy, p), its transposed copy J (C dy, P) and the
+      Hessian build, per chunk: Ju (C, W, dy, p), its transposed copy Jt (P, C dy) and the
       per-unit blocks ~ 3 C dy P, plus (k + 6) (C, W) activation arrays;
       H, its scaled copy, the Cholesky factor and the solve ~ 6 P^2;
       the line search's forward passes over all points ~ (k + 3) N W;
@@ -387,17 +387,24 @@ def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Datase
     return _BucketSetup(k, shared, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
 
 
+MAX_SHARED_FACTORS = 2  # `shared_factors`: architectures up to the GQU share a program
+
+
 def shared_factors(config: SweepConfig) -> int | None:
     """The factor count of the one training program that every architecture of a
-    `newton-splines` sweep over several architectures shares, or None (each compiles
-    its own).  Models with fewer factors are padded with constant ones
+    `newton-splines` sweep over several architectures up to the GQU (k <= 2) shares, or
+    None (each compiles its own).  Models with fewer factors are padded with constant ones
     (`models.with_constant_factors`) and skip their stages (`train.train_batch`'s
     `factors`): a speedrun compiles one training program instead of three.  The numbers
-    are those of each architecture's own program, bit for bit in 1D (the speedrun's 102
-    records); with several inputs XLA may fuse the bigger program's multiply-adds
-    differently, a difference at rounding level (`tests/test_train.py`)."""
+    are those of each architecture's own program: bit for bit in 1D on XLA:CPU (the
+    speedrun's 102 records, jax 0.10.2); with several inputs XLA may fuse the bigger
+    program's multiply-adds differently, a difference at rounding level
+    (`tests/test_train.py`)."""
     ks = {models.n_factors(arch) for arch in config.archs}
-    return max(ks) if config.optimizer == "newton-splines" and len(ks) > 1 else None
+    # up to the GQU's 2 factors the padding costs little; an mlp padded to a gated-9's
+    # factors would carry 9 (and its memory estimate shrink every bucket's batch)
+    shared = config.optimizer == "newton-splines" and len(ks) > 1 and max(ks) <= MAX_SHARED_FACTORS
+    return max(ks) if shared else None
 
 
 def _program_inputs(params: models.Params, setup: _BucketSetup):
@@ -411,9 +418,7 @@ def _program_inputs(params: models.Params, setup: _BucketSetup):
 
 def _own_factors(params: models.Params, setup: _BucketSetup) -> models.Params:
     """Trained params without the shared program's constant padding factors."""
-    if setup.shared is None:
-        return params
-    return params.replace(U=params.U[:, :setup.k], u=params.u[:, :setup.k])
+    return params if setup.shared is None else models.without_constant_factors(params, setup.k)
 
 
 def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
@@ -421,9 +426,11 @@ def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepCon
                 spline_init=config.spline_init, dtype=jnp.dtype(config.dtype))
 
 
-def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> None:
+def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
+                      train_program: bool = True) -> None:
     """Compile a bucket's calls (the init's `_draw_batch` and `_assemble_batch`, and
-    `train.train_batch`) for `n_models` models without running them.
+    `train.train_batch` unless `train_program` is False) for `n_models` models without
+    running them.
 
     jit shares its caches with ahead-of-time lowering, so `train_bucket` then finds the
     executable ready.  Runs in a worker thread (XLA compiles without the GIL); a
@@ -439,6 +446,8 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     draws = jax.eval_shape(functools.partial(_draw_batch, **draw_kwargs), seeds)
     knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
     _assemble_batch.lower(ns, draws, knots, **kwargs).compile()
+    if not train_program:
+        return
     shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns, knots=knots)
     shapes, factors = jax.eval_shape(lambda p: _program_inputs(p, setup), shapes)
     if setup.mesh is not None:
@@ -541,16 +550,16 @@ def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset,
         return None, [None] * len(todo)
     workers = workers or max(1, min(len(todo) - 1, (os.cpu_count() or 2) // 2))
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="glu_scaling-compile")
-    # buckets of a shared program (`shared_factors`) with the same shapes wait for one compilation
+    # buckets of a shared program (`shared_factors`) with the same shapes compile it once (the
+    # first of them, which launches before the others); each still compiles its own init
     shared = shared_factors(config) is not None
-    first = todo[0][1], len(todo[0][2])
-    started = {first: None} if shared else {}
+    seen = {(todo[0][1], len(todo[0][2]))}
     futures = [None]
     for arch, width, pairs in todo[1:]:
-        key = (width, len(pairs)) if shared else len(futures)
-        if key not in started:
-            started[key] = pool.submit(precompile_bucket, arch, len(pairs), width, dataset, config)
-        futures.append(started[key])
+        first_of_shape = not shared or (width, len(pairs)) not in seen
+        seen.add((width, len(pairs)))
+        futures.append(pool.submit(precompile_bucket, arch, len(pairs), width, dataset, config,
+                                   train_program=first_of_shape))
     return pool, futures
 
 

@@ -290,6 +290,12 @@ def _factor_run(stages: list[Stage]) -> tuple[int, int]:
     return first, count
 
 
+def _check_factors(config: TrainConfig, factors) -> None:
+    if factors is not None and config.optimizer != "newton-splines":
+        raise ValueError(f"factors= (constant padding factors) needs optimizer 'newton-splines', whose stages "
+                         f"leave them alone; got {config.optimizer!r}")
+
+
 def train_newton(params: Params, data: TrainData, config: TrainConfig,
                  batch_axis: str | None = None, factors: jax.Array | None = None) -> tuple[Params, dict]:
     """Run a Newton schedule on one model. Returns (params, info) with scalar info.
@@ -302,9 +308,7 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
     skipped.  `newton-splines` only (every other schedule would train them).
     """
     k, dx, dy = params.n_factors, params.n_in, params.n_out
-    if factors is not None and config.optimizer != "newton-splines":
-        raise ValueError(f"factors= (constant padding factors) needs optimizer 'newton-splines', whose stages "
-                         f"leave them alone; got {config.optimizer!r}")
+    _check_factors(config, factors)
     chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
     loss0 = carry.loss
@@ -397,11 +401,10 @@ def train_one(params: Params, data: TrainData, config: TrainConfig,
               batch_axis: str | None = None, factors: jax.Array | None = None) -> tuple[Params, dict]:
     """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars).
     batch_axis, factors: as `train_newton`."""
+    _check_factors(config, factors)
     if config.optimizer in NEWTON_SCHEDULES:
         params, info = train_newton(params, data, config, batch_axis, factors)
     else:
-        if factors is not None:
-            raise ValueError(f"factors= needs optimizer 'newton-splines', got {config.optimizer!r}")
         params, info = train_first_order(params, data, config)
     info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
     info["test_rmse"] = rmse(params, data.x_test, data.t_test)

@@ -30,22 +30,14 @@ from glu_scaling.models import pack_units  # noqa: E402
 METHODS = ("cholesky", "saddle-free", "gauss-newton", "no-symmetry")
 
 
-def scaled_system(H, g):
-    """Jacobi-scaled H and g as `newton.newton_direction` forms them, and the scale."""
-    diag = jnp.abs(jnp.diagonal(H))
-    active = diag > 100 * jnp.finfo(H.dtype).eps * jnp.max(diag)
-    scale = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, diag, 1.0)), 0.0)
-    Hs = scale[:, None] * H * scale[None, :] + jnp.diag(jnp.where(active, 0.0, 1.0))
-    return Hs, scale * g, scale
-
-
 def make_step(method: str, data, chunk: int, sel: newton.Selection, unit_size: int):
     def direction(params):
         H, g = newton.hessian_and_gradient(params, data.x, data.t, data.weight, sel, chunk)
         if method == "gauss-newton":
             H, _ = newton.hessian_and_gradient(params, data.x, data.t, data.weight,
                                                dataclasses.replace(sel, second_order=False), chunk)
-        Hs, gs_, scale = scaled_system(H, g)
+        Hs, scale = newton.jacobi_scaled(H)  # as the engine's newton_direction
+        gs_ = scale * g
         if method == "no-symmetry":  # G (column 0) and D (last column) of every unit stay put
             column = jnp.arange(Hs.shape[0]) % unit_size
             unit_row = jnp.arange(Hs.shape[0]) < params.width * unit_size

@@ -544,8 +544,12 @@ def test_constant_factors_change_no_output(arch, n_in):
     assert bool(jnp.all(padded.U[k:] == 0)) and bool(jnp.all(padded.u[k:] == 1))
     np.testing.assert_array_equal(np.asarray(jax.jit(models.apply, static_argnums=0)("gated3", padded, x)),
                                   np.asarray(jax.jit(models.apply, static_argnums=0)(arch, params, x)))
+    back = models.without_constant_factors(padded, k)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+        assert a.shape == b.shape and bool(jnp.all(a == b))
     batch = jax.tree.map(lambda a: jnp.stack([a, a]), params)
     assert models.with_constant_factors(batch, 3).U.shape == (2, 3, 6, n_in)
+    assert models.without_constant_factors(models.with_constant_factors(batch, 3), k).U.shape == batch.U.shape
     with pytest.raises(UsageError, match=f"cannot pad {k} factors down to"):
         models.with_constant_factors(params, k - 1)
 

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 from conftest import CountingTrainBucket
@@ -403,6 +404,7 @@ def test_newton_splines_architectures_share_one_training_program(tmp_path, monke
     assert sweeps.shared_factors(config) == 2
     assert sweeps.shared_factors(dataclasses.replace(config, archs=("glu",))) is None
     assert sweeps.shared_factors(dataclasses.replace(config, optimizer="newton-cascade")) is None
+    assert sweeps.shared_factors(dataclasses.replace(config, archs=("mlp", "gated3"))) is None  # padding 3 factors
     traced, train_one = [], train.train_one
 
     def counting(params, *args, **kwargs):
@@ -420,37 +422,53 @@ def test_newton_splines_architectures_share_one_training_program(tmp_path, monke
     assert steps == {"mlp": {1}, "glu": {2}, "gqu": {3}}  # one step per stage, none on the padding
 
 
-def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors():
+def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors(monkeypatch):
     """The ahead-of-time compilation (as on an accelerator) lowers the padded program with
-    its `factors` argument, and train_bucket returns the glu's params with its one factor."""
+    its `factors` argument, and the launch then reuses it (no second trace of the
+    training); train_bucket returns the glu's params with its one factor, equal to those
+    of the glu trained alone.  A width of 5 unique to this test, so that no other test's
+    program is reused."""
     config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"))
     dataset = sweeps.load_dataset(config)
-    sweeps.precompile_bucket("glu", 2, 4, dataset, config)
-    params, info, _ = sweeps.train_bucket("glu", [(2, 0), (4, 1)], 4, dataset, config)
-    assert params.U.shape == (2, 1, 4, 1) and params.u.shape == (2, 1, 4)
-    assert list(info["steps"]) == [2, 2] and list(info["status"]) == [train.OK, train.OK]
+    traced, train_one = [], train.train_one
+
+    def counting(params, *args, **kwargs):
+        traced.append(params.n_factors)
+        return train_one(params, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one", counting)
+    sweeps.precompile_bucket("glu", 2, 5, dataset, config)
+    assert traced == [2]
+    params, info, _ = sweeps.train_bucket("glu", [(2, 0), (5, 1)], 5, dataset, config)
+    assert traced == [2]
+    assert params.U.shape == (2, 1, 5, 1) and params.u.shape == (2, 1, 5)
+    alone, alone_info, _ = sweeps.train_bucket("glu", [(2, 0), (5, 1)], 5, dataset,
+                                               dataclasses.replace(config, archs=("glu",)))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(alone)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for key in ("status", "steps", "train_rmse", "test_rmse"):
+        np.testing.assert_array_equal(info[key], alone_info[key])
 
 
-def test_compile_ahead_starts_one_compilation_per_shared_program(monkeypatch):
-    """On an accelerator, buckets of a shared program with equal shapes wait for one
-    ahead-of-time compilation (the first bucket compiles in its own launch); without
-    sharing, every bucket after the first has its own."""
+def test_compile_ahead_compiles_a_shared_program_once(monkeypatch):
+    """On an accelerator, of the buckets of a shared program with equal shapes only the
+    first compiles the training program ahead (the first bucket of all compiles in its own
+    launch); each still compiles its own init.  Without sharing every bucket after the
+    first compiles both."""
     started = []
 
-    def precompile(arch, n_models, width, dataset, config):
-        started.append((arch, width))
+    def precompile(arch, n_models, width, dataset, config, train_program=True):
+        started.append((arch, width, train_program))
 
     monkeypatch.setattr(sweeps, "_accelerator", lambda: True)
     monkeypatch.setattr(sweeps, "precompile_bucket", precompile)
     todo = [(arch, width, [(width, 0), (width, 1)]) for width in (4, 8) for arch in ("mlp", "glu", "gqu")]
-    # shared: the W = 4 program is the first bucket's, the W = 8 one compiles once
     pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, archs=("mlp", "glu", "gqu")))
     pool.shutdown(wait=True)
-    assert started == [("mlp", 8)]
-    assert futures[:3] == [None, None, None] and futures[3] is not None and futures[3] is futures[4] is futures[5]
-    # not shared (newton-cascade): one compilation per later bucket
+    assert sorted(started) == sorted([("glu", 4, False), ("gqu", 4, False), ("mlp", 8, True), ("glu", 8, False),
+                                      ("gqu", 8, False)])
+    assert futures[0] is None and all(f is not None for f in futures[1:])
     started.clear()
     pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, optimizer="newton-cascade"))
     pool.shutdown(wait=True)
-    assert sorted(started) == sorted((arch, width) for arch, width, _ in todo[1:])
-    assert futures[0] is None and len({id(f) for f in futures[1:]}) == 5
+    assert sorted(started) == sorted((arch, width, True) for arch, width, _ in todo[1:])
