@@ -266,9 +266,12 @@ def knot_table(config: SweepConfig, arch: str, n_hidden: Sequence[int], width: i
     return np.stack([spline_init.pad_knots(row, width) for row in rows])
 
 
-def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_init, dtype, knots=None):
+def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_init, dtype, knots=None,
+                factors_to=None):
     """Models for (seed_b, n_hidden_b) pairs, each padded to `width`; leaves have a leading B axis.
     knots (B, width): each model's 1D spline-init knots (`knot_table`; None: evenly spaced).
+    factors_to: pad them to this many factors with constant ones (`models.with_constant_factors`,
+    for a shared program: `shared_factors`), in the same compiled call.
 
     The random draws are one compiled call shared by every architecture up to the GQU
     (`_draw_batch`, `models.init_draws`), the models another (`_assemble_batch`): a
@@ -276,7 +279,7 @@ def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_in
     """
     draws = _draw_batch(seeds, **_draw_kwargs(k, n_in, n_out, width, dtype))
     return _assemble_batch(n_hidden, draws, knots, k=k, n_in=n_in, n_out=n_out, width=width,
-                           activation=activation, spline_init=spline_init, dtype=dtype)
+                           activation=activation, spline_init=spline_init, dtype=dtype, factors_to=factors_to)
 
 
 def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
@@ -294,13 +297,16 @@ def _draw_batch(seeds, *, n_in, n_out, width, size, dtype) -> models.InitDraws:
     return models.init_draws_batch(jax.vmap(jax.random.PRNGKey)(seeds), n_in, n_out, width, size, dtype)
 
 
-@compilation.jit_with(static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype"))
-def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation, spline_init, dtype):
+@compilation.jit_with(static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype",
+                                      "factors_to"))
+def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation, spline_init, dtype,
+                    factors_to=None):
     def one(n, z, t):
         return models.init_masked(None, k, n_in, n, n_out, width, activation=activation, spline_init=spline_init,
                                   dtype=dtype, draws=z, knots=t)
 
-    return jax.vmap(one)(n_hidden, draws, knots)
+    params = jax.vmap(one)(n_hidden, draws, knots)
+    return params if factors_to is None else models.with_constant_factors(params, factors_to)
 
 
 def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8) -> int:
@@ -407,13 +413,13 @@ def shared_factors(config: SweepConfig) -> int | None:
     return max(ks) if shared else None
 
 
-def _program_inputs(params: models.Params, setup: _BucketSetup):
-    """(params, factors) for the bucket's `train.train_batch` call: as initialised, or
-    padded to the shared program's factors with each model's own count."""
+def _factors(n_models: int, setup: _BucketSetup) -> np.ndarray | None:
+    """`train.train_batch`'s `factors` for a bucket: each model's own count in a shared
+    program (its params padded by `_init_batch(..., factors_to=setup.shared)`), else None.
+    A host array: no compiled call of its own."""
     if setup.shared is None:
-        return params, None
-    n_models = params.mask.shape[0]
-    return models.with_constant_factors(params, setup.shared), jnp.full((n_models,), setup.k)
+        return None
+    return np.full(n_models, setup.k, dtype=jax.dtypes.canonicalize_dtype(np.int64))
 
 
 def _own_factors(params: models.Params, setup: _BucketSetup) -> models.Params:
@@ -445,11 +451,12 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     _draw_batch.lower(seeds, **draw_kwargs).compile()
     draws = jax.eval_shape(functools.partial(_draw_batch, **draw_kwargs), seeds)
     knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
-    _assemble_batch.lower(ns, draws, knots, **kwargs).compile()
+    _assemble_batch.lower(ns, draws, knots, **kwargs, factors_to=setup.shared).compile()
     if not train_program:
         return
-    shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs), seeds, ns, knots=knots)
-    shapes, factors = jax.eval_shape(lambda p: _program_inputs(p, setup), shapes)
+    shapes = jax.eval_shape(functools.partial(_init_batch, **kwargs, factors_to=setup.shared), seeds, ns, knots=knots)
+    factors = _factors(n_models, setup)
+    factors = None if factors is None else jax.ShapeDtypeStruct(factors.shape, factors.dtype)
     if setup.mesh is not None:
         replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
         shapes, factors = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
@@ -490,8 +497,8 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     kwargs = _init_kwargs(setup.k, width, dataset, config)
     knots = knot_table(config, arch, [n for n, _ in pairs], width)
     knots = None if knots is None else jnp.asarray(knots, kwargs["dtype"])
-    params, factors = _program_inputs(_init_batch(seeds, ns, **kwargs, knots=knots), setup)
-    params, factors = distributed.replicate((params, factors), setup.mesh)
+    params = _init_batch(seeds, ns, **kwargs, knots=knots, factors_to=setup.shared)
+    params, factors = distributed.replicate((params, _factors(len(pairs), setup)), setup.mesh)
     while True:
         try:
             trained, info = train.train_batch(params, setup.data, setup.tconf, batch_size=batch, mesh=setup.mesh,

@@ -275,7 +275,7 @@ def test_accelerator_sweeps_compile_later_buckets_ahead(single, monkeypatch):
 
     events = []
 
-    def precompile(arch, n_models, width, dataset, config):
+    def precompile(arch, n_models, width, dataset, config, train_program=True):
         events.append(("compile", arch, n_models, width, threading.current_thread().name))
 
     def train(arch, pairs, width, dataset, config):
