@@ -304,7 +304,7 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
     models of the batch then skip the rank-deficient least-squares fallback together when
     none of them needs it (`newton.least_squares_direction`).  Results do not depend on it.
     factors: the number of factor groups the model really has (an int array <= k), for
-    a model padded with constant factors (`with_constant_factors`); their stages are
+    a model padded with constant factors (`models.with_constant_factors`); their stages are
     skipped.  `newton-splines` only (every other schedule would train them).
     """
     k, dx, dy = params.n_factors, params.n_in, params.n_out
