@@ -190,8 +190,12 @@ _SHARDED = textwrap.dedent("""
                                       args=("glu", 4, 4, sweeps.load_dataset(config), config))
             worker.start(); worker.join()
         out["records"] += sweeps.run_sweep(config, folder, progress=False)
-    out["meshes"] = meshes
+    out["meshes"] = list(meshes)
     out["compiles"] = dict(compiles)
+    # mlp and glu under newton-splines, one program for both, on all 4 devices
+    out["shared_records"] = sweeps.run_sweep(dataclasses.replace(base, optimizer="newton-splines"), None,
+                                             progress=False)
+    out["shared_meshes"] = meshes[len(out["meshes"]):]
     print(json.dumps(out))
 """)
 
@@ -241,6 +245,21 @@ def test_sharded_sweep_equals_single_device(sharded, single):
         for key in ("train_rmse", "test_rmse"):
             assert math.isclose(a[key], b[key], rel_tol=1e-9), (key, a, b)
         assert a["steps"] == b["steps"] and a["n_params"] == b["n_params"]
+
+
+def test_a_shared_program_sharded_equals_single_device(sharded):
+    """BASE's mlp and glu under newton-splines, each bucket on 4 devices through the one
+    program they share (the models' factor counts sharded with them), give the
+    single-device records of the same shared program to 1e-9."""
+    _, out = sharded
+    config = dataclasses.replace(BASE, optimizer="newton-splines")
+    assert sweeps.shared_factors(config) == 1 and out["shared_meshes"] == [4, 4]
+    got, want = out["shared_records"], sweeps.run_sweep(config, None, progress=False)
+    assert [results.model_key(r) for r in got] == [results.model_key(r) for r in want]
+    for a, b in zip(got, want):
+        assert a["status"] == b["status"] and a["steps"] == b["steps"]
+        for key in ("train_rmse", "test_rmse"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-9), (key, a, b)
 
 
 def test_resume_with_other_devices_is_accepted(sharded, single, tmp_path, monkeypatch):
