@@ -21,9 +21,13 @@ def import_pyplot(warm_up: bool = False) -> None:
     """Import matplotlib's pyplot with the Agg backend (no screen needed).  Run it in a
     thread while training to overlap the import (the CLI's speedrun does).
 
-    warm_up: also draw a small log-log figure into memory, as PNG and PDF, so that the
-    first real figure finds the fonts loaded and the text layout cached (0.15 s less
-    on the 2-core CPU).  Nothing else may use matplotlib until this returns."""
+    warm_up: also import scipy.special (the slope fits' t quantile, `slopes.t_quantile`)
+    and draw a small log-log figure into memory, as PNG and PDF, so that the first real
+    figure finds the fonts loaded and the text layout cached (0.15 s less on the 2-core
+    CPU).  Nothing else may use matplotlib until this returns."""
+    if warm_up:
+        import scipy.special  # noqa: F401
+
     import matplotlib
 
     matplotlib.use("Agg")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.special import stdtrit  # the Student t quantile (scipy.stats.t.ppf calls it); lighter to import
 
 from glu_scaling.errors import UsageError
 
@@ -31,6 +30,15 @@ class SlopeFit:
         d = dataclasses.asdict(self)
         d["range"] = list(self.range)
         return d
+
+
+def t_quantile(df, q):
+    """Student t quantile (scipy.stats.t.ppf calls the same `stdtrit`).  scipy.special is
+    imported here, not with the package: it is 0.13 s of every command's start-up (the
+    speedrun imports it in a background thread while it trains)."""
+    from scipy.special import stdtrit
+
+    return stdtrit(df, q)
 
 
 def _ols(lx: np.ndarray, ly: np.ndarray):
@@ -82,13 +90,13 @@ def fit_slope(x, y, *, groups=None, fit_range=None, confidence: float = 0.95) ->
     if len(per_group) >= 2:
         slopes = np.asarray(per_group)
         slope = float(slopes.mean())
-        half = stdtrit(slopes.size - 1, 1 - alpha / 2) * slopes.std(ddof=1) / np.sqrt(slopes.size)
+        half = t_quantile(slopes.size - 1, 1 - alpha / 2) * slopes.std(ddof=1) / np.sqrt(slopes.size)
         # the line drawn with this slope: the least-squares intercept at that slope, and its r2
         intercept = float(np.mean(ly - slope * lx))
         total = np.sum((ly - ly.mean()) ** 2)
         r2 = 1.0 - np.sum((ly - intercept - slope * lx) ** 2) / total if total > 0 else 1.0
     elif np.isfinite(se):
-        half = stdtrit(lx.size - 2, 1 - alpha / 2) * se
+        half = t_quantile(lx.size - 2, 1 - alpha / 2) * se
     else:
         half = np.nan
     return SlopeFit(float(slope), float(slope - half), float(slope + half), float(r2), float(intercept),
