@@ -343,20 +343,29 @@ def memory_budget(fraction: float = 0.5) -> float:
     return fraction * float(stats.get("bytes_limit", 16e9))
 
 
+# Models vmapped together on a CPU.  Every lane of a vmapped while loop (the Newton steps,
+# the damping ladder, the line search) runs until the slowest lane is done, and a CPU
+# gains little from batching the already large per-model products: on the 2-core
+# AVX-512 machine of 2026-11-29 groups of 2 ran the bench.py cascade in 2.9-3.0 s
+# against 3.35-3.46 s with 4 (3.8-4.2 s with 8) and a 3-arch x 7-width x 4-seed
+# 30-step newton-cascade sweep in 8.3-8.5 s against 9.2-9.9 s.
+CPU_BATCH = 2
+
+
 def default_batch_size(n_models: int, *, n_devices: int = 1, bytes_per_model: float | None = None) -> int:
-    """Models vmapped together on one device: on a CPU a few (the per-model work is already
-    large matrix products), on an accelerator as many as fit in `memory_budget()`
-    (all of them when `bytes_per_model` is None).
+    """Models vmapped together on one device: on a CPU `CPU_BATCH` (the per-model work is
+    already large matrix products), on an accelerator as many as fit in
+    `memory_budget()` (all of them when `bytes_per_model` is None).
 
     A device holds ceil(n_models / n_devices) models; when they need several groups the
     groups are balanced (7 models, cap 4: two groups of 4, one dummy) so padding stays small.
-    A single CPU device keeps min(n_models, 4), as the unsharded sweeps always had.
+    A single CPU device takes min(n_models, CPU_BATCH).
     """
     share = -(-n_models // n_devices)
     if not _accelerator():
         if n_devices == 1:
-            return min(n_models, 4)
-        cap = 4
+            return min(n_models, CPU_BATCH)
+        cap = CPU_BATCH
     else:
         cap = share if bytes_per_model is None else max(1, int(memory_budget() // bytes_per_model))
     groups = -(-share // min(cap, share))

@@ -82,12 +82,16 @@ def test_pad_models_appends_masked_copies(single):
 
 
 def test_default_batch_size_balances_groups(monkeypatch):
-    # one CPU device: min(n, 4), the unsharded rule
-    assert [sweeps.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 3, 4, 4]
-    # several CPU devices: each device's share in balanced groups of at most 4
-    assert sweeps.default_batch_size(34, n_devices=4) == 3  # share 9: 3 groups of 3, no dummy
+    # one CPU device: min(n, CPU_BATCH), the unsharded rule
+    assert sweeps.CPU_BATCH == 2
+    assert [sweeps.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 2, 2, 2]
+    # several CPU devices: each device's share in balanced groups of at most CPU_BATCH
+    assert sweeps.default_batch_size(34, n_devices=4) == 2  # share 9: 5 groups of 2, one dummy
     assert sweeps.default_batch_size(4, n_devices=3) == 2
     assert sweeps.default_batch_size(5, n_devices=4) == 2
+    monkeypatch.setattr(sweeps, "CPU_BATCH", 4)  # the balancing with a larger cap
+    assert [sweeps.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 3, 4, 4]
+    assert sweeps.default_batch_size(34, n_devices=4) == 3  # share 9: 3 groups of 3, no dummy
     # an accelerator: as many as fit in the memory budget, balanced
     monkeypatch.setattr(sweeps, "_accelerator", lambda: True)
     monkeypatch.setattr(sweeps, "memory_budget", lambda fraction=0.5: 0.5 * 127e9)  # an H200 at fraction 0.9
