@@ -314,9 +314,9 @@ def least_squares_r(params: Params, x: jax.Array, t: jax.Array, weight: jax.Arra
                     chunk: int, offset: jax.Array | None = None) -> jax.Array:
     """The triangular factor of the weighted least-squares problem on the selection.
 
-    With J (M, P) and r (M,) the weighted Jacobian and residuals (`_weighted_jacobian`
-    returns J transposed)
-    of all N points, returns the (P + 1, P + 1) upper-triangular R~ of the Householder
+    With J (M, P) and r (M,) the weighted Jacobian and residuals of all N points
+    (`_weighted_jacobian`, which returns J transposed), returns the (P + 1, P + 1)
+    upper-triangular R~ of the Householder
     QR of [J, -r]: R = R~[:P, :P] is J's factor and z = R~[:P, P] = Q^T (-r), so the
     least-squares step solves R p = z, and R^T R = J^T J, R^T z = -J^T r.  Accumulated
     chunk by chunk (R~ <- R of [R~; chunk rows]), so memory holds one chunk's rows.

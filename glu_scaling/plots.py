@@ -25,15 +25,14 @@ def import_pyplot(warm_up: bool = False) -> None:
     and draw a small log-log figure into memory, as PNG and PDF, so that the first real
     figure finds the fonts loaded and the text layout cached (0.15 s less on the 2-core
     CPU).  Nothing else may use matplotlib until this returns."""
-    if warm_up:
-        import scipy.special  # noqa: F401
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
 
     if warm_up:
+        import scipy.special  # noqa: F401
+
         plt = _mpl()
         fig, ax = plt.subplots(figsize=(1.0, 1.0))
         ax.loglog([1.0, 10.0], [1e-1, 1e-3], "o-", label="x")

@@ -394,6 +394,19 @@ def test_placed_knots_follow_the_sweep_dtype_and_the_ahead_of_time_shapes():
 # ---------------------------------------------------------------- one program for every architecture
 
 
+def _training_traces(monkeypatch) -> list[int]:
+    """A list that records the factor count of every model program `train.train_one` is
+    traced for from now on (jit traces once per program: a cache hit appends nothing)."""
+    traced, train_one = [], train.train_one
+
+    def counting(params, *args, **kwargs):
+        traced.append(params.n_factors)
+        return train_one(params, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one", counting)
+    return traced
+
+
 def test_newton_splines_architectures_share_one_training_program(tmp_path, monkeypatch):
     """A newton-splines sweep over mlp, glu and gqu pads the mlp and glu models with
     constant factors (`shared_factors`) and traces the training once, for a program of
@@ -405,13 +418,7 @@ def test_newton_splines_architectures_share_one_training_program(tmp_path, monke
     assert sweeps.shared_factors(dataclasses.replace(config, archs=("glu",))) is None
     assert sweeps.shared_factors(dataclasses.replace(config, optimizer="newton-cascade")) is None
     assert sweeps.shared_factors(dataclasses.replace(config, archs=("mlp", "gated3"))) is None  # padding 3 factors
-    traced, train_one = [], train.train_one
-
-    def counting(params, *args, **kwargs):
-        traced.append(params.n_factors)
-        return train_one(params, *args, **kwargs)
-
-    monkeypatch.setattr(train, "train_one", counting)
+    traced = _training_traces(monkeypatch)
     shared = sweeps.run_sweep(config, tmp_path / "shared", progress=False)
     assert traced == [2]
     alone = [r for arch in config.archs
@@ -430,13 +437,7 @@ def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors(mon
     program is reused."""
     config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"))
     dataset = sweeps.load_dataset(config)
-    traced, train_one = [], train.train_one
-
-    def counting(params, *args, **kwargs):
-        traced.append(params.n_factors)
-        return train_one(params, *args, **kwargs)
-
-    monkeypatch.setattr(train, "train_one", counting)
+    traced = _training_traces(monkeypatch)
     sweeps.precompile_bucket("glu", 2, 5, dataset, config)
     assert traced == [2]
     params, info, _ = sweeps.train_bucket("glu", [(2, 0), (5, 1)], 5, dataset, config)

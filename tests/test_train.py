@@ -164,19 +164,20 @@ def test_padded_factors_train_as_the_models_own_program(n_in):
         k = models.n_factors(arch)
         _, want_params, want_info = own[arch]
         got = models.without_constant_factors(jax.tree.map(lambda a: a[2 * i:2 * i + 2], trained), k)
-        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want_params)):
+        def same(u, v, what):  # bit for bit in 1D, else to 1e-13 relative
+            u, v = np.asarray(u), np.asarray(v)
+            assert u.shape == v.shape, what
             if n_in == 1:
-                np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=arch)
+                np.testing.assert_array_equal(u, v, err_msg=what)
             elif u.size:  # an mlp's U and u are empty
-                assert u.shape == v.shape and _rel(u, v) < 1e-13, (arch, _rel(u, v))
+                assert _rel(u, v) < 1e-13, (what, _rel(u, v))
+
+        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want_params)):
+            same(u, v, arch)
         for key in ("status", "steps"):
             np.testing.assert_array_equal(np.asarray(info[key][2 * i:2 * i + 2]), np.asarray(want_info[key]))
         for key in ("loss", "train_rmse", "test_rmse"):
-            got_v, want_v = np.asarray(info[key][2 * i:2 * i + 2]), np.asarray(want_info[key])
-            if n_in == 1:
-                np.testing.assert_array_equal(got_v, want_v, err_msg=key)
-            else:
-                assert _rel(got_v, want_v) < 1e-13, (arch, key, _rel(got_v, want_v))
+            same(info[key][2 * i:2 * i + 2], want_info[key], (arch, key))
         assert list(np.asarray(info["steps"][2 * i:2 * i + 2])) == [k + 1, k + 1]
         # the padding factors were not trained
         np.testing.assert_array_equal(np.asarray(trained.U[2 * i:2 * i + 2, k:]), 0.0)
