@@ -348,6 +348,7 @@ def construct_figure(records: list[dict], path_stem, *, title: str | None = None
             ax.plot(ux, med, color=color, ls=ls, marker=marker, ms=2.5, lw=1.0, mfc="none", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plots.superscript_decades(ax.yaxis)
     widths = sorted({int(r["n_hidden"]) for r in records})
     if len(widths) <= 12:  # label the widths themselves, not powers of ten
         ax.set_xticks(widths, [str(w) for w in widths])

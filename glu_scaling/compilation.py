@@ -9,11 +9,18 @@ bit-for-bit the same results (checked on the speedrun's 102 models and on the
 `newton-cascade` benchmark's parameters; `tests/test_compilation.py`).  Programs
 compiled for an accelerator (the default backend is not a CPU) get no options.
 
+Programs that run once and briefly (the init's draws and assembly: `brief=True`) are
+also compiled with LLVM's optimisation level 1 instead of 2 (BRIEF_PROGRAM_OPTIONS):
+the speedrun's init draws compile in 0.36-0.39 s instead of 0.68 s, again bit for bit
+the same (`tests/test_compilation.py`).  Level 0 would change bits; level 1 in the
+Newton programs changes their last digits and slows them 10-15 %, so they keep level 2.
+
 An XLA that does not know an option rejects it at compile time (it would abort the
 process if it came through XLA_FLAGS), so the options are tried once on a trivial
 program and dropped if refused.  A user's own XLA_FLAGS setting of an option wins.
 
     jitted = compilation.jit(fun, static_argnames=(...))   # as jax.jit
+    drawn = compilation.jit(draw, brief=True)               # runs once: optimise less
 """
 
 from __future__ import annotations
@@ -28,17 +35,32 @@ import jax
 
 # option -> value; every entry must leave results bit for bit unchanged (tests/test_compilation.py)
 FAST_COMPILE_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+# added for programs that run once and briefly (`jit(..., brief=True)`); also bit for bit
+BRIEF_PROGRAM_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 1}
 
 
 @functools.cache
-def compiler_options() -> dict[str, Any]:
-    """The options of FAST_COMPILE_OPTIONS this XLA accepts and XLA_FLAGS does not set,
-    when the default backend is a CPU (elsewhere none: they are CPU options, and untried
-    on accelerators)."""
+def compiler_options(brief: bool = False) -> dict[str, Any]:
+    """The options of FAST_COMPILE_OPTIONS (and BRIEF_PROGRAM_OPTIONS if `brief`) this
+    XLA accepts and XLA_FLAGS does not set, when the default backend is a CPU (elsewhere
+    none: they are CPU options, and untried on accelerators).  A set that XLA refuses is
+    dropped whole, the brief options alone first."""
     if jax.default_backend() != "cpu":
         return {}
+    if brief:
+        base = compiler_options()
+        return _accepted({**base, **_unset(BRIEF_PROGRAM_OPTIONS)}) or base
+    return _accepted(_unset(FAST_COMPILE_OPTIONS))
+
+
+def _unset(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` less those the user's XLA_FLAGS names."""
     user_flags = os.environ.get("XLA_FLAGS", "")
-    options = {name: value for name, value in FAST_COMPILE_OPTIONS.items() if name not in user_flags}
+    return {name: value for name, value in options.items() if name not in user_flags}
+
+
+def _accepted(options: dict[str, Any]) -> dict[str, Any]:
+    """`options` if XLA compiles a trivial program with them, else {}."""
     if not options:
         return {}
     try:
@@ -49,18 +71,19 @@ def compiler_options() -> dict[str, Any]:
 
 
 class jit:  # noqa: N801 -- used like jax.jit
-    """`jax.jit(fun, **jit_kwargs)` compiled with `compiler_options()`, which are looked up
-    at the first call (so importing the package never starts a backend).  Supports
-    calling and `.lower(...)`, as the jitted function does.
+    """`jax.jit(fun, **jit_kwargs)` compiled with `compiler_options(brief)`, which are
+    looked up at the first call (so importing the package never starts a backend).
+    Supports calling and `.lower(...)`, as the jitted function does.
 
     Called inside another transformation it is a plain `jax.jit` (JAX refuses compiler
     options on a nested jit): inside `jax.jit` or `jax.eval_shape` it is inlined into the
     outer program, which JAX compiles with its own options; under a bare `jax.vmap` or
     `jax.grad` it is compiled on its own with XLA's defaults (the same numbers)."""
 
-    def __init__(self, fun: Callable, **jit_kwargs):
+    def __init__(self, fun: Callable, *, brief: bool = False, **jit_kwargs):
         functools.update_wrapper(self, fun, updated=())  # (not fun.__dict__: a wrapped wrapper keeps its own state)
         self._fun = fun
+        self._brief = brief
         self._jit_kwargs = jit_kwargs
         self._top_level = None  # made once, under the lock: threads that compile ahead
         self._lock = threading.Lock()  # (sweeps.precompile_bucket) must share its caches
@@ -71,7 +94,7 @@ class jit:  # noqa: N801 -- used like jax.jit
         if self._top_level is None:
             with self._lock:
                 if self._top_level is None:
-                    options = compiler_options() or None
+                    options = compiler_options(self._brief) or None
                     self._top_level = jax.jit(self._fun, compiler_options=options, **self._jit_kwargs)
         return self._top_level
 
@@ -94,4 +117,4 @@ def jit_with(**jit_kwargs) -> Callable[[Callable], jit]:
     return functools.partial(jit, **jit_kwargs)
 
 
-__all__ = ["FAST_COMPILE_OPTIONS", "compiler_options", "jit", "jit_with"]
+__all__ = ["BRIEF_PROGRAM_OPTIONS", "FAST_COMPILE_OPTIONS", "compiler_options", "jit", "jit_with"]

@@ -77,6 +77,7 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
         ax.plot(ux, med, color=color, marker=marker, ms=2.5, lw=1.0, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    superscript_decades(ax.yaxis)
     xs_all = [r[x] for r in records if r.get(x)]
     if xs_all:
         plain_log_ticks(ax.xaxis, min(xs_all), max(xs_all))
@@ -87,6 +88,29 @@ def convergence_axes(ax, records: list[dict], x: str = "n_hidden", *, label_fmt=
         ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.17))
     else:
         ax.legend(frameon=False, loc=legend_loc)
+
+
+_SUPERSCRIPTS = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def superscript_decades(axis) -> None:
+    """Label a log axis's powers of ten as 10⁻³ in Unicode superscripts rather than
+    matplotlib's mathtext: the same look, without parsing TeX at every draw (a third of
+    the time to save a convergence figure).  Other labels (2×10⁻³ when the axis spans
+    less than a decade) are matplotlib's own."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class DecadeFormatter(LogFormatterSciNotation):
+        def __call__(self, value, pos=None):
+            label = super().__call__(value, pos)
+            if label and value > 0:
+                exponent = round(np.log10(value))
+                if abs(np.log10(value) - exponent) < 1e-10:  # (the locator's 1e-5 is 9.999999999999999e-06)
+                    return "10" + str(exponent).translate(_SUPERSCRIPTS)
+            return label
+
+    axis.set_major_formatter(DecadeFormatter())
+    axis.set_minor_formatter(DecadeFormatter(labelOnlyBase=False))
 
 
 def plain_log_ticks(axis, lo: float, hi: float) -> None:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glu_scaling import compilation
 from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
 
 EVAL_MODES = ("test", "train")
@@ -128,10 +129,16 @@ def uniform_grid(n_points: int, n_in: int, interval=(-1.0, 1.0), dtype=np.float6
     return np.stack([m.ravel() for m in mesh], axis=1)
 
 
+@compilation.jit_with(brief=True, static_argnames=("shape", "dtype"))
+def uniform_points(seed: int, shape: tuple[int, int], dtype) -> jax.Array:
+    """`jax.random.uniform(PRNGKey(seed), shape, dtype, -1, 1)`, the same bits, compiled as
+    a brief program (it runs once per data set)."""
+    return jax.random.uniform(jax.random.PRNGKey(seed), shape, dtype, minval=-1.0, maxval=1.0)
+
+
 def _analytic(fn_of_x: Callable, n_in: int) -> Callable:
     def make(n_train, n_test, seed, dtype):
-        key = jax.random.PRNGKey(seed)
-        x_train = jax.random.uniform(key, (n_train, n_in), dtype, minval=-1.0, maxval=1.0)
+        x_train = uniform_points(seed, (n_train, n_in), dtype)
         x_test = jnp.asarray(uniform_grid(n_test, n_in), dtype)
         return x_train, fn_of_x(x_train), x_test, fn_of_x(x_test)
 

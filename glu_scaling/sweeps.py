@@ -292,13 +292,13 @@ def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
     return dict(n_in=n_in, n_out=n_out, width=width, size=size, dtype=dtype)
 
 
-@compilation.jit_with(static_argnames=("n_in", "n_out", "width", "size", "dtype"))
+@compilation.jit_with(brief=True, static_argnames=("n_in", "n_out", "width", "size", "dtype"))
 def _draw_batch(seeds, *, n_in, n_out, width, size, dtype) -> models.InitDraws:
     return models.init_draws_batch(jax.vmap(jax.random.PRNGKey)(seeds), n_in, n_out, width, size, dtype)
 
 
-@compilation.jit_with(static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init", "dtype",
-                                      "factors_to"))
+@compilation.jit_with(brief=True, static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init",
+                                                  "dtype", "factors_to"))
 def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation, spline_init, dtype,
                     factors_to=None):
     def one(n, z, t):

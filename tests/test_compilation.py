@@ -60,6 +60,29 @@ def test_fast_compile_options_change_no_bit_of_the_initial_draws():
                           _plain_jit(sweeps._draw_batch, static_argnames=static)(seeds, **kwargs))
 
 
+def test_brief_programs_compile_with_less_optimisation_and_the_same_bits():
+    """The init's draws and assembly and the problems' uniform inputs are compiled as
+    brief programs (LLVM level 1): bit for bit what XLA's defaults and jax.random give."""
+    if compilation.compiler_options(brief=True) == compilation.compiler_options():
+        pytest.skip("this XLA does not take the brief-program options")
+    seeds = jnp.asarray([0, 1, 7], jnp.uint32)
+    static = ("n_in", "n_out", "width", "size", "dtype")
+    for k, n_in, width, dtype in ((2, 1, 6, jnp.float64), (1, 5, 4, jnp.float64), (0, 3, 5, jnp.float32)):
+        kwargs = sweeps._draw_kwargs(k, n_in, 1, width, dtype)
+        draws = sweeps._draw_batch(seeds, **kwargs)
+        _assert_same_bits(draws, _plain_jit(sweeps._draw_batch, static_argnames=static)(seeds, **kwargs))
+        knots = jnp.stack([jnp.linspace(-1.0, 1.0, width, dtype=dtype)] * 3)
+        assemble = dict(k=k, n_in=n_in, n_out=1, width=width, activation="relu", spline_init=n_in == 1, dtype=dtype)
+        n_hidden = jnp.asarray([1, width - 1, width])
+        _assert_same_bits(sweeps._assemble_batch(n_hidden, draws, knots, **assemble),
+                          _plain_jit(sweeps._assemble_batch, static_argnames=tuple(assemble))(
+                              n_hidden, draws, knots, **assemble))
+    for seed, shape, dtype in ((0, (2000, 1), jnp.float64), (5, (300, 5), jnp.float32),
+                               (2**32 - 1, (7, 2), jnp.float64)):
+        _assert_same_bits(problems.uniform_points(seed, shape, dtype),
+                          jax.random.uniform(jax.random.PRNGKey(seed), shape, dtype, minval=-1.0, maxval=1.0))
+
+
 def test_a_wrapped_function_also_runs_inside_another_trace():
     """JAX refuses compiler options on a nested jit: inside jit or eval_shape the wrapper
     is a plain jit, inlined, with the same result as the top-level call."""
@@ -88,6 +111,27 @@ def test_the_options_reach_the_programs_on_the_jax_this_project_is_measured_with
     lowering = getattr(wrapped.lower(jnp.asarray(1.0)), "_lowering", None)
     if hasattr(lowering, "_compiler_options_kvs"):  # JAX's private record of what the compile will get
         assert dict(lowering._compiler_options_kvs) == compilation.FAST_COMPILE_OPTIONS
+
+
+def test_brief_programs_get_both_option_sets(fresh_options):
+    """On the measured CPU/jax 0.10 a brief program is lowered with the fast-compile and
+    the brief options; a user's XLA_FLAGS setting of the level wins; a refused brief
+    option leaves the fast-compile ones."""
+    fresh_options.delenv("XLA_FLAGS", raising=False)
+    if jax.default_backend() != "cpu" or not jax.__version__.startswith("0.10."):
+        pytest.skip(f"measured on CPU with jax 0.10; this is {jax.default_backend()} with jax {jax.__version__}")
+    both = {**compilation.FAST_COMPILE_OPTIONS, **compilation.BRIEF_PROGRAM_OPTIONS}
+    assert compilation.compiler_options(brief=True) == both
+    lowering = getattr(compilation.jit(lambda x: x * 2, brief=True).lower(jnp.asarray(1.0)), "_lowering", None)
+    if hasattr(lowering, "_compiler_options_kvs"):
+        assert dict(lowering._compiler_options_kvs) == both
+    fresh_options.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2")
+    compilation.compiler_options.cache_clear()
+    assert compilation.compiler_options(brief=True) == compilation.FAST_COMPILE_OPTIONS
+    fresh_options.delenv("XLA_FLAGS")
+    fresh_options.setattr(compilation, "BRIEF_PROGRAM_OPTIONS", {"xla_cpu_no_such_option_anywhere": 1})
+    compilation.compiler_options.cache_clear()
+    assert compilation.compiler_options(brief=True) == compilation.FAST_COMPILE_OPTIONS
 
 
 def test_options_named_in_xla_flags_are_left_to_the_user(fresh_options):
