@@ -130,15 +130,15 @@ def uniform_grid(n_points: int, n_in: int, interval=(-1.0, 1.0), dtype=np.float6
 
 
 @compilation.jit_with(brief=True, static_argnames=("shape", "dtype"))
-def uniform_points(seed: int, shape: tuple[int, int], dtype) -> jax.Array:
-    """`jax.random.uniform(PRNGKey(seed), shape, dtype, -1, 1)`, the same bits, compiled as
-    a brief program (it runs once per data set)."""
-    return jax.random.uniform(jax.random.PRNGKey(seed), shape, dtype, minval=-1.0, maxval=1.0)
+def uniform_points(key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
+    """`jax.random.uniform(key, shape, dtype, -1, 1)`, the same bits, compiled as a brief
+    program (it runs once per data set)."""
+    return jax.random.uniform(key, shape, dtype, minval=-1.0, maxval=1.0)
 
 
 def _analytic(fn_of_x: Callable, n_in: int) -> Callable:
     def make(n_train, n_test, seed, dtype):
-        x_train = uniform_points(seed, (n_train, n_in), dtype)
+        x_train = uniform_points(jax.random.PRNGKey(seed), (n_train, n_in), dtype)
         x_test = jnp.asarray(uniform_grid(n_test, n_in), dtype)
         return x_train, fn_of_x(x_train), x_test, fn_of_x(x_test)
 

@@ -79,7 +79,7 @@ def test_brief_programs_compile_with_less_optimisation_and_the_same_bits():
                               n_hidden, draws, knots, **assemble))
     for seed, shape, dtype in ((0, (2000, 1), jnp.float64), (5, (300, 5), jnp.float32),
                                (2**32 - 1, (7, 2), jnp.float64)):
-        _assert_same_bits(problems.uniform_points(seed, shape, dtype),
+        _assert_same_bits(problems.uniform_points(jax.random.PRNGKey(seed), shape, dtype),
                           jax.random.uniform(jax.random.PRNGKey(seed), shape, dtype, minval=-1.0, maxval=1.0))
 
 
