@@ -77,6 +77,7 @@ DEFAULT_METHODS = ("construction", "lsq-spline", "newton-splines", "newton-casca
 SPLINE_FAMILIES = ("lsq-spline", "placed-spline")  # method "<family>-deg{p}"
 # Newton schedule of each method trained from a construction (see the module docstring)
 FROM_CONSTRUCTION = {"cascade-from-construction": "newton-cascade", "newton-from-construction": "newton"}
+TRAINED_METHODS = ("newton-splines", "newton-cascade", *FROM_CONSTRUCTION)  # each needs a Newton step's memory
 SPLINE_DEGREE = {"mlp": 1, "glu": 2, "gqu": 3}
 SPLINE_KNOTS = ("cells", "width")
 # line style and marker of each method in the figure (colour is the architecture)
@@ -167,9 +168,9 @@ def load_data(problem: str, *, n_data: int = 2000, n_test: int = 2000,
     """The dataset a sweep of `problem` trains on (`sweeps.load_dataset`, data seed 0, float64),
     and its `train.prepare_data` form.  Returns (dataset, data, chunk used)."""
     check_problem(problem)
-    if check_positive_int("n_data", n_data) < 2:
+    if check_positive_int("n_data", n_data, maximum=sweeps.MAX_POINTS) < 2:
         raise UsageError(f"n_data must be at least 2, got {n_data!r}")
-    check_positive_int("n_test", n_test)
+    check_positive_int("n_test", n_test, maximum=sweeps.MAX_POINTS)
     config = sweeps.SweepConfig(archs=("mlp",), widths=(1,), seeds=(0,), problem=problem, n_data=n_data,
                                n_test=n_test, chunk=chunk)
     dataset = sweeps.load_dataset(config)  # checks n_data, n_test and float64 (jax_enable_x64)
@@ -449,9 +450,10 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
     check_choice("spline_knots", spline_knots, SPLINE_KNOTS)
     base = sweeps.SweepConfig(archs=archs, widths=widths, seeds=seeds, problem=problem, optimizer="newton-cascade",
                              steps=steps, n_data=n_data, n_test=n_test)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0):
-        raise UsageError(f"steps must be a non-negative integer, got {steps!r}")
+    sweeps.check_sweep(base)  # steps, n_data, n_test with the sweep's limits, before anything is written
     dataset, data, chunk = load_data(problem, n_data=n_data, n_test=n_test)
+    if any(m in methods for m in TRAINED_METHODS):
+        sweeps.check_memory(base, dataset)
     config = {"kind": "construct", "problem": problem, "archs": list(archs), "widths": list(widths),
               "seeds": list(seeds), "n_data": n_data, "n_test": n_test, "data_seed": base.data_seed,
               "curvature": curvature, "steps": steps, "methods": list(methods), "spline_knots": spline_knots,

@@ -190,7 +190,9 @@ SEED_LIMIT = 2**32  # seeds become uint32 PRNG keys
 MAX_POINTS = 10**8  # training or test points of one sweep (1e8 1D points are 1.6 GB of float64 data)
 
 
-def _check(config: SweepConfig) -> None:
+def check_sweep(config: SweepConfig) -> None:
+    """Refuse (UsageError, one line) any setting of `config` a sweep cannot run: names,
+    counts and their limits, SPECs, seeds, knots, devices.  Needs no data."""
     if isinstance(config.archs, str) or not config.archs:
         raise UsageError(f"archs must be a non-empty list of names such as ('mlp', 'glu'), got {config.archs!r}")
     for arch in config.archs:
@@ -594,7 +596,7 @@ def device_memory() -> float:
         return 0.0
 
 
-def _check_memory(config: SweepConfig, dataset: problems.Dataset) -> None:
+def check_memory(config: SweepConfig, dataset: problems.Dataset) -> None:
     """Refuse, before anything is written, a Newton sweep whose widest model alone would not
     fit in one device's memory (`model_bytes`: its Hessian and Jacobian chunks)."""
     if config.optimizer not in train.NEWTON_SCHEDULES:
@@ -668,9 +670,9 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     skip the models process 0 finds done, and process 0 alone writes config.json and
     slopes.json; the records returned are this process's share plus those it found done.
     """
-    _check(config)
+    check_sweep(config)
     dataset = load_dataset(config)
-    _check_memory(config, dataset)
+    check_memory(config, dataset)
     folder = None
     done: dict[tuple, dict] = {}
     first = jax.process_index() == 0
@@ -680,7 +682,10 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
         # the slope fit range is not part of a model; kept so that `plot` and `merge` refit the same way
         fitted = {"fit_range": None if fit_range is None else [float(v) for v in fit_range]}
         settings = {**config.to_json(), **fitted, **data_fingerprint(config)}
-        results.unique_records(folder)  # unreadable records are refused before check_config writes anything
+        found = results.unique_records(folder)  # unreadable records are refused before anything is written,
+        results.check_config(folder, settings, write=False, effective=effective_settings)  # a folder of other
+        for record in found:  # settings, and records the final slope fit could not read
+            slopes.check_fit_record(record)
         results.check_config(folder, settings, write=first, effective=effective_settings)
         results.repair(folder, filename)
         done = {results.model_key(rec): rec for rec in results.unique_records(folder)}

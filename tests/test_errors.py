@@ -74,6 +74,14 @@ def d(tmp_path_factory) -> Path:
         (d / name).mkdir()
         results.write_json_atomic(d / name / "config.json", cfg)
     (d / "bad_record_run" / "results.jsonl").write_text('{"foo": 1}\n')
+    # records the slope fit cannot read: a hand-edited status left out, a test RMSE that is a word
+    record = {"arch": "mlp", "problem": "one_over_1_p_9x2", "n_in": 1, "n_hidden": 2, "n_params": 7, "seed": 0,
+              "status": "ok", "train_rmse": 0.1, "test_rmse": 0.1}
+    for name, edited in (("no_status_run", {k: v for k, v in record.items() if k != "status"}),
+                         ("word_rmse_run", {**record, "test_rmse": "abc"})):
+        (d / name).mkdir()
+        results.write_json_atomic(d / name / "config.json", {**config.to_json(), "problem": "one_over_1_p_9x2"})
+        (d / name / "results.jsonl").write_text(json.dumps(edited) + "\n")
     return d
 
 
@@ -198,6 +206,15 @@ ROWS = [
     Row("out-not-a-record", [], "line 1 is not a model record", None, _sweep(), out="bad_record_run"),
     Row("plot-construct", ["plot", "{d}/construct_run"], "'construct' run; plot redraws", None,
         out="construct_run"),
+    Row("out-record-without-status", [], "n_hidden=2, seed=0 has no status", None, _sweep(), out="no_status_run"),
+    Row("plot-record-rmse-word", ["plot", "{d}/word_rmse_run"], "has test_rmse='abc'", None, out="word_rmse_run"),
+    # ---- construct checks as sweep does, before it writes its folder
+    Row("construct-steps-too-large", ["construct", "--widths", "4", "--steps", "99999999999"], "got 99999999999",
+        None, lambda d, out: compare.run_construct("one_over_1_p_9x2", "mlp", "4", out=out, steps=99999999999)),
+    Row("construct-n-data-too-large", ["construct", "--widths", "4", "--n-data", "100000001"], "got 100000001",
+        None, lambda d, out: compare.run_construct("one_over_1_p_9x2", "mlp", "4", out=out, n_data=100000001)),
+    Row("construct-beyond-memory", ["construct", "--widths", "1000000"], "width 1000000 needs about", None,
+        lambda d, out: compare.run_construct("one_over_1_p_9x2", "mlp", "1000000", out=out)),
     # ---- argparse: subcommands and flags
     Row("subcommand", ["sweeep"], "'sweeep'", "did you mean 'sweep'?"),
     Row("flag", ["--stpes", "3"], "--stpes", "did you mean --steps instead of --stpes?"),
@@ -206,7 +223,9 @@ ROWS = [
     Row("required-flag", ["construct"], "--widths"),
     Row("no-subcommand", [], "COMMAND"),
 ]
-SUBCOMMAND_ROWS = {"subcommand", "no-subcommand", "curvature", "method", "required-flag", "plot-construct"}
+SUBCOMMAND_ROWS = {"subcommand", "no-subcommand", "curvature", "method", "required-flag", "plot-construct",
+                   "plot-record-rmse-word", "construct-steps-too-large", "construct-n-data-too-large",
+                   "construct-beyond-memory"}
 
 
 def _argv(row: Row, d: Path, out: Path) -> list[str]:
