@@ -8,6 +8,9 @@ resumes where it stopped), and every figure and table is drawn from those record
   float64 (paper.md §5) -> Fig. 3 (MLP, GLU vs n and P), Fig. 4 (against least-squares
   linear and quadratic splines and the analytic constructions), Fig. 5 (with the GQU),
   and the 1D row of Table 1;
+* ``1d_frozen``, ``1d_placed``, ``1d_placed_frozen``: the same widths and seeds with
+  gates frozen at the spline init (`newton-splines`), from knots placed for the target
+  (`--knots placed`), and both -> Fig. 12 (ours) and Table 1's other 1D rows;
 * ``table1_<problem>``: MLP and GLU on sin(4x) sin(4y), Friedman #1-#3, airfoil
   self-noise and California housing -> Fig. 6 (2D and Friedman), Fig. 7 (real data)
   and the other rows of Table 1;
@@ -17,8 +20,8 @@ resumes where it stopped), and every figure and table is drawn from those record
 `--quick` runs the same pipeline with fewer widths, seeds, points and Newton steps
 (a few minutes on two CPU cores); its slopes are rougher and say so in the table's
 protocol column.  `--redraw` runs no sweeps: it draws from the records a previous run
-left in OUT/results/ (the committed full run's `figures/results/`), in a minute or two
-(the illustrative figures still compute their few small models).
+left in OUT/results/ (the committed full run's `figures/results/`), in under a minute
+(44 s on the 2-core CPU; the illustrative figures still compute their few small models).
 """
 
 from __future__ import annotations
