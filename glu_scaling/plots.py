@@ -94,23 +94,25 @@ _SUPERSCRIPTS = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u20
 
 
 def superscript_decades(axis) -> None:
-    """Label a log axis's powers of ten as 10⁻³ in Unicode superscripts rather than
-    matplotlib's mathtext: the same look, without parsing TeX at every draw (a third of
-    the time to save a convergence figure).  Other labels (2×10⁻³ when the axis spans
-    less than a decade) are matplotlib's own."""
+    """Label a log axis as 10⁻³ and 2×10⁻³ in Unicode superscripts rather than matplotlib's
+    mathtext: the same look, without parsing TeX at every draw (a third of the time to
+    save a convergence figure).  Which ticks get a label is matplotlib's choice, as before."""
     from matplotlib.ticker import LogFormatterSciNotation
 
-    class DecadeFormatter(LogFormatterSciNotation):
+    class SuperscriptFormatter(LogFormatterSciNotation):
         def __call__(self, value, pos=None):
             label = super().__call__(value, pos)
-            if label and value > 0:
-                exponent = round(np.log10(value))
-                if abs(np.log10(value) - exponent) < 1e-10:  # (the locator's 1e-5 is 9.999999999999999e-06)
-                    return "10" + str(exponent).translate(_SUPERSCRIPTS)
-            return label
+            if not label or not value > 0:
+                return label
+            exponent = int(np.floor(np.log10(value) + 1e-10))  # (the locator's 1e-5 is 9.999999999999999e-06)
+            mantissa = value / 10.0**exponent
+            if abs(mantissa - round(mantissa)) > 1e-6:
+                return label
+            power = "10" + str(exponent).translate(_SUPERSCRIPTS)
+            return power if round(mantissa) == 1 else f"{round(mantissa)}\u00d7{power}"
 
-    axis.set_major_formatter(DecadeFormatter())
-    axis.set_minor_formatter(DecadeFormatter(labelOnlyBase=False))
+    axis.set_major_formatter(SuperscriptFormatter())
+    axis.set_minor_formatter(SuperscriptFormatter(labelOnlyBase=False))
 
 
 def plain_log_ticks(axis, lo: float, hi: float) -> None:

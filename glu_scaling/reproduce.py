@@ -21,7 +21,7 @@ resumes where it stopped), and every figure and table is drawn from those record
 (a few minutes on two CPU cores); its slopes are rougher and say so in the table's
 protocol column.  `--redraw` runs no sweeps: it draws from the records a previous run
 left in OUT/results/ (the committed full run's `figures/results/`), in under a minute
-(44 s on the 2-core CPU; the illustrative figures still compute their few small models).
+(27-44 s on the 2-core CPU; the illustrative figures still compute their few small models).
 """
 
 from __future__ import annotations
