@@ -239,6 +239,9 @@ def cmd_merge(args) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
         raise UsageError(f"{str(folder)!r} is not a folder; give a results folder written by sweep")
+    if results.folder_kind(folder) == "sweep":  # (merge refuses other kinds itself)
+        for record in results.read_records(folder):  # refused before any host file is folded in
+            slopes.check_fit_record(record)
     records, n_hosts = results.merge(folder)
     rows = slopes.slopes_table(records, fit_range=results.stored_fit_range(folder))
     results.write_json_atomic(folder / "slopes.json", rows)

@@ -354,6 +354,8 @@ def construct_figure(records: list[dict], path_stem, *, title: str | None = None
     if len(widths) <= 12:  # label the widths themselves, not powers of ten
         ax.set_xticks(widths, [str(w) for w in widths])
         ax.set_xticks([], minor=True)
+    else:
+        plots.superscript_decades(ax.xaxis)
     ax.set_xlabel(plots.AXIS_LABELS["n_hidden"])
     ax.set_ylabel("test RMSE")
     ax.grid(True, which="major", lw=0.3, alpha=0.5)

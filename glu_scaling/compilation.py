@@ -48,7 +48,7 @@ def compiler_options(brief: bool = False) -> dict[str, Any]:
     if jax.default_backend() != "cpu":
         return {}
     if brief:
-        base = compiler_options()
+        base = compiler_options(False)  # (the cache key of every non-brief call, `jit`'s included)
         return _accepted({**base, **_unset(BRIEF_PROGRAM_OPTIONS)}) or base
     return _accepted(_unset(FAST_COMPILE_OPTIONS))
 

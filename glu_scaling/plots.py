@@ -36,6 +36,7 @@ def import_pyplot(warm_up: bool = False) -> None:
         plt = _mpl()
         fig, ax = plt.subplots(figsize=(1.0, 1.0))
         ax.loglog([1.0, 10.0], [1e-1, 1e-3], "o-", label="x")
+        superscript_decades(ax.yaxis)
         ax.set_xlabel("n")
         ax.legend()
         for fmt in ("png", "pdf"):
@@ -104,6 +105,7 @@ def superscript_decades(axis) -> None:
             label = super().__call__(value, pos)
             if not label or not value > 0:
                 return label
+            value = float(value)  # (a float32 tick would round the 1e-10 below away)
             exponent = int(np.floor(np.log10(value) + 1e-10))  # (the locator's 1e-5 is 9.999999999999999e-06)
             mantissa = value / 10.0**exponent
             if abs(mantissa - round(mantissa)) > 1e-6:

@@ -162,7 +162,8 @@ def check_fit_record(record: dict) -> None:
             model = ", ".join(f"{k}={record.get(k)!r}" for k in ("arch", "n_hidden", "seed"))
             found = f"has {name}={record[name]!r}" if name in record else f"has no {name}"
             raise UsageError(f"the results record of {model} {found}; a slope fit needs {name} as "
-                             f"{FIT_FIELDS[name]}: fix or remove that line of results.jsonl")
+                             f"{FIT_FIELDS[name]}: fix or remove its line in the folder's results.jsonl "
+                             "(or results.host*.jsonl)")
 
 
 def slopes_table(records: list[dict], *, fit_range=None, statuses=FIT_STATUSES) -> list[dict]:

@@ -74,9 +74,11 @@ def test_brief_programs_compile_with_less_optimisation_and_the_same_bits():
         knots = jnp.stack([jnp.linspace(-1.0, 1.0, width, dtype=dtype)] * 3)
         assemble = dict(k=k, n_in=n_in, n_out=1, width=width, activation="relu", spline_init=n_in == 1, dtype=dtype)
         n_hidden = jnp.asarray([1, width - 1, width])
-        _assert_same_bits(sweeps._assemble_batch(n_hidden, draws, knots, **assemble),
-                          _plain_jit(sweeps._assemble_batch, static_argnames=tuple(assemble))(
-                              n_hidden, draws, knots, **assemble))
+        for knots_given, factors_to in ((knots, None), (None, 2)):  # (a sweep's uniform knots, padded factors)
+            static_kwargs = {**assemble, "factors_to": factors_to}
+            _assert_same_bits(sweeps._assemble_batch(n_hidden, draws, knots_given, **static_kwargs),
+                              _plain_jit(sweeps._assemble_batch, static_argnames=tuple(static_kwargs))(
+                                  n_hidden, draws, knots_given, **static_kwargs))
     for seed, shape, dtype in ((0, (2000, 1), jnp.float64), (5, (300, 5), jnp.float32),
                                (2**32 - 1, (7, 2), jnp.float64)):
         _assert_same_bits(problems.uniform_points(jax.random.PRNGKey(seed), shape, dtype),

@@ -82,6 +82,11 @@ def d(tmp_path_factory) -> Path:
         (d / name).mkdir()
         results.write_json_atomic(d / name / "config.json", {**config.to_json(), "problem": "one_over_1_p_9x2"})
         (d / name / "results.jsonl").write_text(json.dumps(edited) + "\n")
+    # merge: an unmerged host file holding such a record is refused before anything is folded
+    (d / "bad_host_run").mkdir()
+    results.write_json_atomic(d / "bad_host_run" / "config.json", {**config.to_json(), "problem": "one_over_1_p_9x2"})
+    (d / "bad_host_run" / "results.jsonl").write_text(json.dumps(record) + "\n")
+    (d / "bad_host_run" / "results.host1.jsonl").write_text(json.dumps({**record, "n_hidden": 4, "status": 1}) + "\n")
     return d
 
 
@@ -208,6 +213,8 @@ ROWS = [
         out="construct_run"),
     Row("out-record-without-status", [], "n_hidden=2, seed=0 has no status", None, _sweep(), out="no_status_run"),
     Row("plot-record-rmse-word", ["plot", "{d}/word_rmse_run"], "has test_rmse='abc'", None, out="word_rmse_run"),
+    Row("merge-host-record-status", ["merge", "{d}/bad_host_run"], "n_hidden=4, seed=0 has status=1", None,
+        out="bad_host_run"),
     # ---- construct checks as sweep does, before it writes its folder
     Row("construct-steps-too-large", ["construct", "--widths", "4", "--steps", "99999999999"], "got 99999999999",
         None, lambda d, out: compare.run_construct("one_over_1_p_9x2", "mlp", "4", out=out, steps=99999999999)),
@@ -224,8 +231,8 @@ ROWS = [
     Row("no-subcommand", [], "COMMAND"),
 ]
 SUBCOMMAND_ROWS = {"subcommand", "no-subcommand", "curvature", "method", "required-flag", "plot-construct",
-                   "plot-record-rmse-word", "construct-steps-too-large", "construct-n-data-too-large",
-                   "construct-beyond-memory"}
+                   "plot-record-rmse-word", "merge-host-record-status", "construct-steps-too-large",
+                   "construct-n-data-too-large", "construct-beyond-memory"}
 
 
 def _argv(row: Row, d: Path, out: Path) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from glu_scaling import plots
@@ -40,6 +41,7 @@ def test_two_digit_exponents_and_labels_between_decades(plt):
     formatter = ax.yaxis.get_major_formatter()
     formatter.set_locs([1e-12, 1e-11, 1e-10])
     assert formatter(1e-12) == "10⁻¹²" and formatter(1e10) == "10¹⁰" and formatter(10.0) == "10¹"
+    assert formatter(np.float32(1e-3)) == "10⁻³"  # not 10×10⁻⁴: float32 rounds 1e-3 down
     # under a decade matplotlib labels some of 2, 3, ... x 10^k: the same ticks, in superscripts
     ax.set_ylim(1.5e-3, 9e-3)
     labels = _tick_labels(fig, ax.yaxis)
