@@ -43,8 +43,9 @@ BRIEF_PROGRAM_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 1}
 def compiler_options(brief: bool = False) -> dict[str, Any]:
     """The options of FAST_COMPILE_OPTIONS (and BRIEF_PROGRAM_OPTIONS if `brief`) this
     XLA accepts and XLA_FLAGS does not set, when the default backend is a CPU (elsewhere
-    none: they are CPU options, and untried on accelerators).  A set that XLA refuses is
-    dropped whole, the brief options alone first."""
+    none: they are CPU options, and untried on accelerators).  Options XLA refuses are
+    dropped: all of FAST_COMPILE_OPTIONS together; for a brief program, first the brief
+    ones (it then gets the others)."""
     if jax.default_backend() != "cpu":
         return {}
     if brief:

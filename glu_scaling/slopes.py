@@ -141,29 +141,35 @@ def fit_records(records: list[dict], *, x: str = "n_hidden", y: str = "test_rmse
     return fit_slope([r[x] for r in sel], [r[y] for r in sel], groups=[r["seed"] for r in sel])
 
 
-# the fields of a results record that a slope fit (and a convergence plot) reads, and their JSON types
-FIT_FIELDS = {"arch": "a string", "problem": "a string", "status": "a string", "n_hidden": "an integer",
-              "n_params": "an integer", "seed": "an integer", "test_rmse": "a number or null"}
+def _is_string(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number_or_null(value) -> bool:
+    return value is None or (isinstance(value, int | float | np.number) and not isinstance(value, bool))
+
+
+# the fields of a results record that a slope fit (and a convergence plot) reads: (test, JSON type)
+FIT_FIELDS = {"arch": (_is_string, "a string"), "problem": (_is_string, "a string"),
+              "status": (_is_string, "a string"), "n_hidden": (_is_integer, "an integer"),
+              "n_params": (_is_integer, "an integer"), "seed": (_is_integer, "an integer"),
+              "test_rmse": (_is_number_or_null, "a number or null")}
 
 
 def check_fit_record(record: dict) -> None:
     """UsageError (one line, naming the model and the bad field) unless `record` has every
     FIT_FIELDS entry with its type: a hand-edited results.jsonl line gets a message, not a
     traceback."""
-    def fits(name, value):
-        if FIT_FIELDS[name] == "a string":
-            return isinstance(value, str)
-        if FIT_FIELDS[name] == "an integer":
-            return isinstance(value, int | np.integer) and not isinstance(value, bool)
-        return value is None or (isinstance(value, int | float | np.number) and not isinstance(value, bool))
-
-    for name in FIT_FIELDS:
-        if name not in record or not fits(name, record[name]):
+    for name, (valid, kind) in FIT_FIELDS.items():
+        if name not in record or not valid(record[name]):
             model = ", ".join(f"{k}={record.get(k)!r}" for k in ("arch", "n_hidden", "seed"))
             found = f"has {name}={record[name]!r}" if name in record else f"has no {name}"
-            raise UsageError(f"the results record of {model} {found}; a slope fit needs {name} as "
-                             f"{FIT_FIELDS[name]}: fix or remove its line in the folder's results.jsonl "
-                             "(or results.host*.jsonl)")
+            raise UsageError(f"the results record of {model} {found}; a slope fit needs {name} as {kind}: "
+                             "fix or remove its line in the folder's results.jsonl (or results.host*.jsonl)")
 
 
 def slopes_table(records: list[dict], *, fit_range=None, statuses=FIT_STATUSES) -> list[dict]:
