@@ -5,6 +5,7 @@ Okabe-Ito colours (safe for colour-blind readers), sized for a 3 x 3 inch panel.
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -98,6 +99,14 @@ def superscript_decades(axis) -> None:
     """Label a log axis as 10⁻³ and 2×10⁻³ in Unicode superscripts rather than matplotlib's
     mathtext: the same look, without parsing TeX at every draw (a third of the time to
     save a convergence figure).  Which ticks get a label is matplotlib's choice, as before."""
+    formatter = _superscript_formatter()
+    axis.set_major_formatter(formatter())
+    axis.set_minor_formatter(formatter(labelOnlyBase=False))
+
+
+@functools.cache
+def _superscript_formatter() -> type:
+    """The formatter class of `superscript_decades` (made once: matplotlib loads lazily)."""
     from matplotlib.ticker import LogFormatterSciNotation
 
     class SuperscriptFormatter(LogFormatterSciNotation):
@@ -113,8 +122,7 @@ def superscript_decades(axis) -> None:
             power = "10" + str(exponent).translate(_SUPERSCRIPTS)
             return power if round(mantissa) == 1 else f"{round(mantissa)}\u00d7{power}"
 
-    axis.set_major_formatter(SuperscriptFormatter())
-    axis.set_minor_formatter(SuperscriptFormatter(labelOnlyBase=False))
+    return SuperscriptFormatter
 
 
 def plain_log_ticks(axis, lo: float, hi: float) -> None:
