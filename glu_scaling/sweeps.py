@@ -347,11 +347,12 @@ def memory_budget(fraction: float = 0.5) -> float:
 
 # Models vmapped together on a CPU.  Every lane of a vmapped while loop (the Newton steps,
 # the damping ladder, the line search) runs until the slowest lane is done, and a CPU
-# gains little from batching the already large per-model products: on the 2-core
-# AVX-512 machine of 2026-11-29 groups of 2 ran the bench.py cascade in 2.9-3.0 s
-# against 3.35-3.46 s with 4 (3.8-4.2 s with 8) and a 3-arch x 7-width x 4-seed
-# 30-step newton-cascade sweep in 8.3-8.5 s against 9.2-9.9 s.
-CPU_BATCH = 2
+# gains nothing from batching the already large per-model products: one model at a time.
+# On the 2-core AVX-512 machine of 2026-11-29, alternating runs: a 3-arch x 7-width x
+# 4-seed 30-step newton-cascade sweep 9.6-9.9 s against 9.8-10.9 s with groups of 2
+# (and 8.3-8.5 against 9.2-9.9 s for groups of 2 against 4, the day before), the cold
+# speedrun 4.60-4.65 s against 4.79-4.94 s; the bench.py cascade is within the noise.
+CPU_BATCH = 1
 
 
 def default_batch_size(n_models: int, *, n_devices: int = 1, bytes_per_model: float | None = None) -> int:
