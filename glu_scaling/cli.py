@@ -133,7 +133,7 @@ def cmd_speedrun(args) -> int:
     preload.start()
     config = sweeps.SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(sweeps.parse_spec(SPEEDRUN["widths"])),
                                seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],
-                               n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"])
+                               n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"], factor_init=args.factor_init)
     out = Path(args.out)
     # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
     fit_range = (4, max(config.widths))
@@ -159,8 +159,8 @@ def cmd_sweep(args) -> int:
         seeds=tuple(sweeps.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
         optimizer=args.optimizer, steps=args.steps, learning_rate=args.lr, n_data=args.n_data,
         n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
-        spline_init=not args.random_init, knots=args.knots, eval=args.eval, target=args.target,
-        dtype=args.dtype, batch_size=args.batch_size, devices=args.devices,
+        spline_init=not args.random_init, knots=args.knots, factor_init=args.factor_init, eval=args.eval,
+        target=args.target, dtype=args.dtype, batch_size=args.batch_size, devices=args.devices,
     )
     out = Path(args.out)
     fit_range = _parse_range(args.fit_range) if args.fit_range else None
@@ -178,6 +178,13 @@ def _folder(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a folder path, e.g. --out runs/mine")
     return text
+
+
+def _factor_init_option(parser: argparse.ArgumentParser) -> None:
+    # checked by sweeps.check_sweep, as --knots is, so the CLI and the API say the same
+    parser.add_argument("--factor-init", default="one",
+                        help="how a gqu's (gatedK's) factors after the first start: one (the constant 1, "
+                             "so each unit starts as the glu's; default) or random (N(0,1), as the reference)")
 
 
 def _parse_range(text: str) -> tuple[float, float]:
@@ -280,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("speedrun", help="the reference's minimal experiment (gates frozen, Newton on the rest)")
     p.add_argument("--out", type=_folder, default="runs/speedrun", help="results folder (default runs/speedrun)")
+    _factor_init_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_speedrun)
 
@@ -300,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knots", default="uniform",
                    help="the 1D spline init's knots: uniform (evenly spaced, default) or placed (for the "
                         "problem's target f, where |f^(p+1)|^(2/(2p+3)) has equal mass between neighbours)")
+    _factor_init_option(p)
     p.add_argument("--eval", default="test", choices=list(problems.EVAL_MODES),
                    help="score on the held-out split (test) or the training set (train)")
     p.add_argument("--target", default=None, help="target column of a file:PATH csv")

@@ -58,6 +58,16 @@ def accepted_archs() -> list[str]:
     return [*NAMED_ARCHS, "gatedK (K = 0..9 linear factors)"]
 
 
+# How the linear factors after the first start (gqu, gatedK with K >= 2):
+#   "one"     U_j = 0, u_j = 1 for j >= 2: every unit starts as the GLU's unit, so the
+#             spline stages fit the best GLU on the frozen gates ({U_1, u_1}) before each
+#             later factor multiplies in a linear correction ({U_j, u_j}) -- the frozen
+#             model is then never worse than the GLU's (`tests/test_sweep.py`);
+#   "random"  N(0, 1) like U_1 and u_1 (the reference's GQU): the stage on U_1 then fits
+#             around a random root of U_2 x + u_2 (README, "Later factors").
+FACTOR_INITS = ("one", "random")
+
+
 def n_factors(arch: str) -> int:
     """Number k of linear factors multiplying the gate: mlp 0, glu 1, gqu 2, gatedK K."""
     if arch in NAMED_ARCHS:
@@ -171,6 +181,7 @@ def init(
     x_data: jax.Array | None = None,
     knots=None,
     dtype=None,
+    factor_init: str = "one",
 ) -> Params:
     """Initialise one model, optionally padded to `width` masked units.
 
@@ -187,6 +198,8 @@ def init(
       knots: (n_hidden,) knot positions for a 1D spline init (e.g.
         `spline_init.placed_knots`); default evenly spaced (`spline_init.knots_1d`).
       dtype: float dtype (default: float64 if jax_enable_x64, else float32).
+      factor_init: how factors 2..k start (`FACTOR_INITS`): "one" (the constant 1,
+        U_j = 0 and u_j = 1, default) or "random" (N(0, 1), as the reference's GQU).
 
     Returns:
       Params with G (W, n_in), g (W,), U (k, W, n_in), u (k, W), D (W, n_out),
@@ -201,6 +214,7 @@ def init(
     if width < n_hidden:
         raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
     dtype = check_float_dtype(dtype)
+    check_choice("factor_init", factor_init, FACTOR_INITS)
     interval = check_interval(interval)
     for name, value, positive in (("knot_pad", knot_pad, False), ("gate_scale", gate_scale, True)):
         try:
@@ -222,7 +236,7 @@ def init(
     return init_masked(
         key, k, n_in, n_hidden, n_out, width, activation=activation, spline_init=spline_init,
         interval=interval, knot_pad=knot_pad, facing=facing, gate_scale=gate_scale,
-        x_data=x_data, dtype=dtype, knots=knots,
+        x_data=x_data, dtype=dtype, knots=knots, factor_init=factor_init,
     )
 
 
@@ -286,7 +300,7 @@ def init_draws_batch(keys, n_in: int, n_out: int, width: int, size: int, dtype=j
 def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, activation="relu",
                 spline_init=True, interval=(-1.0, 1.0), knot_pad=0.001, facing="alternate",
                 gate_scale=1.0, x_data=None, dtype=jnp.float32, draws: InitDraws | None = None,
-                knots=None) -> Params:
+                knots=None, factor_init: str = "one") -> Params:
     """`init` without argument checks, with `n_hidden` possibly traced (jit/vmap-able).
 
     Unit i draws its packed row [G_i, g_i, U_1i, u_1i, ..., D_i] ~ N(0, 1) from
@@ -294,7 +308,8 @@ def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, act
     the same whatever width it is padded to: init(key, ..., width=W) equals
     pad(init(key, ...), W) exactly.  `draws` (from `init_draws(key, ...)`) replaces the
     drawing, with the same result; `key` is then unused.  `knots` (width,): the 1D spline
-    init's knot positions (`spline_init.spline_gates`), possibly traced.
+    init's knot positions (`spline_init.spline_gates`), possibly traced.  `factor_init`
+    "one" replaces the draws of factors 2..k by the constant 1 (`FACTOR_INITS`).
     """
     p = unit_size(k, n_in, n_out)
     if draws is None:
@@ -306,6 +321,9 @@ def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, act
     G, g = z[:, :n_in], z[:, n_in]
     U = z[:, n_in + 1:(k + 1) * (n_in + 1)].reshape(width, k, n_in + 1)
     U, u, D = U[:, :, :n_in], U[:, :, n_in], z[:, (k + 1) * (n_in + 1):]
+    if factor_init == "one":  # factors 2..k: U_j x + u_j = 1
+        later = jnp.arange(k) >= 1
+        U, u = jnp.where(later[:, None], 0.0, U).astype(dtype), jnp.where(later, 1.0, u).astype(dtype)
     if spline_init:
         G, g = _spline.spline_gates(
             None, n_hidden, n_in, interval=interval, pad=knot_pad, facing=facing,

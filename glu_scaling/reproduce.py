@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_scaling import plots, problems, results, slopes, sweeps, train
+from glu_scaling import models, plots, problems, results, slopes, sweeps, train
 from glu_scaling.errors import UsageError, unknown
 
 # The paper's slopes vs n (paper.md §6: Fig. 3 and 5 for the 1D row, Table 1 for the others).
@@ -174,6 +174,9 @@ def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
         schedule = f"{config.optimizer} ({train.TrainConfig(config.optimizer, config.steps).n_steps} steps)"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
              if config.knots == "placed" else "")
+    if any(models.n_factors(arch) >= 2 for arch in config.archs):
+        start = "the constant 1" if config.factor_init == "one" else "N(0, 1) draws"
+        knots += f"; GQU factor 2 starts at {start} (factor_init {config.factor_init!r})"
     return (f"{dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test pts; n = {min(w)}..{max(w)} "
             f"({len(w)} widths); {len(config.seeds)} seeds; {schedule}; {config.dtype}{knots}")
 

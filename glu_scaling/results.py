@@ -30,10 +30,10 @@ RECORD_FIELDS = ("arch", "activation", "problem", "n_in", "n_hidden", "n_params"
                  "train_rmse", "test_rmse", "status", "seconds")
 # config keys that change what a model is; archs, widths and seeds may grow between runs
 MODEL_KEYS = ("problem", "optimizer", "steps", "learning_rate", "n_data", "n_test", "data_seed",
-              "activation", "spline_init", "knots", "eval", "target", "dtype")
+              "activation", "spline_init", "knots", "factor_init", "eval", "target", "dtype")
 # settings added after results folders were first written: an older config.json without
 # them describes models made with these values
-MODEL_DEFAULTS = {"knots": "uniform"}
+MODEL_DEFAULTS = {"knots": "uniform", "factor_init": "random"}
 # fingerprints of the data a folder's models were trained on (a file:PATH problem's sha256);
 # checked when both config.json files have one (folders written before they were stored have none)
 DATA_KEYS = ("data_sha256",)
@@ -146,6 +146,7 @@ def check_config(folder: Path, config: dict, write: bool = True,
                              "use another --out, or delete the folder to start afresh")
         then = {**MODEL_DEFAULTS, **old}
         now = {k: config.get(k, MODEL_DEFAULTS.get(k)) for k in MODEL_KEYS}
+        now["archs"] = config.get("archs")  # `effective` may look at them (not compared: they may grow)
         if effective is not None:
             then, now = effective(then), effective(now)
         diffs = [k for k in MODEL_KEYS if then.get(k) != now.get(k)]

@@ -172,6 +172,7 @@ class SweepConfig:
     activation: str = "relu"
     spline_init: bool = True
     knots: str = "uniform"  # the 1D spline init's knots: evenly spaced, or placed for the target
+    factor_init: str = "one"  # how factors 2..k start: the constant 1, or N(0, 1) (models.FACTOR_INITS)
     eval: str = "test"
     target: str | None = None
     dtype: str = "float64"
@@ -227,6 +228,7 @@ def check_sweep(config: SweepConfig) -> None:
     parse_spec(config.widths, "widths")
     parse_spec(config.seeds, "seeds", minimum=0)
     _check_knots(config)
+    check_choice("factor_init", config.factor_init, models.FACTOR_INITS)
     ds = config.data_seed
     if isinstance(ds, bool) or not isinstance(ds, int | np.integer) or not 0 <= ds < SEED_LIMIT:
         raise UsageError(f"data_seed (--data-seed) must be an integer in [0, 2**32), got {ds!r}")
@@ -269,11 +271,12 @@ def knot_table(config: SweepConfig, arch: str, n_hidden: Sequence[int], width: i
 
 
 def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_init, dtype, knots=None,
-                factors_to=None):
+                factors_to=None, factor_init="one"):
     """Models for (seed_b, n_hidden_b) pairs, each padded to `width`; leaves have a leading B axis.
     knots (B, width): each model's 1D spline-init knots (`knot_table`; None: evenly spaced).
     factors_to: pad them to this many factors with constant ones (`models.with_constant_factors`,
     for a shared program: `shared_factors`), in the same compiled call.
+    factor_init: how factors 2..k start (`models.FACTOR_INITS`).
 
     The random draws are one compiled call shared by every architecture up to the GQU
     (`_draw_batch`, `models.init_draws`), the models another (`_assemble_batch`): a
@@ -281,7 +284,8 @@ def _init_batch(seeds, n_hidden, *, k, n_in, n_out, width, activation, spline_in
     """
     draws = _draw_batch(seeds, **_draw_kwargs(k, n_in, n_out, width, dtype))
     return _assemble_batch(n_hidden, draws, knots, k=k, n_in=n_in, n_out=n_out, width=width,
-                           activation=activation, spline_init=spline_init, dtype=dtype, factors_to=factors_to)
+                           activation=activation, spline_init=spline_init, dtype=dtype, factors_to=factors_to,
+                           factor_init=factor_init)
 
 
 def _draw_kwargs(k: int, n_in: int, n_out: int, width: int, dtype) -> dict:
@@ -300,12 +304,12 @@ def _draw_batch(seeds, *, n_in, n_out, width, size, dtype) -> models.InitDraws:
 
 
 @compilation.jit_with(brief=True, static_argnames=("k", "n_in", "n_out", "width", "activation", "spline_init",
-                                                  "dtype", "factors_to"))
+                                                  "dtype", "factors_to", "factor_init"))
 def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation, spline_init, dtype,
-                    factors_to=None):
+                    factors_to=None, factor_init="one"):
     def one(n, z, t):
         return models.init_masked(None, k, n_in, n, n_out, width, activation=activation, spline_init=spline_init,
-                                  dtype=dtype, draws=z, knots=t)
+                                  dtype=dtype, draws=z, knots=t, factor_init=factor_init)
 
     params = jax.vmap(one)(n_hidden, draws, knots)
     return params if factors_to is None else models.with_constant_factors(params, factors_to)
@@ -441,7 +445,7 @@ def _own_factors(params: models.Params, setup: _BucketSetup) -> models.Params:
 
 def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
     return dict(k=k, n_in=dataset.n_in, n_out=dataset.n_out, width=width, activation=config.activation,
-                spline_init=config.spline_init, dtype=jnp.dtype(config.dtype))
+                spline_init=config.spline_init, dtype=jnp.dtype(config.dtype), factor_init=config.factor_init)
 
 
 def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
@@ -616,8 +620,10 @@ def effective_settings(settings: dict) -> dict:
     """A config's model-defining settings (`results.MODEL_KEYS`) as its models were made:
     None replaced by the default it stands for (steps, learning rate, a generated problem's
     n_data and n_test) and a setting the run ignores set to None (steps for
-    `newton-splines`, the learning rate for Newton, n_test with eval "train"), so that
-    resuming with an explicit default, or with an ignored setting, is not a different run."""
+    `newton-splines`, the learning rate for Newton, n_test with eval "train"; factor_init
+    "one" when no architecture has a second factor, whose models are the same either way),
+    so that resuming with an explicit default, or with an ignored setting, is not a
+    different run."""
     s = dict(settings)
     optimizer = s.get("optimizer")
     if optimizer == "newton-splines":  # one step per layer: there is no step count
@@ -634,7 +640,17 @@ def effective_settings(settings: dict) -> dict:
         s["n_test"] = problems.DEFAULT_N_TEST if s.get("n_test") is None else s["n_test"]
     if s.get("eval") == "train":  # the test points are the training points
         s["n_test"] = None
+    archs = s.get("archs")
+    if isinstance(archs, list) and all(_factors_of(arch) < 2 for arch in archs):
+        s["factor_init"] = "one"  # mlp and glu have no factor 2 to start
     return s
+
+
+def _factors_of(arch) -> int:
+    try:
+        return models.n_factors(arch)
+    except UsageError:  # a hand-edited folder's unknown name: keep its setting
+        return 2
 
 
 def data_fingerprint(config: SweepConfig) -> dict:

@@ -8,7 +8,8 @@ scores a uniform grid on [-1, 1] but trains on uniform random points, so the gri
 end points lie a few 1e-5 beyond the data: a model that bends there is extrapolating.
 
     python scripts/edge_extrapolation.py --arch gqu --widths 90,100 --knots placed \
-        [--seeds 0:4] [--problem paper_1d] [--n-data 10000] [--n-test 10000] [--out edge.json]
+        [--seeds 0:4] [--problem paper_1d] [--n-data 10000] [--n-test 10000] [--factor-init one|random] \
+        [--out edge.json]
 
 The widths must be one bucket of the sweep being re-examined (its records'
 `bucket_width` is the largest of them) for the numbers to match that sweep bit for bit.
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--widths", default="90,100")
     parser.add_argument("--seeds", default="0:4")
     parser.add_argument("--knots", default="uniform")
+    parser.add_argument("--factor-init", default="one", help="one (default) or random: how a gqu's factor 2 starts")
     parser.add_argument("--problem", default="paper_1d")
     parser.add_argument("--optimizer", default="newton-cascade")
     parser.add_argument("--n-data", type=int, default=10_000)
@@ -42,7 +44,8 @@ def main() -> None:
     widths = sweeps.parse_spec(args.widths)
     seeds = sweeps.parse_spec(args.seeds, "seeds", minimum=0)
     config = sweeps.SweepConfig(archs=(args.arch,), widths=tuple(widths), seeds=tuple(seeds), problem=args.problem,
-                                optimizer=args.optimizer, n_data=args.n_data, n_test=args.n_test, knots=args.knots)
+                                optimizer=args.optimizer, n_data=args.n_data, n_test=args.n_test, knots=args.knots,
+                                factor_init=args.factor_init)
     dataset = sweeps.load_dataset(config)
     if dataset.n_in != 1:
         parser.error(f"--problem {args.problem} has {dataset.n_in} inputs; this experiment is for 1D problems")

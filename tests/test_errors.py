@@ -133,6 +133,7 @@ ROWS = [
         _sweep(problem="data.csv")),
     Row("optimizer", ["--optimizer", "adma"], "'adma'", "did you mean 'adam'?", _sweep(optimizer="adma")),
     Row("knots", ["--knots", "placd"], "'placd'", "did you mean 'placed'?", _sweep(knots="placd")),
+    Row("factor-init", ["--factor-init", "ones"], "'ones'", "did you mean 'one'?", _sweep(factor_init="ones")),
     Row("knots-placed-problem", ["--knots", "placed", "--problem", "friedman1"], "got problem 'friedman1'", None,
         _sweep(knots="placed", problem="friedman1")),
     Row("knots-placed-random", ["--knots", "placed", "--random-init"], "cannot go with the random init", None,

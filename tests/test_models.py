@@ -554,6 +554,35 @@ def test_constant_factors_change_no_output(arch, n_in):
         models.with_constant_factors(params, k - 1)
 
 
+@pytest.mark.parametrize("arch,n_in,spline", [("gqu", 1, True), ("gqu", 3, False), ("gated3", 2, True)])
+def test_factor_init_one_starts_every_unit_as_the_glus(arch, n_in, spline):
+    """factor_init "one" (the default): factors 2..k are the constant 1 (U = 0, u = 1) on the
+    real units, so the model computes exactly the GLU made of its gate, first factor and D;
+    "random" keeps the N(0, 1) draws, which are columns (j (n_in + 1) ...) of each unit's
+    documented row (`init_draws`); everything else is the same in both."""
+    key, n, width, n_out = jax.random.PRNGKey(11), 4, 6, 2
+    k = models.n_factors(arch)
+    one = models.init(key, arch, n_in, n, n_out, width=width, spline_init=spline, dtype=jnp.float64)
+    drawn = models.init(key, arch, n_in, n, n_out, width=width, spline_init=spline, dtype=jnp.float64,
+                        factor_init="random")
+    for name in ("G", "g", "D", "d", "mask"):
+        np.testing.assert_array_equal(np.asarray(getattr(one, name)), np.asarray(getattr(drawn, name)))
+    np.testing.assert_array_equal(np.asarray(one.U[0]), np.asarray(drawn.U[0]))
+    np.testing.assert_array_equal(np.asarray(one.u[0]), np.asarray(drawn.u[0]))
+    assert bool(jnp.all(one.U[1:] == 0)) and bool(jnp.all(one.u[1:, :n] == 1)) and bool(jnp.all(one.u[1:, n:] == 0))
+    rows = models.init_draws(key, n_in, n_out, width, models.unit_size(k, n_in, n_out), jnp.float64).units
+    for j in range(2, k + 1):  # factor j's columns of unit i's row [G, g, U_1, u_1, ..., U_k, u_k, D]
+        start = j * (n_in + 1)
+        np.testing.assert_array_equal(np.asarray(drawn.U[j - 1, :n]), np.asarray(rows[:n, start:start + n_in]))
+        np.testing.assert_array_equal(np.asarray(drawn.u[j - 1, :n]), np.asarray(rows[:n, start + n_in]))
+    x = jax.random.uniform(jax.random.PRNGKey(12), (40, n_in), jnp.float64, -1.0, 1.0)
+    glu = models.without_constant_factors(one, 1)
+    np.testing.assert_array_equal(np.asarray(models.apply(arch, one, x)), np.asarray(models.apply("glu", glu, x)))
+    assert not np.allclose(np.asarray(models.apply(arch, drawn, x)), np.asarray(models.apply("glu", glu, x)))
+    with pytest.raises(UsageError, match=r"unknown factor_init 'ones' \(did you mean 'one'\?\); accepted: one, random"):
+        models.init(key, arch, n_in, n, n_out, factor_init="ones")
+
+
 @pytest.mark.parametrize("n_in", [1, 2, 5, models.FEW_INPUTS, models.FEW_INPUTS + 1])
 def test_affine_equals_the_matmul(n_in):
     # multiply-adds up to FEW_INPUTS inputs, a matmul beyond: the same map either way

@@ -119,6 +119,17 @@ def test_markdown_table_has_a_row_per_arch_and_the_protocol():
     assert "trained in 0 s" in text  # the synthetic records carry no seconds
 
 
+def test_protocol_names_how_a_gqus_second_factor_starts():
+    import types
+
+    data = types.SimpleNamespace(x_train=np.zeros((64, 1)), x_test=np.zeros((32, 1)))
+    gqu = dataclasses.replace(tiny_config("paper_1d"), archs=("mlp", "gqu"))
+    assert reproduce.protocol(gqu, data).endswith("; GQU factor 2 starts at the constant 1 (factor_init 'one')")
+    drawn = reproduce.protocol(dataclasses.replace(gqu, factor_init="random"), data)
+    assert drawn.endswith("; GQU factor 2 starts at N(0, 1) draws (factor_init 'random')")
+    assert "factor" not in reproduce.protocol(dataclasses.replace(gqu, archs=("mlp", "glu")), data)
+
+
 def test_experiments_follow_the_paper_protocol():
     full = {e.name: e for e in reproduce.experiments(quick=False)}
     one_d = full["1d"].config

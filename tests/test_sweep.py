@@ -357,11 +357,13 @@ def test_bad_knot_settings(changes, match, tmp_path):
 
 
 def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path, monkeypatch):
-    """config.json files written before the `knots` setting describe evenly spaced knots."""
+    """config.json files written before the `knots` and `factor_init` settings describe evenly
+    spaced knots and drawn factors, which for mlp and glu (no factor 2) are today's models."""
     out = tmp_path / "old"
     out.mkdir()
     old = json.loads((base_run[0] / "config.json").read_text())
-    del old["knots"]
+    assert old["factor_init"] == "one"
+    del old["knots"], old["factor_init"]
     (out / "config.json").write_text(json.dumps(old))
     (out / "results.jsonl").write_text((base_run[0] / "results.jsonl").read_text())
     counter = CountingTrainBucket()
@@ -370,6 +372,31 @@ def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path, monke
     assert counter.calls == []  # nothing retrained
     with pytest.raises(UsageError, match="holds results for knots='uniform', not 'placed'"):
         sweeps.run_sweep(dataclasses.replace(BASE, knots="placed", problem="one_over_1_p_9x2"), out, progress=False)
+    # a gqu folder of that time holds drawn second factors: refused under the new default
+    gqu = tmp_path / "old_gqu"
+    gqu.mkdir()
+    (gqu / "config.json").write_text(json.dumps({**old, "archs": ["gqu"]}))
+    with pytest.raises(UsageError, match="holds results for factor_init='random', not 'one'.* or rerun with "
+                                         "factor_init='random'"):
+        sweeps.run_sweep(dataclasses.replace(BASE, archs=("gqu",)), gqu, progress=False)
+    assert not (gqu / "results.jsonl").exists()
+
+
+def test_a_gqu_from_factor_init_one_fits_at_least_as_well_as_the_glu():
+    """With factor 2 starting at the constant 1 the frozen GQU's first spline stages are the
+    GLU's ({D, d} and {U_1, u_1} see the same hidden units) and its last, least squares on
+    {U_2, u_2}, starts from the GLU's fit: its training RMSE can only be lower, model by
+    model.  With drawn factors ("random") nothing bounds it by the GLU's."""
+    ratios = {}
+    for factor_init in models.FACTOR_INITS:
+        # 5 seeds: no other test compiles a program of this shape (one counts its traces)
+        config = dataclasses.replace(BASE, archs=("glu", "gqu"), widths=(2, 4, 7), seeds=(0, 1, 2, 3, 4),
+                                     factor_init=factor_init)
+        got = {(r["arch"], r["n_hidden"], r["seed"]): r["train_rmse"]
+               for r in sweeps.run_sweep(config, None, progress=False)}
+        ratios[factor_init] = [got["gqu", n, s] / got["glu", n, s] for n in config.widths for s in config.seeds]
+    assert max(ratios["one"]) < 1 - 1e-3  # below the GLU at every width: the cubic stage helps
+    assert max(ratios["random"]) > 1.05  # here a GQU from drawn factors ends above its GLU
 
 
 def test_placed_knots_follow_the_sweep_dtype_and_the_ahead_of_time_shapes():
