@@ -224,7 +224,7 @@ def cmd_reproduce(args) -> int:
     table = not args.no_table and (args.only is None or "table1" in names)  # --only fig3 runs fig3's sweeps only
     out = args.out or ("figures/quick" if args.quick else "figures")  # --quick never overwrites the full run
     summary = reproduce.reproduce(out, runs=args.runs, quick=args.quick, figures=figures, table=table,
-                                  progress=not args.quiet, redraw=args.redraw)
+                                  progress=not args.quiet, redraw=args.redraw, factor_init=args.factor_init)
     if summary["rows"]:
         reproduce.print_table(summary["rows"])
     print(f"wrote {len(summary['paths'])} files to {out}/ in {summary['seconds']:.1f} s")
@@ -354,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redraw", action="store_true",
                    help="run no sweeps: draw from the records in OUT/results/ (e.g. the committed figures/results/); "
                         "the illustrative figures still compute their few small models")
+    _factor_init_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

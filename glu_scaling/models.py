@@ -61,8 +61,9 @@ def accepted_archs() -> list[str]:
 # How the linear factors after the first start (gqu, gatedK with K >= 2):
 #   "one"     U_j = 0, u_j = 1 for j >= 2: every unit starts as the GLU's unit, so the
 #             spline stages fit the best GLU on the frozen gates ({U_1, u_1}) before each
-#             later factor multiplies in a linear correction ({U_j, u_j}) -- the frozen
-#             model is then never worse than the GLU's (`tests/test_sweep.py`);
+#             later factor multiplies in a linear correction ({U_j, u_j}) -- on the same
+#             gates the frozen model's training error is then never above the GLU's
+#             (`tests/test_sweep.py`);
 #   "random"  N(0, 1) like U_1 and u_1 (the reference's GQU): the stage on U_1 then fits
 #             around a random root of U_2 x + u_2 (README, "Later factors").
 FACTOR_INITS = ("one", "random")

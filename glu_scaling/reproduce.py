@@ -27,6 +27,7 @@ left in OUT/results/ (the committed full run's `figures/results/`), in under a m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from glu_scaling import models, plots, problems, results, slopes, sweeps, train
-from glu_scaling.errors import UsageError, unknown
+from glu_scaling.errors import UsageError, check_choice, unknown
 
 # The paper's slopes vs n (paper.md §6: Fig. 3 and 5 for the 1D row, Table 1 for the others).
 PAPER_SLOPES = {
@@ -89,9 +90,10 @@ _CALIFORNIA_WIDTHS = (1, 2, 4, 8, 16, 32, 64)
 _BEYOND_50 = (56, 64, 72, 80, 90, 100)
 
 
-def experiments(quick: bool = False) -> list[Experiment]:
-    """The sweeps behind the figures and Table 1; `quick` shrinks every one of them."""
-    cfg = sweeps.SweepConfig
+def experiments(quick: bool = False, factor_init: str = "one") -> list[Experiment]:
+    """The sweeps behind the figures and Table 1; `quick` shrinks every one of them.
+    factor_init: how the GQUs' second factor starts (`models.FACTOR_INITS`)."""
+    cfg = functools.partial(sweeps.SweepConfig, factor_init=factor_init)
     if quick:
         one_d = cfg(archs=("mlp", "glu", "gqu"), widths=(2, 3, 4, 6, 8, 11, 16, 23, 32), seeds=(0, 1),
                     problem="paper_1d", optimizer="newton-cascade", steps=20, n_data=2000, n_test=2000)
@@ -421,7 +423,7 @@ def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table
 
 def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, quick: bool = False,
               figures: Sequence[str] = FIGURES, table: bool = True, progress: bool = True,
-              log: Callable[[str], None] = print, redraw: bool = False) -> dict:
+              log: Callable[[str], None] = print, redraw: bool = False, factor_init: str = "one") -> dict:
     """Run the reproduction's sweeps (resuming any finished ones), then draw and write.
 
     Args:
@@ -432,13 +434,16 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
       redraw: run no sweeps; draw from out/results/<experiment>.jsonl (`load_experiments`),
         which must hold every model (read before `out` is created; the illustrative
         figures 1, 2, 8-11 still compute their few small models, Fig. 2 training four).
+      factor_init: how the GQUs' second factor starts (`models.FACTOR_INITS`; "random"
+        resumes a runs folder written before the default became "one").
 
     Returns a summary dict: paths written, Table 1 rows, seconds.
     """
     t0 = time.perf_counter()
     if redraw and runs is not None:
         raise UsageError("--redraw runs no sweeps and reads OUT/results/; --runs does not go with it")
-    exps = experiments(quick)
+    check_choice("factor_init", factor_init, models.FACTOR_INITS)
+    exps = experiments(quick, factor_init)
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
     if redraw:  # every record is read (or refused) before the folder is made

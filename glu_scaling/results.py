@@ -34,6 +34,10 @@ MODEL_KEYS = ("problem", "optimizer", "steps", "learning_rate", "n_data", "n_tes
 # settings added after results folders were first written: an older config.json without
 # them describes models made with these values
 MODEL_DEFAULTS = {"knots": "uniform", "factor_init": "random"}
+# settings only some models use (a GQU's factor_init): where `effective` gives None on one
+# side, that side's models do not depend on it, so the two agree, and the folder keeps the
+# value its models were made with
+MAY_NOT_APPLY = ("factor_init",)
 # fingerprints of the data a folder's models were trained on (a file:PATH problem's sha256);
 # checked when both config.json files have one (folders written before they were stored have none)
 DATA_KEYS = ("data_sha256",)
@@ -149,7 +153,8 @@ def check_config(folder: Path, config: dict, write: bool = True,
         now["archs"] = config.get("archs")  # `effective` may look at them (not compared: they may grow)
         if effective is not None:
             then, now = effective(then), effective(now)
-        diffs = [k for k in MODEL_KEYS if then.get(k) != now.get(k)]
+        diffs = [k for k in MODEL_KEYS if then.get(k) != now.get(k)
+                 and not (k in MAY_NOT_APPLY and None in (then.get(k), now.get(k)))]
         if diffs:
             k = diffs[0]
             rerun = f"rerun with {k}={then.get(k)!r}" if then.get(k) is not None else f"rerun without setting {k}"
@@ -163,6 +168,9 @@ def check_config(folder: Path, config: dict, write: bool = True,
                     f"{k} {str(old[k])[:12]}..., it now has {str(config[k])[:12]}...; results are never mixed: "
                     "use another --out, or delete the folder to start afresh")
         merged = dict(config)
+        for k in MAY_NOT_APPLY:
+            if then.get(k) is not None:  # the folder's models depend on it: keep what made them
+                merged[k] = then[k]
         for key in ("archs", "widths", "seeds"):
             if not isinstance(old.get(key, []), list):
                 raise UsageError(f"{str(path)!r} has {key}={old[key]!r} where a list belongs; fix it or move "

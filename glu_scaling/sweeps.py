@@ -620,10 +620,9 @@ def effective_settings(settings: dict) -> dict:
     """A config's model-defining settings (`results.MODEL_KEYS`) as its models were made:
     None replaced by the default it stands for (steps, learning rate, a generated problem's
     n_data and n_test) and a setting the run ignores set to None (steps for
-    `newton-splines`, the learning rate for Newton, n_test with eval "train"; factor_init
-    "one" when no architecture has a second factor, whose models are the same either way),
-    so that resuming with an explicit default, or with an ignored setting, is not a
-    different run."""
+    `newton-splines`, the learning rate for Newton, n_test with eval "train", factor_init
+    when no architecture has a second factor: `results.MAY_NOT_APPLY`), so that resuming
+    with an explicit default, or with an ignored setting, is not a different run."""
     s = dict(settings)
     optimizer = s.get("optimizer")
     if optimizer == "newton-splines":  # one step per layer: there is no step count
@@ -641,8 +640,8 @@ def effective_settings(settings: dict) -> dict:
     if s.get("eval") == "train":  # the test points are the training points
         s["n_test"] = None
     archs = s.get("archs")
-    if isinstance(archs, list) and all(_factors_of(arch) < 2 for arch in archs):
-        s["factor_init"] = "one"  # mlp and glu have no factor 2 to start
+    if isinstance(archs, list | tuple) and all(_factors_of(arch) < 2 for arch in archs):
+        s["factor_init"] = None  # mlp and glu have no factor 2 to start
     return s
 
 

@@ -128,6 +128,12 @@ def test_protocol_names_how_a_gqus_second_factor_starts():
     drawn = reproduce.protocol(dataclasses.replace(gqu, factor_init="random"), data)
     assert drawn.endswith("; GQU factor 2 starts at N(0, 1) draws (factor_init 'random')")
     assert "factor" not in reproduce.protocol(dataclasses.replace(gqu, archs=("mlp", "glu")), data)
+    # --factor-init random: every sweep of the reproduction (resumes a runs folder of drawn GQUs)
+    for quick in (False, True):
+        assert {e.config.factor_init for e in reproduce.experiments(quick)} == {"one"}
+        assert {e.config.factor_init for e in reproduce.experiments(quick, "random")} == {"random"}
+    with pytest.raises(UsageError, match="unknown factor_init 'won'"):
+        reproduce.reproduce("unused", factor_init="won")
 
 
 def test_experiments_follow_the_paper_protocol():
@@ -193,7 +199,7 @@ def test_cli_rejects_an_unknown_figure(capsys):
 def tiny_experiments(monkeypatch):
     exps = [reproduce.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
             reproduce.Experiment("table1_sin_x_sin_y", tiny_config("sin_x_sin_y"))]
-    monkeypatch.setattr(reproduce, "experiments", lambda quick=False: exps)
+    monkeypatch.setattr(reproduce, "experiments", lambda quick=False, factor_init="one": exps)
     return exps
 
 

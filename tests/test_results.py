@@ -108,6 +108,34 @@ def test_check_config_merges_growing_axes_and_refuses_changes(tmp_path):
         results.check_config(tmp_path, cfg)
 
 
+def test_factor_init_binds_a_folder_only_through_its_gqus(tmp_path):
+    """factor_init changes only models with a second factor: a folder without GQUs accepts
+    either value (and takes the one its first GQUs are made with), a folder with GQUs
+    refuses the other value, and resuming it with mlp alone neither is refused nor
+    rewrites the value its GQUs were made with (so a later GQU run cannot mix them)."""
+
+    def resume(folder, archs, **changes):
+        results.check_config(folder, dict(BASE.to_json(), archs=archs, **changes), effective=sweeps.effective_settings)
+        return json.loads((folder / "config.json").read_text())
+
+    made = tmp_path / "gqu"
+    made.mkdir()
+    assert resume(made, ["gqu"])["factor_init"] == "one"
+    assert resume(made, ["mlp"], factor_init="random")["factor_init"] == "one"  # kept: its gqus are "one"
+    with pytest.raises(UsageError, match="holds results for factor_init='one', not 'random'"):
+        resume(made, ["gqu"], factor_init="random")
+    assert resume(made, ["gqu"])["archs"] == ["gqu", "mlp"]
+    old = tmp_path / "old"  # written before the setting existed: drawn factors
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({k: v for k, v in BASE.to_json().items() if k != "factor_init"}))
+    assert resume(old, ["mlp", "glu", "gqu"], factor_init="random")["factor_init"] == "random"  # no gqu there yet
+    (old / "config.json").write_text(json.dumps(dict({k: v for k, v in BASE.to_json().items() if k != "factor_init"},
+                                                     archs=["gqu"])))
+    with pytest.raises(UsageError, match="factor_init='random', not 'one'.*rerun with factor_init='random'"):
+        resume(old, ["gqu"])
+    assert resume(old, ["gqu", "mlp"], factor_init="random")["factor_init"] == "random"
+
+
 # ---------------------------------------------------------------- sweeps on top of it
 
 
