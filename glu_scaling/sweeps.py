@@ -354,7 +354,7 @@ def memory_budget(fraction: float = 0.5) -> float:
 # gains nothing from batching the already large per-model products: one model at a time.
 # On the 2-core AVX-512 machine of 2026-11-29, alternating runs: a 3-arch x 7-width x
 # 4-seed 30-step newton-cascade sweep 9.6-9.9 s against 9.8-10.9 s with groups of 2
-# (and 8.3-8.5 against 9.2-9.9 s for groups of 2 against 4, the day before), the cold
+# (and 8.3-8.5 against 9.2-9.9 s for groups of 2 against 4, earlier that day), the cold
 # speedrun 4.60-4.65 s against 4.79-4.94 s; the bench.py cascade is within the noise.
 CPU_BATCH = 1
 
