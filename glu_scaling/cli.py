@@ -180,9 +180,9 @@ def _folder(text: str) -> str:
     return text
 
 
-def _factor_init_option(parser: argparse.ArgumentParser) -> None:
+def _factor_init_option(parser: argparse.ArgumentParser, default: str | None = "one") -> None:
     # checked by sweeps.check_sweep, as --knots is, so the CLI and the API say the same
-    parser.add_argument("--factor-init", default="one",
+    parser.add_argument("--factor-init", default=default,
                         help="how a gqu's (gatedK's) factors after the first start: one (the constant 1, "
                              "so each unit starts as the glu's; default) or random (N(0,1), as the reference)")
 
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redraw", action="store_true",
                    help="run no sweeps: draw from the records in OUT/results/ (e.g. the committed figures/results/); "
                         "the illustrative figures still compute their few small models")
-    _factor_init_option(p)
+    _factor_init_option(p, default=None)  # None: "one", or with --redraw what OUT/results/ records
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

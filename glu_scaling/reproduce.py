@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -384,12 +385,40 @@ def fig7(records: dict[str, list[dict]], out: Path) -> list[Path]:
 # ------------------------------------------------------------------ the command
 
 
-def _copy_results(records: dict[str, list[dict]], out: Path) -> None:
-    """The records behind the figures, one JSONL per experiment, under out/results/."""
+FACTOR_INIT_FILE = "factor_init.json"  # under OUT/results/: how each experiment's GQUs were made
+
+
+def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, Experiment]) -> None:
+    """The records behind the figures, one JSONL per experiment, under out/results/, and
+    FACTOR_INIT_FILE: the factor_init of each experiment with GQUs (which the records do
+    not carry), read back by `--redraw`."""
     folder = out / "results"
     folder.mkdir(parents=True, exist_ok=True)
     for name, recs in records.items():
         results.write_records_atomic(folder / f"{name}.jsonl", recs)
+    inits = {name: by_name[name].config.factor_init for name in records if _has_later_factors(by_name[name])}
+    if inits:
+        results.write_json_atomic(folder / FACTOR_INIT_FILE, {**_recorded_factor_inits(folder), **inits})
+
+
+def _has_later_factors(exp: Experiment) -> bool:
+    return any(models.n_factors(arch) >= 2 for arch in exp.config.archs)
+
+
+def _recorded_factor_inits(folder: Path) -> dict[str, str]:
+    """FACTOR_INIT_FILE's {experiment: factor_init}; {} when there is none (records written
+    before the option existed, whose GQUs drew their factors: "random")."""
+    path = folder / FACTOR_INIT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        inits = json.loads(path.read_text())
+    except ValueError:
+        inits = None
+    if not isinstance(inits, dict) or any(v not in models.FACTOR_INITS for v in inits.values()):
+        raise UsageError(f"{str(path)!r} must map experiment names to one of {', '.join(models.FACTOR_INITS)}; "
+                         "fix it or move it away")
+    return inits
 
 
 def parse_only(text: str | None) -> tuple[str, ...]:
@@ -423,7 +452,7 @@ def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table
 
 def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, quick: bool = False,
               figures: Sequence[str] = FIGURES, table: bool = True, progress: bool = True,
-              log: Callable[[str], None] = print, redraw: bool = False, factor_init: str = "one") -> dict:
+              log: Callable[[str], None] = print, redraw: bool = False, factor_init: str | None = None) -> dict:
     """Run the reproduction's sweeps (resuming any finished ones), then draw and write.
 
     Args:
@@ -434,16 +463,24 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
       redraw: run no sweeps; draw from out/results/<experiment>.jsonl (`load_experiments`),
         which must hold every model (read before `out` is created; the illustrative
         figures 1, 2, 8-11 still compute their few small models, Fig. 2 training four).
-      factor_init: how the GQUs' second factor starts (`models.FACTOR_INITS`; "random"
-        resumes a runs folder written before the default became "one").
+      factor_init: how the GQUs' second factor starts (`models.FACTOR_INITS`; None: "one";
+        "random" resumes a runs folder written before "one" became the default).  Not with
+        `redraw`, which reads it from out/results/factor_init.json ("random" where missing).
 
     Returns a summary dict: paths written, Table 1 rows, seconds.
     """
     t0 = time.perf_counter()
     if redraw and runs is not None:
         raise UsageError("--redraw runs no sweeps and reads OUT/results/; --runs does not go with it")
-    check_choice("factor_init", factor_init, models.FACTOR_INITS)
-    exps = experiments(quick, factor_init)
+    if redraw and factor_init is not None:
+        raise UsageError("--redraw reads how the GQUs were made from OUT/results/factor_init.json; "
+                         "--factor-init does not go with it")
+    check_choice("factor_init", factor_init or "one", models.FACTOR_INITS)
+    exps = experiments(quick, factor_init or "one")
+    if redraw:  # as the records were made
+        recorded = _recorded_factor_inits(results.check_folder(out) / "results")
+        exps = [dataclasses.replace(e, config=dataclasses.replace(e.config, factor_init=recorded.get(e.name, "random")))
+                if _has_later_factors(e) else e for e in exps]
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
     if redraw:  # every record is read (or refused) before the folder is made
@@ -476,7 +513,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
         log("illustrative figures " + ", ".join(illustrative))
         for name in illustrative:
             paths += getattr(illustrations, name)(out)
-    _copy_results(records, out)
+    _copy_results(records, out, by_name)
     rows = table1_rows(exps, records) if table else []
     seconds = time.perf_counter() - t0
     if table:

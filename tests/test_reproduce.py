@@ -217,6 +217,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch
     copied = [json.loads(ln) for ln in (out / "results" / "1d.jsonl").read_text().splitlines()]
     assert len(copied) == 3 * 3 * 2 and {r["arch"] for r in copied} == {"mlp", "glu", "gqu"}
     assert len(summary["rows"]) == 5
+    assert json.loads((out / "results" / reproduce.FACTOR_INIT_FILE).read_text()) == {"1d": "one"}  # for --redraw
     # a second run finds every model done and trains nothing, with the same table
     counter = CountingTrainBucket()
     monkeypatch.setattr(sweeps, "launch_bucket", counter)
@@ -267,6 +268,19 @@ def test_redraw_uses_the_written_records_and_trains_nothing(tmp_path, tiny_exper
     for (_problem, arch), (test, train) in slopes_by_row.items():
         assert test == pytest.approx(known[arch], abs=1e-12) and train == pytest.approx(known[arch] - 0.5, abs=1e-12)
     assert len(slopes_by_row) == 5
+    # how the GQUs were made comes from OUT/results/factor_init.json; without one, the records
+    # predate the option: drawn factors
+    sidecar = out / "results" / reproduce.FACTOR_INIT_FILE
+    assert "GQU factor 2 starts at N(0, 1) draws" in (out / "table1.md").read_text()
+    assert json.loads(sidecar.read_text()) == {"1d": "random"}
+    sidecar.write_text(json.dumps({"1d": "one"}))
+    reproduce.reproduce(out, quick=True, figures=(), redraw=True, progress=False, log=lambda s: None)
+    assert "GQU factor 2 starts at the constant 1" in (out / "table1.md").read_text()
+    with pytest.raises(UsageError, match="--factor-init does not go with it"):
+        reproduce.reproduce(out, quick=True, figures=(), redraw=True, factor_init="one", log=lambda s: None)
+    sidecar.write_text(json.dumps({"1d": "ones"}))
+    with pytest.raises(UsageError, match="factor_init.json' must map experiment names to one of one, random"):
+        reproduce.reproduce(out, quick=True, figures=(), redraw=True, log=lambda s: None)
 
 
 def test_redraw_refuses_missing_records(tmp_path, tiny_experiments):
