@@ -69,6 +69,18 @@ def accepted_archs() -> list[str]:
 FACTOR_INITS = ("one", "random")
 
 
+def has_later_factors(archs) -> bool:
+    """Whether any of `archs` has a second factor, i.e. whether `factor_init` changes its
+    models; a name that is not an architecture (a hand-edited config) counts as one."""
+    for arch in archs:
+        try:
+            if n_factors(arch) >= 2:
+                return True
+        except (UsageError, TypeError):
+            return True
+    return False
+
+
 def n_factors(arch: str) -> int:
     """Number k of linear factors multiplying the gate: mlp 0, glu 1, gqu 2, gatedK K."""
     if arch in NAMED_ARCHS:

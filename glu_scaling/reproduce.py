@@ -177,7 +177,7 @@ def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
         schedule = f"{config.optimizer} ({train.TrainConfig(config.optimizer, config.steps).n_steps} steps)"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
              if config.knots == "placed" else "")
-    if _has_later_factors(config):
+    if models.has_later_factors(config.archs):
         start = "the constant 1" if config.factor_init == "one" else "N(0, 1) draws"
         knots += f"; GQU factor 2 starts at {start} (factor_init {config.factor_init!r})"
     return (f"{dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test pts; n = {min(w)}..{max(w)} "
@@ -396,14 +396,11 @@ def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     for name, recs in records.items():
         results.write_records_atomic(folder / f"{name}.jsonl", recs)
-    inits = {name: by_name[name].config.factor_init for name in records if _has_later_factors(by_name[name].config)}
+    inits = {name: by_name[name].config.factor_init for name in records
+             if models.has_later_factors(by_name[name].config.archs)}
     if inits:
         results.write_json_atomic(folder / FACTOR_INIT_FILE, {**_recorded_factor_inits(folder), **inits})
 
-
-def _has_later_factors(config: sweeps.SweepConfig) -> bool:
-    """Whether an architecture of `config` has a second factor (so `factor_init` matters)."""
-    return any(models.n_factors(arch) >= 2 for arch in config.archs)
 
 
 def _recorded_factor_inits(folder: Path) -> dict[str, str]:
@@ -482,7 +479,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     if redraw:  # as the records were made
         recorded = _recorded_factor_inits(results.check_folder(out) / "results")
         exps = [dataclasses.replace(e, config=dataclasses.replace(e.config, factor_init=recorded.get(e.name, "random")))
-                if _has_later_factors(e.config) else e for e in exps]
+                if models.has_later_factors(e.config.archs) else e for e in exps]
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
     if redraw:  # every record is read (or refused) before the folder is made

@@ -640,16 +640,9 @@ def effective_settings(settings: dict) -> dict:
     if s.get("eval") == "train":  # the test points are the training points
         s["n_test"] = None
     archs = s.get("archs")
-    if isinstance(archs, list | tuple) and all(_factors_of(arch) < 2 for arch in archs):
+    if isinstance(archs, list | tuple) and not models.has_later_factors(archs):
         s["factor_init"] = None  # mlp and glu have no factor 2 to start
     return s
-
-
-def _factors_of(arch) -> int:
-    try:
-        return models.n_factors(arch)
-    except UsageError:  # a hand-edited folder's unknown name: keep its setting
-        return 2
 
 
 def data_fingerprint(config: SweepConfig) -> dict:

@@ -579,6 +579,9 @@ def test_factor_init_one_starts_every_unit_as_the_glus(arch, n_in, spline):
     glu = models.without_constant_factors(one, 1)
     np.testing.assert_array_equal(np.asarray(models.apply(arch, one, x)), np.asarray(models.apply("glu", glu, x)))
     assert not np.allclose(np.asarray(models.apply(arch, drawn, x)), np.asarray(models.apply("glu", glu, x)))
+    # which architectures factor_init concerns (an unknown name, as in a hand-edited config, counts)
+    assert not models.has_later_factors(["mlp", "glu", "gated1"])
+    assert all(models.has_later_factors(a) for a in (["glu", "gqu"], ("gated3",), ["mlp", "foo"], [["mlp"]]))
     with pytest.raises(UsageError, match=r"unknown factor_init 'ones' \(did you mean 'one'\?\); accepted: one, random"):
         models.init(key, arch, n_in, n, n_out, factor_init="ones")
 
