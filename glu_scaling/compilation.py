@@ -6,8 +6,14 @@ elemental emitters compile this package's Newton programs 25-40 % faster (the sp
 three training programs 1.4 / 2.4 / 3.0 s -> 0.9 / 1.6 / 2.5 s; a cold `glu-scaling
 speedrun` 13.3 s -> 9.8-10.4 s on the 2-core CPU), run them as fast, and give
 bit-for-bit the same results (checked on the speedrun's 102 models and on the
-`newton-cascade` benchmark's parameters; `tests/test_compilation.py`).  Programs
-compiled for an accelerator (the default backend is not a CPU) get no options.
+`newton-cascade` benchmark's parameters; `tests/test_compilation.py`).
+
+Programs compiled for a GPU get GPU_OPTIONS instead: XLA:GPU's fusion autotuner, on by
+default in jaxlib 0.11, compiles each big reduction fusion a second time through Triton
+to time the two, and on this package's Newton programs that took 4 minutes per fusion
+on an H200 (2026-11-29, jax 0.11.2: `scripts/bench_gpu.sh` compiled nothing else in its
+whole budget).  Without it XLA uses its native emitters, as jaxlib 0.10 did.  Programs
+for other accelerators get no options.
 
 Programs that run once and briefly (the init's draws and assembly: `brief=True`) are
 also compiled with LLVM's optimisation level 1 instead of 2 (BRIEF_PROGRAM_OPTIONS):
@@ -37,16 +43,21 @@ import jax
 FAST_COMPILE_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 # added for programs that run once and briefly (`jit(..., brief=True)`); also bit for bit
 BRIEF_PROGRAM_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 1}
+# option -> value for every program compiled for a GPU (see the module's docstring)
+GPU_OPTIONS: dict[str, Any] = {"xla_gpu_experimental_enable_fusion_autotuner": False}
 
 
 @functools.cache
 def compiler_options(brief: bool = False) -> dict[str, Any]:
     """The options of FAST_COMPILE_OPTIONS (and BRIEF_PROGRAM_OPTIONS if `brief`) this
-    XLA accepts and XLA_FLAGS does not set, when the default backend is a CPU (elsewhere
-    none: they are CPU options, and untried on accelerators).  Options XLA refuses are
-    dropped: all of FAST_COMPILE_OPTIONS together; for a brief program, first the brief
+    XLA accepts and XLA_FLAGS does not set, when the default backend is a CPU; on a GPU
+    those of GPU_OPTIONS; elsewhere none.  Options XLA refuses are dropped: all of
+    FAST_COMPILE_OPTIONS (or GPU_OPTIONS) together; for a brief program, first the brief
     ones (it then gets the others)."""
-    if jax.default_backend() != "cpu":
+    backend = jax.default_backend()
+    if backend == "gpu":
+        return _accepted(_unset(GPU_OPTIONS))
+    if backend != "cpu":
         return {}
     if brief:
         base = compiler_options(False)  # (the cache key of every non-brief call, `jit`'s included)
@@ -118,4 +129,4 @@ def jit_with(**jit_kwargs) -> Callable[[Callable], jit]:
     return functools.partial(jit, **jit_kwargs)
 
 
-__all__ = ["BRIEF_PROGRAM_OPTIONS", "FAST_COMPILE_OPTIONS", "compiler_options", "jit", "jit_with"]
+__all__ = ["BRIEF_PROGRAM_OPTIONS", "FAST_COMPILE_OPTIONS", "GPU_OPTIONS", "compiler_options", "jit", "jit_with"]

@@ -228,7 +228,7 @@ def main() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     else:
         cache = None
-    from glu_scaling import sweeps
+    from glu_scaling import compilation, sweeps
 
     planner = sweeps.Planner.for_backend(backend)
     if args.flop_rate:
@@ -244,7 +244,8 @@ def main() -> None:
         "settings": {**{k: v for k, v in vars(args).items() if k != "out"}, "cache": cache,
                      "planner_flop_rate": planner.flop_rate, "defaults": "paper" if accelerator else
                      "small (no accelerator)",
-                     "planner_compile_seconds": planner.compile_seconds},
+                     "planner_compile_seconds": planner.compile_seconds,
+                     "compiler_options": compilation.compiler_options(), "xla_flags": os.environ.get("XLA_FLAGS")},
         "sweeps": {},
     }
     out = Path(args.out)

@@ -151,7 +151,18 @@ def test_an_option_this_xla_does_not_know_is_dropped(fresh_options):
     assert double.lower(jnp.asarray(3.0)).compile()(jnp.asarray(4.0)) == 8.0
 
 
-def test_programs_for_an_accelerator_get_no_options(fresh_options):
+def test_programs_for_a_gpu_get_the_gpu_options_only(fresh_options):
     fresh_options.delenv("XLA_FLAGS", raising=False)
     fresh_options.setattr(jax, "default_backend", lambda: "gpu")
+    # (tried on this machine's backend, which knows every XLA option by name)
+    assert compilation.compiler_options() == {"xla_gpu_experimental_enable_fusion_autotuner": False}
+    assert compilation.compiler_options(brief=True) == compilation.compiler_options()
+    compilation.compiler_options.cache_clear()
+    fresh_options.setenv("XLA_FLAGS", "--xla_gpu_experimental_enable_fusion_autotuner=true")
+    assert compilation.compiler_options() == {}
+
+
+def test_programs_for_other_accelerators_get_no_options(fresh_options):
+    fresh_options.delenv("XLA_FLAGS", raising=False)
+    fresh_options.setattr(jax, "default_backend", lambda: "tpu")
     assert compilation.compiler_options() == {}
