@@ -1,0 +1,172 @@
+"""Where one batched all-parameter Newton step spends its time (a benchmark, not a test).
+
+On one H200 (2026-11-29, benchmarks/bench_gpu_h200.json) the paper-scale sweep's widest
+GQU bucket (240 models of width 100, 10 000 points) took 0.22 s per Newton step, where
+its J^T J products need 0.04 s at the same run's float64 matmul rate.  This script
+times the parts of that step on one vmapped batch of models brought to mid-training
+by the cascade's stages and --warm-steps all-parameter steps, each part compiled on
+its own and timed as the fastest of --repeats runs after a warm-up:
+
+  hessian     the exact Hessian and gradient (`newton.hessian_and_gradient`: J^T J in chunks)
+  scale       Jacobi scaling (`newton.jacobi_scaled`)
+  cholesky    one factorisation that succeeds (`jnp.linalg.cholesky` of Hs + lambda I at
+              the rung the ladder found for each lane)
+  chol_fail   one that fails at its first pivot (what a lane already factored pays
+              under vmap on every further rung of the damping ladder)
+  blocked     a right-looking blocked Cholesky from batched matrix products and
+              triangular solves (here, not in the package: a candidate for accelerators)
+  ladder      `newton.damped_cholesky_solve` from rung 0, with the rungs it took per lane
+  step        one whole `newton.newton_step` (line search included)
+
+and writes them with flop rates to JSON.  Defaults: GQU, width 100, 240 models, 10 000
+points on an accelerator; width 30, 4 models, 2000 points on a CPU.
+
+    python3 scripts/bench_gpu_step.py [--arch gqu] [--width 100] [--models 240] [--n-data 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, without installing it
+
+from benchlib import machine, matmul_gflops  # noqa: E402
+
+import glu_scaling  # noqa: E402,F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
+
+
+def blocked_cholesky(a, block: int):
+    """Lower Cholesky factor of a (P, P) by blocks of `block` columns: the diagonal block
+    by `jnp.linalg.cholesky`, the panel below it by a triangular solve, the trailing
+    matrix updated by one matrix product.  NaN where `a` is not positive definite."""
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
+
+    n = a.shape[0]
+    columns = []
+    for j0 in range(0, n, block):
+        j1 = min(j0 + block, n)
+        l_jj = jnp.linalg.cholesky(a[j0:j1, j0:j1])
+        panel = solve_triangular(l_jj, a[j1:, j0:j1].T, lower=True).T  # A21 L11^-T
+        a = a.at[j1:, j1:].add(-panel @ panel.T)
+        columns.append(jnp.concatenate([jnp.zeros((j0, j1 - j0), a.dtype), l_jj, panel], axis=0))
+    return jnp.concatenate(columns, axis=1)
+
+
+def best_seconds(fn, args, repeats: int) -> tuple[float, float, object]:
+    """(compile + first run seconds, fastest of `repeats` runs, the output)."""
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return first, best, out
+
+
+def main() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    from glu_scaling import compilation, models, newton, problems, train
+
+    accelerator = jax.default_backend() in ("gpu", "tpu")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="gqu")
+    parser.add_argument("--width", type=int, default=100 if accelerator else 30)
+    parser.add_argument("--models", type=int, default=240 if accelerator else 4)
+    parser.add_argument("--n-data", type=int, default=10_000 if accelerator else 2000)
+    parser.add_argument("--chunk", type=int, default=2048)
+    parser.add_argument("--warm-steps", type=int, default=10,
+                        help="all-parameter newton-cascade steps before timing (the init's Hessian is far from PD)")
+    parser.add_argument("--block", type=int, default=128, help="block size of the blocked Cholesky")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--out", default="benchmarks/bench_gpu_step.json")
+    args = parser.parse_args()
+    dtype = jnp.dtype(args.dtype)
+
+    k = models.n_factors(args.arch)
+    ds = problems.make_dataset("paper_1d", n_train=args.n_data, n_test=256, dtype=args.dtype)
+    data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, args.chunk)
+    keys = jax.random.split(jax.random.PRNGKey(0), args.models)
+    params = jax.tree.map(lambda *a: jnp.stack(a), *[
+        models.init(key, args.arch, 1, args.width, 1, dtype=dtype) for key in keys])
+    t0 = time.perf_counter()
+    params, _ = jax.block_until_ready(train.train_batch(params, data, train.TrainConfig(
+        "newton-cascade", args.warm_steps, chunk=chunk)))
+    warm_s = time.perf_counter() - t0
+    sel = train.selection(train.all_groups(k), k, 1, 1)
+    P = newton.n_selected(jax.tree.map(lambda a: a[0], params), sel)
+    B, N = args.models, data.x.shape[0]
+    jit = compilation.jit  # the package's compiler options (GPU: no fusion autotuner)
+
+    def batched(fn):
+        return jit(jax.vmap(fn))
+
+    hessian = batched(lambda p: newton.hessian_and_gradient(p, data.x, data.t, data.weight, sel, chunk))
+    scale = batched(newton.jacobi_scaled)
+    eye = jnp.eye(P, dtype=dtype)
+    chol = batched(lambda h, lam: jnp.linalg.cholesky(h + lam * eye))
+    chol_fail = batched(lambda h: jnp.linalg.cholesky(h - jnp.finfo(dtype).max * eye))
+    blocked = batched(lambda h, lam: blocked_cholesky(h + lam * eye, args.block))
+    ladder = batched(lambda h, g: newton.damped_cholesky_solve(h, -g, 0))
+    step = batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk))
+
+    rows = {}
+
+    def timed(name, fn, *fargs, flops=None):
+        first, best, out = best_seconds(fn, fargs, args.repeats)
+        rows[name] = {"seconds": best, "first_call_s": first,
+                      "gflops": None if flops is None else flops / best / 1e9}
+        rate = "" if flops is None else f"  {flops / best / 1e9:9.1f} GFLOP/s"
+        print(f"  {name:10s} {best * 1e3:10.2f} ms  (first call {first:6.2f} s){rate}", flush=True)
+        return out
+
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {args.arch} W={args.width} (P={P}), "
+          f"{B} models, {N} points, chunk {chunk}, {args.dtype}; {args.warm_steps} warm-up cascade steps "
+          f"{warm_s:.1f} s with compilation", flush=True)
+    mm = matmul_gflops(dtype, 8192 if accelerator else 1024, 5)
+    print(f"  matmul     {mm:10.1f} GFLOP/s", flush=True)
+    H, g = timed("hessian", hessian, params, flops=B * 2.0 * N * P * P)
+    Hs, s = timed("scale", scale, H)
+    gs = s * g
+    z, rungs = timed("ladder", ladder, Hs, gs)
+    lam = newton.damping_of(rungs, dtype)
+    L = timed("cholesky", chol, Hs, lam, flops=B * P**3 / 3)
+    timed("chol_fail", chol_fail, Hs)
+    Lb = timed("blocked", blocked, Hs, lam, flops=B * P**3 / 3)
+    timed("step", step, params)
+    ok = np.isfinite(np.asarray(L)).all(axis=(1, 2))
+    blocked_err = float(np.max(np.abs(np.asarray(Lb)[ok] - np.asarray(L)[ok]))) if ok.any() else None
+    rungs = np.asarray(rungs)
+    result = {
+        "machine": {**machine(), "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+                    "jax": jax.__version__},
+        "settings": {**vars(args), "P": int(P), "points_padded": int(N), "chunk_used": int(chunk),
+                     "compiler_options": compilation.compiler_options(), "warm_up_s": warm_s},
+        "matmul_gflops": mm, "parts": rows,
+        "ladder_rungs": {"min": int(rungs.min()), "median": float(np.median(rungs)), "max": int(rungs.max())},
+        "blocked_max_abs_diff": blocked_err, "factored_lanes": int(ok.sum()),
+    }
+    print(f"  ladder rungs per lane: min {rungs.min()}, median {np.median(rungs):.1f}, max {rungs.max()} "
+          f"(a vmapped ladder factors max + 1 times); blocked vs cholesky max |diff| {blocked_err}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
