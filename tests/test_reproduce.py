@@ -303,3 +303,14 @@ def test_redraw_refuses_missing_records(tmp_path, tiny_experiments):
     assert not (out / "fig3_convergence_1d.png").exists()
     with pytest.raises(UsageError, match="--runs does not go with it"):
         reproduce.reproduce(out, runs=tmp_path / "r", quick=True, redraw=True, log=lambda s: None)
+
+
+def test_a_broken_factor_init_file_is_refused_before_any_training(tmp_path, tiny_experiments, monkeypatch):
+    out, runs = tmp_path / "figs", tmp_path / "runs"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / reproduce.FACTOR_INIT_FILE).write_text(json.dumps({"1d": "ones"}))
+    counter = CountingTrainBucket()
+    monkeypatch.setattr(sweeps, "launch_bucket", counter)
+    with pytest.raises(UsageError, match="factor_init.json' must map experiment names to one of one, random"):
+        reproduce.reproduce(out, runs=runs, quick=True, figures=("fig3",), progress=False, log=lambda s: None)
+    assert counter.calls == [] and not runs.exists()
