@@ -8,12 +8,13 @@ speedrun` 13.3 s -> 9.8-10.4 s on the 2-core CPU), run them as fast, and give
 bit-for-bit the same results (checked on the speedrun's 102 models and on the
 `newton-cascade` benchmark's parameters; `tests/test_compilation.py`).
 
-Programs compiled for a GPU get GPU_OPTIONS instead: XLA:GPU's fusion autotuner, on by
-default in jaxlib 0.11, compiles each big reduction fusion a second time through Triton
-to time the two, and on this package's Newton programs that took 4 minutes per fusion
-on an H200 (2026-11-29, jax 0.11.2: `scripts/bench_gpu.sh` compiled nothing else in its
-whole budget).  Without it XLA uses its native emitters, as jaxlib 0.10 did.  Programs
-for other accelerators get no options.
+Programs compiled for a GPU get GPU_OPTIONS instead: XLA:GPU's fusion autotuner (on by
+default in the jaxlib 0.11.2 measured) compiles big fusions a second time, with another
+emitter (Triton), to time the two.  On this package's Newton programs its compiles of
+reduction fusions took 4 minutes each on an H200 (2026-11-29: `scripts/bench_gpu.sh`
+trained nothing in its budget; benchmarks/bench_gpu_h200_autotuner.log).  Without it
+XLA keeps its native emitters and the same sweep compiled its first program in 20 s.
+Programs for other accelerators get no options.
 
 Programs that run once and briefly (the init's draws and assembly: `brief=True`) are
 also compiled with LLVM's optimisation level 1 instead of 2 (BRIEF_PROGRAM_OPTIONS):
