@@ -117,7 +117,13 @@ def plan_buckets(widths: Sequence[int], *, seconds_per_w2: float = 0.0, compile_
 
 
 # The bucket planner's guesses: sustained Newton flop rate (float64) and seconds to
-# compile one bucket, per backend (scripts/bench_gpu.py measures both on a GPU).
+# compile one bucket, per backend (scripts/bench_gpu.py measures both on a GPU).  On one
+# H200 (benchmarks/bench_gpu_h200.json) the paper-scale cascade ran its buckets at 4-11
+# TFLOP/s executed (9.4 overall) and compiled its first program in 20 s, the others in
+# worker threads behind training (33 s of waiting in a 165 s sweep).  The "gpu" guesses
+# stay: with them the planner picks the 11 buckets of least padded work (an estimated
+# 127 s of training at 1e13 flop/s, against 143 s for the 8 buckets that 1e13 and 8 s
+# would pick and 180 s for the 5 of 1e13 and 20 s).
 FLOP_RATE = {"cpu": 2e10, "gpu": 5e12, "tpu": 5e12}
 COMPILE_SECONDS = {"cpu": 3.0, "gpu": 8.0, "tpu": 8.0}
 
