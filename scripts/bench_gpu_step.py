@@ -16,7 +16,11 @@ its own and timed as the fastest of --repeats runs after a warm-up:
   blocked     a right-looking blocked Cholesky from batched matrix products and
               triangular solves (here, not in the package: a candidate for accelerators)
   ladder      `newton.damped_cholesky_solve` from rung 0, with the rungs it took per lane
-  step        one whole `newton.newton_step` (line search included)
+              (ladder_2below: from two rungs below each lane's rung, as training starts it)
+  ladder_k4   the same with 4 rungs factored per round (`rungs_per_round=4`: the same
+              rungs and bits in a quarter of the rounds, for up to 3 more factorisations)
+  step        one whole `newton.newton_step` from rung 0 (line search included); step_k4
+              with 4 rungs per round
 
 and writes them with flop rates to JSON.  Defaults: GQU, width 100, 240 models, 10 000
 points on an accelerator; width 30, 4 models, 2000 points on a CPU.
@@ -121,8 +125,11 @@ def main() -> None:
     chol = batched(lambda h, lam: jnp.linalg.cholesky(h + lam * eye))
     chol_fail = batched(lambda h: jnp.linalg.cholesky(h - jnp.finfo(dtype).max * eye))
     blocked = batched(lambda h, lam: blocked_cholesky(h + lam * eye, args.block))
-    ladder = batched(lambda h, g: newton.damped_cholesky_solve(h, -g, 0))
-    step = batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk))
+    def ladder_of(k):
+        return batched(lambda h, g, start: newton.damped_cholesky_solve(h, -g, start, rungs_per_round=k))
+
+    def step_of(k):
+        return batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk, rungs_per_round=k))
 
     rows = {}
 
@@ -131,23 +138,31 @@ def main() -> None:
         rows[name] = {"seconds": best, "first_call_s": first,
                       "gflops": None if flops is None else flops / best / 1e9}
         rate = "" if flops is None else f"  {flops / best / 1e9:9.1f} GFLOP/s"
-        print(f"  {name:10s} {best * 1e3:10.2f} ms  (first call {first:6.2f} s){rate}", flush=True)
+        print(f"  {name:16s} {best * 1e3:10.2f} ms  (first call {first:6.2f} s){rate}", flush=True)
         return out
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {args.arch} W={args.width} (P={P}), "
           f"{B} models, {N} points, chunk {chunk}, {args.dtype}; {args.warm_steps} warm-up cascade steps "
           f"{warm_s:.1f} s with compilation", flush=True)
     mm = matmul_gflops(dtype, 8192 if accelerator else 1024, 5)
-    print(f"  matmul     {mm:10.1f} GFLOP/s", flush=True)
+    print(f"  matmul           {mm:10.1f} GFLOP/s", flush=True)
     H, g = timed("hessian", hessian, params, flops=B * 2.0 * N * P * P)
     Hs, s = timed("scale", scale, H)
     gs = s * g
-    z, rungs = timed("ladder", ladder, Hs, gs)
+    zero = jnp.zeros(B, int)
+    z, rungs = timed("ladder", ladder_of(1), Hs, gs, zero)
+    z4, rungs4 = timed("ladder_k4", ladder_of(4), Hs, gs, zero)
+    below = jnp.maximum(rungs - 2, 0)
+    timed("ladder_2below", ladder_of(1), Hs, gs, below)
+    timed("ladder_2below_k4", ladder_of(4), Hs, gs, below)
+    same_rungs = bool(np.array_equal(np.asarray(rungs), np.asarray(rungs4)))
+    same_bits = bool(np.array_equal(np.asarray(z).view(np.uint8), np.asarray(z4).view(np.uint8)))
     lam = newton.damping_of(rungs, dtype)
     L = timed("cholesky", chol, Hs, lam, flops=B * P**3 / 3)
     timed("chol_fail", chol_fail, Hs)
     Lb = timed("blocked", blocked, Hs, lam, flops=B * P**3 / 3)
-    timed("step", step, params)
+    timed("step", step_of(1), params)
+    timed("step_k4", step_of(4), params)
     ok = np.isfinite(np.asarray(L)).all(axis=(1, 2))
     blocked_err = float(np.max(np.abs(np.asarray(Lb)[ok] - np.asarray(L)[ok]))) if ok.any() else None
     rungs = np.asarray(rungs)
@@ -159,9 +174,11 @@ def main() -> None:
         "matmul_gflops": mm, "parts": rows,
         "ladder_rungs": {"min": int(rungs.min()), "median": float(np.median(rungs)), "max": int(rungs.max())},
         "blocked_max_abs_diff": blocked_err, "factored_lanes": int(ok.sum()),
+        "k4_same_rungs": same_rungs, "k4_same_bits": same_bits,
     }
     print(f"  ladder rungs per lane: min {rungs.min()}, median {np.median(rungs):.1f}, max {rungs.max()} "
-          f"(a vmapped ladder factors max + 1 times); blocked vs cholesky max |diff| {blocked_err}", flush=True)
+          f"(a vmapped ladder factors max + 1 times); blocked vs cholesky max |diff| {blocked_err}; "
+          f"4 rungs a round: same rungs {same_rungs}, same bits {same_bits}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

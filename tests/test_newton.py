@@ -594,3 +594,49 @@ def test_frozen_entries_never_reach_the_direction_even_when_not_finite():
     assert int(index) == int(want_index) == 0 and not bool(fallback) and not bool(want_fallback)
     np.testing.assert_array_equal(np.asarray(p)[~free], 0.0)
     assert _rel(np.asarray(p)[free], np.asarray(want)) < 1e-14
+
+
+@pytest.mark.parametrize("rungs_per_round", [2, 3, 4])
+def test_rungs_per_round_pick_the_same_rung_and_bits_as_one_at_a_time(rungs_per_round):
+    """K rungs factored per round keep the lowest that succeeded: the rung and the
+    solution of the one-rung ladder, bit for bit, from any start, vmapped or not, also
+    when no rung succeeds (a NaN matrix: the top rung, an all-NaN solution)."""
+    rng = np.random.default_rng(11)
+    mats, rhs = [], []
+    for shift in (0.0, -0.02, -0.3, -1e-9, -1e-4, -40.0, 0.0):
+        eigs = rng.uniform(0.2, 3.0, 6)
+        eigs[0] = shift if shift else eigs[0]
+        mats.append(_unit_diag(_sym(rng, 6, eigs)))
+        rhs.append(rng.normal(size=6))
+    mats[-1][2, 3] = mats[-1][3, 2] = np.nan
+    H, b = jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
+    rounds = jax.jit(functools.partial(newton.damped_cholesky_solve, rungs_per_round=rungs_per_round))
+    seen = set()
+    for start in (0, 3, 7, 19, 20):
+        starts = jnp.full((len(mats),), start)
+        z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b, starts)
+        z_k, i_k = jax.jit(jax.vmap(rounds))(H, b, starts)
+        np.testing.assert_array_equal(np.asarray(i_k), np.asarray(i_one))
+        np.testing.assert_array_equal(np.asarray(z_k).view(np.uint64), np.asarray(z_one).view(np.uint64))
+        for lane in range(len(mats)):  # and each alone
+            z, i = rounds(H[lane], b[lane], start)
+            assert int(i) == int(i_one[lane])
+            np.testing.assert_array_equal(np.asarray(z).view(np.uint64), np.asarray(z_one[lane]).view(np.uint64))
+        seen |= {int(i) - start for i in i_one[:-1]}
+    assert int(i_one[-1]) == 20 and np.all(np.isnan(np.asarray(z_k[-1])))
+    assert len(seen) >= 4  # lanes that stop in the first round and in later ones
+
+
+def test_a_newton_step_is_the_same_for_any_rungs_per_round():
+    n_in, n_out, k, width = 1, 1, 2, 8
+    rng = np.random.default_rng(5)
+    a = lambda *shape: jnp.asarray(rng.normal(size=shape))  # noqa: E731
+    params = models.Params(G=a(width, n_in), g=a(width), U=a(k, width, n_in), u=a(k, width), D=a(width, n_out),
+                           d=a(n_out), mask=jnp.ones(width), activation="relu")
+    x, t, w = _data(6, 60, 4, n_in, n_out)
+    sel = _full(k, n_in, n_out)
+    steps = {K: jax.jit(lambda p, K=K: newton.newton_step(p, x, t, w, sel, 16, 0, rungs_per_round=K))(params)
+             for K in (1, 4)}
+    assert int(steps[1][1].damping_index) > 0  # an indefinite Hessian: the ladder climbed
+    for u, v in zip(jax.tree.leaves(steps[1]), jax.tree.leaves(steps[4])):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
