@@ -403,13 +403,14 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
 
     rungs_per_round: K > 1 factors K consecutive rungs in one batched call per round
     (start .. start + K - 1, then the next K, ...) and keeps the lowest that succeeded:
-    the same rung and the same bits as K = 1 in ceil((i - start + 1) / K) rounds
-    instead of i - start + 1, for up to K - 1 more factorisations.  Under vmap every
-    lane runs as many rounds as the slowest one: in 1200 all-parameter steps of the 1D
-    cascade (MLP, GLU and GQU at n = 10..50, CPU) a lane needed 3.1 factorisations a
-    step on average but up to 13, so a batch of hundreds of models pays the tail on
-    every step.  An experiment for accelerators (scripts/bench_gpu_step.py times it);
-    training uses K = 1.
+    for a start in 0 .. max_index, the same rung as K = 1 (and on a CPU the same bits;
+    a GPU's batched factorisation may round otherwise than its single one) in
+    ceil((i - start + 1) / K) rounds instead of i - start + 1, for up to K - 1 more
+    factorisations.  Under vmap every lane runs as many rounds as the slowest one: in
+    1200 all-parameter steps of 1D MLPs, GLUs and GQUs (n = 10..50, CPU,
+    scripts/ladder_rounds.py) a lane needed 3.1 factorisations a step on average but
+    up to 13, so a batch of hundreds of models pays the tail on every step.  An
+    experiment for accelerators (scripts/bench_gpu_step.py times it); training uses K = 1.
     """
     if rungs_per_round > 1:
         return _damped_cholesky_rounds(H, rhs, start, max_index, rungs_per_round)
@@ -442,7 +443,8 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
 def _damped_cholesky_rounds(H: jax.Array, rhs: jax.Array, start, max_index: int, k: int):
     """`damped_cholesky_solve` with k rungs factored per round (k > 1)."""
     eye = jnp.eye(H.shape[0], dtype=H.dtype)
-    offsets = jnp.arange(k)
+    start = jnp.asarray(start)
+    offsets = jnp.arange(k, dtype=start.dtype)  # (the rung keeps the start's integer type, as with k = 1)
 
     def factor_round(base, skip=False):
         rungs = base + offsets
@@ -463,7 +465,6 @@ def _damped_cholesky_rounds(H: jax.Array, rhs: jax.Array, start, max_index: int,
         found_now, i_now, L_now = factor_round(base, skip=found)
         return base + k, found | found_now, jnp.where(found_now, i_now, i), jnp.where(found_now, L_now, L)
 
-    start = jnp.asarray(start)
     found, i, L = factor_round(start)
     _, found, i, L = jax.lax.while_loop(cond, body, (start + k, found, i, L))
     i = jnp.where(found, i, max_index)  # as damped_cholesky_solve: the top rung, z all NaN
@@ -547,7 +548,7 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
     inside the row (0 .. (k - 1) (n_in + 1) for factor 1's): like any dynamic slice,
     a larger one is clamped, not refused.
     rungs_per_round: damping-ladder rungs factored per round (`damped_cholesky_solve`;
-    the same step for any value).
+    the same step for any value on a CPU).
     """
     if offset is not None and (sel.second_order or free is not None):
         raise ValueError("a run-time column offset is for least-squares steps (no second order, no free mask)")
