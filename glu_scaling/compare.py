@@ -67,8 +67,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glu_scaling import compilation, models, plots, problems, results, slopes, splines, sweeps, train
 from glu_scaling import constructions as C
-from glu_scaling import models, plots, problems, results, slopes, splines, sweeps, train
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
 METHODS = ("construction", "lsq-spline", "placed-spline", "newton-splines", "newton-cascade",
@@ -187,7 +187,7 @@ def _base_record(arch: str, problem: str, n: int, seed: int, method: str, optimi
             "method": method}
 
 
-@jax.jit
+@compilation.jit
 def _rmse_pair(params: models.Params, data: train.TrainData):
     """(train RMSE, test RMSE) exactly as `train.train_one` scores a model."""
     return (train.rmse(params, data.x, data.t, data.weight), train.rmse(params, data.x_test, data.t_test))

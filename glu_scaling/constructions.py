@@ -90,6 +90,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from glu_scaling import compilation
 from glu_scaling.errors import UsageError, check_choice, check_interval, check_positive_int
 from glu_scaling.models import Params, default_float, pad
 
@@ -141,14 +142,14 @@ def _derivative_table(f: Callable, x: jax.Array) -> jax.Array:
 
 # f is a static argument: jax caches the compiled table per (f, dtype), keeping a
 # reference to f.  A new lambda per call therefore compiles again (~0.1-0.5 s).
-_derivative_chunk = jax.jit(_derivative_table, static_argnums=(0,))
+_derivative_chunk = compilation.jit(_derivative_table, static_argnums=(0,))
 
 
 def _chunk_fn(f: Callable) -> Callable:
     try:
         hash(f)
     except TypeError:  # unhashable callable: compile without caching
-        return jax.jit(partial(_derivative_table, f))
+        return compilation.jit(partial(_derivative_table, f))
     return partial(_derivative_chunk, f)
 
 
