@@ -388,12 +388,11 @@ def fig7(records: dict[str, list[dict]], out: Path) -> list[Path]:
 FACTOR_INIT_FILE = "factor_init.json"  # under OUT/results/: how each experiment's GQUs were made
 
 
-def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, Experiment],
-                  recorded_inits: dict[str, str]) -> None:
+def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, Experiment]) -> None:
     """The records behind the figures, one JSONL per experiment, under out/results/, and
     FACTOR_INIT_FILE: the factor_init of each experiment with GQUs (which the records do
-    not carry), read back by `--redraw`; `recorded_inits` (the file as it was) keeps the
-    experiments this run did not write."""
+    not carry), read back by `--redraw`; the file's entries for experiments this run did
+    not write stay (read again now, in case another run wrote it meanwhile)."""
     folder = out / "results"
     folder.mkdir(parents=True, exist_ok=True)
     for name, recs in records.items():
@@ -401,7 +400,7 @@ def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, 
     inits = {name: by_name[name].config.factor_init for name in records
              if models.has_later_factors(by_name[name].config.archs)}
     if inits:
-        results.write_json_atomic(folder / FACTOR_INIT_FILE, {**recorded_inits, **inits})
+        results.write_json_atomic(folder / FACTOR_INIT_FILE, {**_recorded_factor_inits(folder), **inits})
 
 
 
@@ -478,7 +477,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     factor_init = "one" if factor_init is None else factor_init
     check_choice("factor_init", factor_init, models.FACTOR_INITS)
     exps = experiments(quick, factor_init)
-    # read (or refuse) before anything is trained or drawn
+    # read (or refuse) before anything is trained or drawn (and read again when written)
     recorded = _recorded_factor_inits(results.check_folder(out) / "results")
     if redraw:  # as the records were made
         exps = [dataclasses.replace(e, config=dataclasses.replace(e.config, factor_init=recorded.get(e.name, "random")))
@@ -515,7 +514,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
         log("illustrative figures " + ", ".join(illustrative))
         for name in illustrative:
             paths += getattr(illustrations, name)(out)
-    _copy_results(records, out, by_name, recorded)
+    _copy_results(records, out, by_name)
     rows = table1_rows(exps, records) if table else []
     seconds = time.perf_counter() - t0
     if table:
