@@ -410,7 +410,9 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     1200 all-parameter steps of 1D MLPs, GLUs and GQUs (n = 10..50, CPU,
     scripts/ladder_rounds.py) a lane needed 3.1 factorisations a step on average but
     up to 13, so a batch of hundreds of models pays the tail on every step.  An
-    experiment for accelerators (scripts/bench_gpu_step.py times it); training uses K = 1.
+    experiment for accelerators (scripts/bench_gpu_step.py times it): training uses
+    K = 1 unless `TrainConfig.rungs_per_round` (`SweepConfig.rungs_per_round`,
+    scripts/bench_gpu.py --rungs-per-round) says otherwise.
     """
     if rungs_per_round > 1:
         return _damped_cholesky_rounds(H, rhs, start, max_index, rungs_per_round)

@@ -185,6 +185,7 @@ class SweepConfig:
     chunk: int = 2048
     batch_size: int | None = None  # models vmapped together on one device (None: auto)
     devices: int | None = None  # devices the batch is sharded over (None: all visible); not part of a model
+    rungs_per_round: int = 1  # damping rungs factored per round (`newton.damped_cholesky_solve`); not part of a model
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -217,6 +218,7 @@ def check_sweep(config: SweepConfig) -> None:
     if config.batch_size is not None:
         check_positive_int("batch_size", config.batch_size)
     check_positive_int("chunk", config.chunk)
+    check_positive_int("rungs_per_round", config.rungs_per_round)
     distributed.resolve_devices(config.devices)
     if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
                                      or not 0 <= config.steps <= MAX_COUNT):
@@ -404,7 +406,8 @@ def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Datase
                   config: SweepConfig) -> _BucketSetup:
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
     k, shared = models.n_factors(arch), shared_factors(config)
-    tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk)
+    tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk,
+                              config.rungs_per_round)
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
     tconf = dataclasses.replace(tconf, chunk=chunk)
     n_devices = distributed.resolve_devices(config.devices)

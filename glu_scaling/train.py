@@ -51,6 +51,7 @@ class TrainConfig:
     steps: int | None = None  # all-parameter Newton steps, or first-order steps
     learning_rate: float | None = None
     chunk: int = 2048  # data points per Jacobian chunk in the Hessian build
+    rungs_per_round: int = 1  # damping-ladder rungs factored per round (`newton.damped_cholesky_solve`)
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -58,6 +59,7 @@ class TrainConfig:
                                        or self.steps < 0):
             raise UsageError(f"steps must be a non-negative integer or None, got {self.steps!r}")
         check_positive_int("chunk", self.chunk)
+        check_positive_int("rungs_per_round", self.rungs_per_round)
 
     @property
     def n_steps(self) -> int:
@@ -157,11 +159,12 @@ class _NewtonCarry(NamedTuple):
 
 def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
                    free: jax.Array | None = None, batch_axis: str | None = None,
-                   offset: jax.Array | None = None) -> tuple[_NewtonCarry, jax.Array]:
+                   offset: jax.Array | None = None, rungs_per_round: int = 1) -> tuple[_NewtonCarry, jax.Array]:
     """One Newton step on `sel` (and the run-time mask `free`, or column `offset`, see
     `newton.newton_step`); returns (carry, failed)."""
     new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
-                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset)
+                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset,
+                                   rungs_per_round)
     finite = _all_finite(new) & jnp.isfinite(info.loss)
     failed = info.alpha == 0
     return c._replace(
@@ -177,14 +180,15 @@ def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chun
 
 
 def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int,
-                  batch_axis: str | None = None, offset: jax.Array | None = None):
+                  batch_axis: str | None = None, offset: jax.Array | None = None, rungs_per_round: int = 1):
     """Up to `steps` steps on one selection (its columns shifted by a run-time `offset`,
     if given: `newton.newton_step`), compiled for its own (smaller) Hessian."""
     def cond(c):
         return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
 
     def body(c):
-        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=offset)[0]
+        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=offset,
+                              rungs_per_round=rungs_per_round)[0]
 
     carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
     if steps == 1:  # no loop to compile for a single step
@@ -229,7 +233,8 @@ def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) 
     return np.stack(rows)
 
 
-def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], chunk: int):
+def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], chunk: int,
+                     rungs_per_round: int = 1):
     """All `stages` in one loop over steps: every step builds the all-parameter Hessian
     and a run-time mask picks the stage's entries.  One compiled Newton step instead of
     one per stage (compiles about 2x faster) at the price of a full-size Hessian for a
@@ -248,7 +253,7 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
         # under vmap, lanes that have finished (stage == len(stages)) still run the body,
         # with results thrown away: clamp their stage index rather than read past the end
         stage = jnp.minimum(c.stage, len(stages) - 1)
-        c, failed = _newton_update(c, data, sel, chunk, free[stage])
+        c, failed = _newton_update(c, data, sel, chunk, free[stage], rungs_per_round=rungs_per_round)
         advance = failed | (c.step >= limits[stage])
         return c._replace(stage=c.stage + advance, step=jnp.where(advance, 0, c.step))
 
@@ -331,10 +336,11 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
             i += count
             continue
         stage = separate[i]
-        carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis)
+        carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis,
+                              rungs_per_round=config.rungs_per_round)
         i += 1
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
-        carry = _newton_schedule(carry, data, rest, chunk)
+        carry = _newton_schedule(carry, data, rest, chunk, config.rungs_per_round)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
     status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)
     return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted}
