@@ -392,6 +392,21 @@ def damping_of(index: jax.Array, dtype) -> jax.Array:
     return jnp.where(index == 0, 0.0, 10.0 ** (index - 15.0)).astype(dtype)
 
 
+def _shifted_cholesky(H: jax.Array, rungs: jax.Array, usable: jax.Array) -> jax.Array:
+    """Cholesky factors of H + lambda_rung I ((..., P, P) for rungs (...,)).  Where not
+    `usable` (under vmap every lane runs the ladder's body, and lanes already factored
+    throw its result away) a hugely negative diagonal stops the factorisation at once."""
+    shift = jnp.where(usable, damping_of(rungs, H.dtype), -jnp.finfo(H.dtype).max)
+    return jnp.linalg.cholesky(H + shift[..., None, None] * jnp.eye(H.shape[-1], dtype=H.dtype))
+
+
+def _factored(L: jax.Array) -> jax.Array:
+    """Whether each factor (..., P, P) succeeded: a failed factorisation is all NaN, and a
+    non-finite L[i, j] (j < i) makes L[i, i] non-finite: the diagonal decides, at 1/P of
+    the cost of checking all of L."""
+    return jnp.all(jnp.isfinite(jnp.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
+
+
 def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int = 0, max_index: int = 20,
                           rungs_per_round: int = 1):
     """Solve (H + lambda_i I) z = rhs for the first i >= start on the damping ladder
@@ -416,45 +431,29 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     """
     if rungs_per_round > 1:
         return _damped_cholesky_rounds(H, rhs, start, max_index, rungs_per_round)
-    eye = jnp.eye(H.shape[0], dtype=H.dtype)
-
-    def factor(i, skip=False):
-        # under vmap every lane runs the body and the lanes already factored throw its
-        # result away: for them a hugely negative diagonal stops the factorisation at once
-        shift = jnp.where(skip, -jnp.finfo(H.dtype).max, damping_of(i, H.dtype))
-        return jnp.linalg.cholesky(H + shift * eye)
-
-    def factored(L):
-        # a failed factorisation is all NaN, and a non-finite L[i, j] (j < i) makes L[i, i]
-        # non-finite: the diagonal decides, at 1/P of the cost of checking all of L
-        return jnp.all(jnp.isfinite(jnp.diagonal(L)))
-
     def cond(state):
         i, L = state
-        return (i < max_index) & ~factored(L)
+        return (i < max_index) & ~_factored(L)
 
     def body(state):
         i, L = state
-        return i + 1, factor(i + 1, skip=factored(L))
+        return i + 1, _shifted_cholesky(H, i + 1, ~_factored(L))
 
     start = jnp.asarray(start)
-    i, L = jax.lax.while_loop(cond, body, (start, factor(start)))
+    i, L = jax.lax.while_loop(cond, body, (start, _shifted_cholesky(H, start, True)))
     return jax.scipy.linalg.cho_solve((L, True), rhs), i
 
 
 def _damped_cholesky_rounds(H: jax.Array, rhs: jax.Array, start, max_index: int, k: int):
     """`damped_cholesky_solve` with k rungs factored per round (k > 1)."""
-    eye = jnp.eye(H.shape[0], dtype=H.dtype)
     start = jnp.asarray(start)
     offsets = jnp.arange(k, dtype=start.dtype)  # (the rung keeps the start's integer type, as with k = 1)
 
     def factor_round(base, skip=False):
         rungs = base + offsets
         valid = (rungs <= max_index) & ~skip  # rungs past the ladder's top (or done lanes): fail at once
-        shift = jnp.where(valid, damping_of(rungs, H.dtype), -jnp.finfo(H.dtype).max)
-        factors = jnp.linalg.cholesky(H[None] + shift[:, None, None] * eye)
-        # a failed factorisation is all NaN: the diagonal decides (as in damped_cholesky_solve)
-        ok = valid & jnp.all(jnp.isfinite(jnp.diagonal(factors, axis1=-2, axis2=-1)), axis=-1)
+        factors = _shifted_cholesky(H, rungs, valid)
+        ok = valid & _factored(factors)
         lowest = jnp.argmax(ok)  # the first that succeeded (0, a failed one, if none did)
         return ok.any(), jnp.minimum(rungs[lowest], max_index), factors[lowest]
 
