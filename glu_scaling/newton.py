@@ -392,12 +392,57 @@ def damping_of(index: jax.Array, dtype) -> jax.Array:
     return jnp.where(index == 0, 0.0, 10.0 ** (index - 15.0)).astype(dtype)
 
 
-def _shifted_cholesky(H: jax.Array, rungs: jax.Array, usable: jax.Array) -> jax.Array:
+class Ladder(NamedTuple):
+    """How the damping ladder factors (static).
+
+    rungs_per_round: K consecutive rungs factored in one batched call per round
+      (`damped_cholesky_solve`): the same rung and, on a CPU, the same bits for any K.
+    cholesky_block: 0 for `jnp.linalg.cholesky`; b > 0 for `blocked_cholesky` with b
+      columns a block, equal up to rounding (a candidate for accelerators, whose
+      batched factorisation of large matrices may be slow: scripts/bench_gpu_step.py
+      times both).
+    """
+
+    rungs_per_round: int = 1
+    cholesky_block: int = 0
+
+
+DEFAULT_LADDER = Ladder()
+
+
+def blocked_cholesky(a: jax.Array, block: int) -> jax.Array:
+    """Lower Cholesky factor of a symmetric a (..., P, P), `block` columns at a time:
+    the diagonal block by `jnp.linalg.cholesky`, the panel below it by a triangular
+    solve (A21 L11^-T), the trailing matrix by one matrix product.  All flops but the
+    small diagonal blocks' are batched matrix products and triangular solves, which
+    accelerators run near their matmul rate.  Equal to `jnp.linalg.cholesky(a)` up to
+    rounding; where a is not positive definite the failed block and every later one
+    are NaN, so the diagonal shows the failure as it does for `jnp.linalg.cholesky`
+    (`_factored`).  block <= 0 or >= P: `jnp.linalg.cholesky` itself."""
+    n = a.shape[-1]
+    if block <= 0 or block >= n:
+        return jnp.linalg.cholesky(a)
+    a = (a + jnp.swapaxes(a, -1, -2)) / 2  # as jnp.linalg.cholesky's symmetrize_input
+    columns = []
+    for j0 in range(0, n, block):
+        j1 = min(j0 + block, n)
+        l_jj = jnp.linalg.cholesky(a[..., j0:j1, j0:j1], symmetrize_input=False)
+        panel = jax.lax.linalg.triangular_solve(l_jj, a[..., j1:, j0:j1], left_side=False, lower=True,
+                                                transpose_a=True)  # X L11^T = A21
+        if j1 < n:
+            a = a.at[..., j1:, j1:].add(-panel @ jnp.swapaxes(panel, -1, -2))
+        above = jnp.zeros(a.shape[:-2] + (j0, j1 - j0), a.dtype)
+        columns.append(jnp.concatenate([above, l_jj, panel], axis=-2))
+    return jnp.concatenate(columns, axis=-1)
+
+
+def _shifted_cholesky(H: jax.Array, rungs: jax.Array, usable: jax.Array, block: int = 0) -> jax.Array:
     """Cholesky factors of H + lambda_rung I ((..., P, P) for rungs (...,)).  Where not
     `usable` (under vmap every lane runs the ladder's body, and lanes already factored
-    throw its result away) a hugely negative diagonal stops the factorisation at once."""
+    throw its result away) a hugely negative diagonal stops the factorisation at once.
+    block: `Ladder.cholesky_block`."""
     shift = jnp.where(usable, damping_of(rungs, H.dtype), -jnp.finfo(H.dtype).max)
-    return jnp.linalg.cholesky(H + shift[..., None, None] * jnp.eye(H.shape[-1], dtype=H.dtype))
+    return blocked_cholesky(H + shift[..., None, None] * jnp.eye(H.shape[-1], dtype=H.dtype), block)
 
 
 def _factored(L: jax.Array) -> jax.Array:
@@ -408,7 +453,7 @@ def _factored(L: jax.Array) -> jax.Array:
 
 
 def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int = 0, max_index: int = 20,
-                          rungs_per_round: int = 1):
+                          rungs_per_round: int = 1, cholesky_block: int = 0):
     """Solve (H + lambda_i I) z = rhs for the first i >= start on the damping ladder
     whose Cholesky factor is finite.  H is assumed Jacobi-scaled (unit diagonal).
 
@@ -428,23 +473,26 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     experiment for accelerators (scripts/bench_gpu_step.py times it): training uses
     K = 1 unless `TrainConfig.rungs_per_round` (`SweepConfig.rungs_per_round`,
     scripts/bench_gpu.py --rungs-per-round) says otherwise.
+
+    cholesky_block: b > 0 factors by `blocked_cholesky` with b columns a block (another
+    experiment for accelerators, `Ladder.cholesky_block`); 0, by `jnp.linalg.cholesky`.
     """
     if rungs_per_round > 1:
-        return _damped_cholesky_rounds(H, rhs, start, max_index, rungs_per_round)
+        return _damped_cholesky_rounds(H, rhs, start, max_index, rungs_per_round, cholesky_block)
     def cond(state):
         i, L = state
         return (i < max_index) & ~_factored(L)
 
     def body(state):
         i, L = state
-        return i + 1, _shifted_cholesky(H, i + 1, ~_factored(L))
+        return i + 1, _shifted_cholesky(H, i + 1, ~_factored(L), cholesky_block)
 
     start = jnp.asarray(start)
-    i, L = jax.lax.while_loop(cond, body, (start, _shifted_cholesky(H, start, True)))
+    i, L = jax.lax.while_loop(cond, body, (start, _shifted_cholesky(H, start, True, cholesky_block)))
     return jax.scipy.linalg.cho_solve((L, True), rhs), i
 
 
-def _damped_cholesky_rounds(H: jax.Array, rhs: jax.Array, start, max_index: int, k: int):
+def _damped_cholesky_rounds(H: jax.Array, rhs: jax.Array, start, max_index: int, k: int, block: int):
     """`damped_cholesky_solve` with k rungs factored per round (k > 1)."""
     start = jnp.asarray(start)
     offsets = jnp.arange(k, dtype=start.dtype)  # (the rung keeps the start's integer type, as with k = 1)
@@ -452,7 +500,7 @@ def _damped_cholesky_rounds(H: jax.Array, rhs: jax.Array, start, max_index: int,
     def factor_round(base, skip=False):
         rungs = base + offsets
         valid = (rungs <= max_index) & ~skip  # rungs past the ladder's top (or done lanes): fail at once
-        factors = _shifted_cholesky(H, rungs, valid)
+        factors = _shifted_cholesky(H, rungs, valid, block)
         ok = valid & _factored(factors)
         lowest = jnp.argmax(ok)  # the first that succeeded (0, a failed one, if none did)
         return ok.any(), jnp.minimum(rungs[lowest], max_index), factors[lowest]
@@ -485,12 +533,13 @@ def jacobi_scaled(H: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int = 0,
-                     free: jax.Array | None = None, rungs_per_round: int = 1):
+                     free: jax.Array | None = None, ladder: Ladder = DEFAULT_LADDER):
     """Preconditioned, masked, damped Newton direction.
 
     H (P, P), g (P,); free (P,) bool (None: all True) selects the entries that may
     move, as data rather than shapes: the others are removed like zero rows, so the
     result equals the Newton direction of the sub-problem on the free entries.
+    ladder: how the damping ladder factors (`Ladder`).
     Returns (p, damping_index, used_fallback); p (P,) is zero on removed rows.
     """
     if free is not None:  # frozen rows and columns become zero rows: nothing of them (not even inf) leaks in
@@ -498,7 +547,8 @@ def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int 
         g = jnp.where(free, g, 0.0)
     Hs, scale = jacobi_scaled(H)
     gs = scale * g
-    z, index = damped_cholesky_solve(Hs, -gs, damping_start, rungs_per_round=rungs_per_round)
+    z, index = damped_cholesky_solve(Hs, -gs, damping_start, rungs_per_round=ladder.rungs_per_round,
+                                     cholesky_block=ladder.cholesky_block)
     p = scale * z
     fallback = ~(jnp.all(jnp.isfinite(p)) & (jnp.dot(g, p) < 0))
     p = jnp.where(fallback, -(scale**2) * g, p)
@@ -533,7 +583,7 @@ def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5
 def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
                 damping_start: jax.Array | int = 0, free: jax.Array | None = None,
                 batch_axis: str | None = None, offset: jax.Array | None = None,
-                rungs_per_round: int = 1) -> tuple[Params, StepInfo]:
+                ladder: Ladder = DEFAULT_LADDER) -> tuple[Params, StepInfo]:
     """One damped, line-searched Newton step on the selected parameters.
 
     x (N, dx), t (N, dy), weight (N,) (0 for padding points; N a multiple of chunk).
@@ -548,15 +598,15 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
     selection of factor j, `tests/test_newton.py`).  Valid offsets keep the columns
     inside the row (0 .. (k - 1) (n_in + 1) for factor 1's): like any dynamic slice,
     a larger one is clamped, not refused.
-    rungs_per_round: damping-ladder rungs factored per round (`damped_cholesky_solve`;
-    the same step for any value on a CPU).
+    ladder: how the damping ladder factors (`Ladder`: the same step for any rungs per
+    round on a CPU, the same up to rounding for a blocked Cholesky).
     """
     if offset is not None and (sel.second_order or free is not None):
         raise ValueError("a run-time column offset is for least-squares steps (no second order, no free mask)")
     loss0 = loss_fn(params, x, t, weight)
     if sel.second_order or free is not None:
         H, g = hessian_and_gradient(params, x, t, weight, sel, chunk)
-        p, damping_index, fallback = newton_direction(H, g, damping_start, free, rungs_per_round)
+        p, damping_index, fallback = newton_direction(H, g, damping_start, free, ladder)
     else:  # linear in the selection: least squares on J itself (QR), not on J^T J
         R_aug = least_squares_r(params, x, t, weight, sel, chunk, offset)
         p, g, _ = least_squares_direction(R_aug, jnp.sum(weight), batch_axis)
@@ -579,7 +629,8 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
 
 
 __all__ = [
-    "Selection", "StepInfo", "apply_params", "backtracking", "damped_cholesky_solve", "damping_of",
+    "Ladder", "Selection", "StepInfo", "apply_params", "backtracking", "blocked_cholesky", "damped_cholesky_solve",
+    "damping_of",
     "hessian_and_gradient", "jacobi_scaled", "least_squares_direction", "least_squares_r", "loss_fn", "n_selected",
     "newton_direction", "newton_step", "params_from_theta",
 ]

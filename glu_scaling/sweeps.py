@@ -186,6 +186,7 @@ class SweepConfig:
     batch_size: int | None = None  # models vmapped together on one device (None: auto)
     devices: int | None = None  # devices the batch is sharded over (None: all visible); not part of a model
     rungs_per_round: int = 1  # damping rungs factored per round (`newton.damped_cholesky_solve`); not part of a model
+    cholesky_block: int = 0  # > 0: blocked Cholesky, blocks of this many columns (`newton.Ladder`); not part of a model
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -206,7 +207,7 @@ def check_sweep(config: SweepConfig) -> None:
     for arch in config.archs:
         models.n_factors(arch)  # "unknown architecture ... (did you mean ...)" for a bad name
     models.activation_fn(config.activation)
-    train.TrainConfig(config.optimizer)
+    train.TrainConfig(config.optimizer, rungs_per_round=config.rungs_per_round, cholesky_block=config.cholesky_block)
     if config.dtype not in ("float32", "float64"):
         raise unknown("dtype", config.dtype, ("float32", "float64"))
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -218,7 +219,6 @@ def check_sweep(config: SweepConfig) -> None:
     if config.batch_size is not None:
         check_positive_int("batch_size", config.batch_size)
     check_positive_int("chunk", config.chunk)
-    check_positive_int("rungs_per_round", config.rungs_per_round)
     distributed.resolve_devices(config.devices)
     if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
                                      or not 0 <= config.steps <= MAX_COUNT):
@@ -410,7 +410,7 @@ def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Datase
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
     k, shared = models.n_factors(arch), shared_factors(config)
     tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk,
-                              config.rungs_per_round)
+                              config.rungs_per_round, config.cholesky_block)
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
     tconf = dataclasses.replace(tconf, chunk=chunk)
     n_devices = distributed.resolve_devices(config.devices)

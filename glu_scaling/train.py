@@ -52,6 +52,7 @@ class TrainConfig:
     learning_rate: float | None = None
     chunk: int = 2048  # data points per Jacobian chunk in the Hessian build
     rungs_per_round: int = 1  # damping-ladder rungs factored per round (`newton.damped_cholesky_solve`)
+    cholesky_block: int = 0  # > 0: the ladder factors by `newton.blocked_cholesky` with blocks of this many columns
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -60,10 +61,18 @@ class TrainConfig:
             raise UsageError(f"steps must be a non-negative integer or None, got {self.steps!r}")
         check_positive_int("chunk", self.chunk)
         check_positive_int("rungs_per_round", self.rungs_per_round)
+        if isinstance(self.cholesky_block, bool) or not isinstance(self.cholesky_block, int | np.integer) \
+                or self.cholesky_block < 0:
+            raise UsageError(f"cholesky_block must be a non-negative integer (0: unblocked), "
+                             f"got {self.cholesky_block!r}")
 
     @property
     def n_steps(self) -> int:
         return DEFAULT_STEPS[self.optimizer] if self.steps is None else self.steps
+
+    @property
+    def ladder(self) -> newton.Ladder:
+        return newton.Ladder(self.rungs_per_round, self.cholesky_block)
 
     @property
     def lr(self) -> float:
@@ -159,12 +168,12 @@ class _NewtonCarry(NamedTuple):
 
 def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
                    free: jax.Array | None = None, batch_axis: str | None = None,
-                   offset: jax.Array | None = None, rungs_per_round: int = 1) -> tuple[_NewtonCarry, jax.Array]:
+                   offset: jax.Array | None = None, ladder: newton.Ladder = newton.DEFAULT_LADDER
+                   ) -> tuple[_NewtonCarry, jax.Array]:
     """One Newton step on `sel` (and the run-time mask `free`, or column `offset`, see
     `newton.newton_step`); returns (carry, failed)."""
     new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
-                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset,
-                                   rungs_per_round)
+                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset, ladder)
     finite = _all_finite(new) & jnp.isfinite(info.loss)
     failed = info.alpha == 0
     return c._replace(
@@ -180,15 +189,15 @@ def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chun
 
 
 def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int,
-                  batch_axis: str | None = None, offset: jax.Array | None = None, rungs_per_round: int = 1):
+                  batch_axis: str | None = None, offset: jax.Array | None = None,
+                  ladder: newton.Ladder = newton.DEFAULT_LADDER):
     """Up to `steps` steps on one selection (its columns shifted by a run-time `offset`,
     if given: `newton.newton_step`), compiled for its own (smaller) Hessian."""
     def cond(c):
         return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
 
     def body(c):
-        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=offset,
-                              rungs_per_round=rungs_per_round)[0]
+        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=offset, ladder=ladder)[0]
 
     carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
     if steps == 1:  # no loop to compile for a single step
@@ -234,7 +243,7 @@ def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) 
 
 
 def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], chunk: int,
-                     rungs_per_round: int = 1):
+                     ladder: newton.Ladder = newton.DEFAULT_LADDER):
     """All `stages` in one loop over steps: every step builds the all-parameter Hessian
     and a run-time mask picks the stage's entries.  One compiled Newton step instead of
     one per stage (compiles about 2x faster) at the price of a full-size Hessian for a
@@ -253,7 +262,7 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
         # under vmap, lanes that have finished (stage == len(stages)) still run the body,
         # with results thrown away: clamp their stage index rather than read past the end
         stage = jnp.minimum(c.stage, len(stages) - 1)
-        c, failed = _newton_update(c, data, sel, chunk, free[stage], rungs_per_round=rungs_per_round)
+        c, failed = _newton_update(c, data, sel, chunk, free[stage], ladder=ladder)
         advance = failed | (c.step >= limits[stage])
         return c._replace(stage=c.stage + advance, step=jnp.where(advance, 0, c.step))
 
@@ -337,10 +346,10 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
             continue
         stage = separate[i]
         carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis,
-                              rungs_per_round=config.rungs_per_round)
+                              ladder=config.ladder)
         i += 1
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
-        carry = _newton_schedule(carry, data, rest, chunk, config.rungs_per_round)
+        carry = _newton_schedule(carry, data, rest, chunk, config.ladder)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
     status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)
     return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted}

@@ -205,6 +205,8 @@ def parse_args(accelerator: bool) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=None, help="devices to shard over (default: all)")
     parser.add_argument("--rungs-per-round", type=int, default=1,
                         help="damping rungs factored per round (newton.damped_cholesky_solve; same models)")
+    parser.add_argument("--cholesky-block", type=int, default=0,
+                        help="> 0: factor by newton.blocked_cholesky with blocks of this many columns (0: unblocked)")
     parser.add_argument("--flop-rate", type=float, default=None, help="override the bucket planner's flop rate")
     parser.add_argument("--compile-seconds", type=float, default=None,
                         help="override the bucket planner's compile seconds per bucket")
@@ -274,7 +276,8 @@ def main() -> None:
             archs=tuple(a.strip() for a in args.archs.split(",")), widths=tuple(sweeps.parse_spec(args.widths)),
             seeds=tuple(sweeps.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
             optimizer=args.optimizer, steps=args.steps, n_data=args.n_data, dtype=dtype,
-            batch_size=args.batch_size, devices=args.devices, rungs_per_round=args.rungs_per_round)
+            batch_size=args.batch_size, devices=args.devices, rungs_per_round=args.rungs_per_round,
+            cholesky_block=args.cholesky_block)
         # share what is left between the sweeps still to run (float64 first)
         left = budget_end - time.perf_counter()
         sweep_end = time.perf_counter() + left * (0.55 if i < len(dtypes) - 1 else 1.0)

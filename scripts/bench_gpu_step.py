@@ -14,13 +14,15 @@ its own and timed as the fastest of --repeats runs after a warm-up:
   chol_fail   one that fails at its first pivot (what a lane already factored pays
               under vmap on every further rung of the damping ladder)
   blocked     a right-looking blocked Cholesky from batched matrix products and
-              triangular solves (here, not in the package: a candidate for accelerators)
+              triangular solves (`newton.blocked_cholesky`, --block columns a block: a
+              candidate for accelerators)
   ladder      `newton.damped_cholesky_solve` from rung 0, with the rungs it took per lane
               (ladder_2below: from two rungs below each lane's rung, as training starts it)
   ladder_k4   the same with 4 rungs factored per round (`rungs_per_round=4`: the same
               rungs and bits in a quarter of the rounds, for up to 3 more factorisations)
   step        one whole `newton.newton_step` from rung 0 (line search included); step_k4
-              with 4 rungs per round
+              with 4 rungs per round, step_blocked with the blocked Cholesky
+              (`newton.Ladder(cholesky_block=--block)`, as `bench_gpu.py --cholesky-block`)
 
 and writes them with flop rates to JSON.  Defaults: GQU, width 100, 240 models, 10 000
 points on an accelerator; width 30, 4 models, 2000 points on a CPU.
@@ -41,24 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, withou
 from benchlib import machine, matmul_gflops  # noqa: E402
 
 import glu_scaling  # noqa: E402,F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
-
-
-def blocked_cholesky(a, block: int):
-    """Lower Cholesky factor of a (P, P) by blocks of `block` columns: the diagonal block
-    by `jnp.linalg.cholesky`, the panel below it by a triangular solve, the trailing
-    matrix updated by one matrix product.  NaN where `a` is not positive definite."""
-    import jax.numpy as jnp
-    from jax.scipy.linalg import solve_triangular
-
-    n = a.shape[0]
-    columns = []
-    for j0 in range(0, n, block):
-        j1 = min(j0 + block, n)
-        l_jj = jnp.linalg.cholesky(a[j0:j1, j0:j1])
-        panel = solve_triangular(l_jj, a[j1:, j0:j1].T, lower=True).T  # A21 L11^-T
-        a = a.at[j1:, j1:].add(-panel @ panel.T)
-        columns.append(jnp.concatenate([jnp.zeros((j0, j1 - j0), a.dtype), l_jj, panel], axis=0))
-    return jnp.concatenate(columns, axis=1)
 
 
 def best_seconds(fn, args, repeats: int) -> tuple[float, float, object]:
@@ -124,12 +108,14 @@ def main() -> None:
     eye = jnp.eye(P, dtype=dtype)
     chol = batched(lambda h, lam: jnp.linalg.cholesky(h + lam * eye))
     chol_fail = batched(lambda h: jnp.linalg.cholesky(h - jnp.finfo(dtype).max * eye))
-    blocked = batched(lambda h, lam: blocked_cholesky(h + lam * eye, args.block))
+    blocked = batched(lambda h, lam: newton.blocked_cholesky(h + lam * eye, args.block))
+
     def ladder_of(k):
         return batched(lambda h, g, start: newton.damped_cholesky_solve(h, -g, start, rungs_per_round=k))
 
-    def step_of(k):
-        return batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk, rungs_per_round=k))
+    def step_of(k, block=0):
+        return batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk,
+                                                    ladder=newton.Ladder(k, block)))
 
     rows = {}
 
@@ -163,6 +149,7 @@ def main() -> None:
     Lb = timed("blocked", blocked, Hs, lam, flops=B * P**3 / 3)
     timed("step", step_of(1), params)
     timed("step_k4", step_of(4), params)
+    timed("step_blocked", step_of(1, args.block), params)
     ok = np.isfinite(np.asarray(L)).all(axis=(1, 2))
     blocked_err = float(np.max(np.abs(np.asarray(Lb)[ok] - np.asarray(L)[ok]))) if ok.any() else None
     rungs = np.asarray(rungs)

@@ -454,6 +454,8 @@ def test_float64_without_x64_is_refused_not_downgraded():
                       jnp.zeros((3, 1))), r"params carry leading batch axes \(2,\)"),
     (lambda: gs.sweep("mlp", "2", problem=lambda x: x[:, 0] ** 2, **API), "problem must be a registered name"),
     (lambda: gs.sweep("mlp", "2", chunk=0, **API), "chunk must be a positive integer, got 0"),
+    (lambda: gs.sweep("mlp", "2", cholesky_block=-8, **API),
+     r"cholesky_block must be a non-negative integer \(0: unblocked\), got -8"),
     (lambda: train.TrainConfig("newton", steps=-1), "steps must be a non-negative integer or None, got -1"),
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], groups=[0, 1]), r"one label per point \(3\), got 2"),
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], confidence=1.5), r"confidence must be in \(0, 1\), got 1.5"),
@@ -468,10 +470,10 @@ def test_float64_without_x64_is_refused_not_downgraded():
     (lambda: gs.apply("glu", {"G": 1}, jnp.zeros((2, 1))), "params must be a models.Params .from init., got dict"),
     (lambda: gs_nnx.GLU(1, 4, 1, rngs=0), r"GLU needs rngs=nnx.Rngs\(...\) \(or params=...\), got rngs=0"),
     (lambda: constructions.construct("glu", 3.0, 4), "f must be a callable scalar function"),
-], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "train-steps",
-        "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths", "construct-out-none",
-        "construct-fit-range", "prepare-data-1d", "prepare-data-nan", "apply-dict", "nnx-rngs-int",
-        "construct-f-not-callable"])
+], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "sweep-cholesky-block",
+        "train-steps", "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths",
+        "construct-out-none", "construct-fit-range", "prepare-data-1d", "prepare-data-nan", "apply-dict",
+        "nnx-rngs-int", "construct-f-not-callable"])
 def test_api_bad_arguments_are_one_line_usage_errors(call, message):
     with pytest.raises(errors.UsageError, match=message) as err:
         call()

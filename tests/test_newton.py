@@ -635,8 +635,65 @@ def test_a_newton_step_is_the_same_for_any_rungs_per_round():
                            d=a(n_out), mask=jnp.ones(width), activation="relu")
     x, t, w = _data(6, 60, 4, n_in, n_out)
     sel = _full(k, n_in, n_out)
-    steps = {K: jax.jit(lambda p, K=K: newton.newton_step(p, x, t, w, sel, 16, 0, rungs_per_round=K))(params)
+    steps = {K: jax.jit(lambda p, K=K: newton.newton_step(p, x, t, w, sel, 16, 0, ladder=newton.Ladder(K)))(params)
              for K in (1, 4)}
     assert int(steps[1][1].damping_index) > 0  # an indefinite Hessian: the ladder climbed
     for u, v in zip(jax.tree.leaves(steps[1]), jax.tree.leaves(steps[4])):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("block", [1, 4, 5, 8, 22])
+def test_blocked_cholesky_equals_the_unblocked_factor(block):
+    """A blocked factor (diagonal blocks, panels by triangular solves, trailing updates by
+    products) is the Cholesky factor: equal to `jnp.linalg.cholesky` to rounding, for
+    blocks that divide P = 23 or not, batched, with an exactly zero upper triangle."""
+    rng = np.random.default_rng(21)
+    A = np.stack([_sym(rng, 23, rng.uniform(0.05, 4.0, 23)) for _ in range(3)])
+    want = np.asarray(jnp.linalg.cholesky(jnp.asarray(A)))
+    got = np.asarray(jax.jit(functools.partial(newton.blocked_cholesky, block=block))(jnp.asarray(A)))
+    assert _rel(got, want) < 1e-13
+    assert np.all(got[:, ~np.tri(23, dtype=bool)] == 0)
+    np.testing.assert_allclose(got @ np.swapaxes(got, 1, 2), A, atol=1e-13)
+
+
+def test_blocked_cholesky_fails_on_the_diagonal_where_the_unblocked_one_fails():
+    """Where a is not positive definite, the block where factoring fails and every later
+    one are NaN, so `newton._factored` (which reads the diagonal) refuses it: a negative
+    eigenvalue that only the trailing block reveals, a first pivot that fails, and the
+    poisoned diagonal of lanes the ladder has finished."""
+    rng = np.random.default_rng(22)
+    lead = _sym(rng, 8, rng.uniform(0.5, 2.0, 8))  # the leading 8 x 8 are positive definite
+    A = np.zeros((12, 12))
+    A[:8, :8] = lead
+    A[8:, 8:] = _sym(rng, 4, [1.0, -0.3, 2.0, 0.7])
+    first = np.eye(12)
+    first[0, 0] = -1.0
+    poisoned = np.eye(12) - np.finfo(np.float64).max * np.eye(12)
+    for bad in (A, first, poisoned):
+        L = newton.blocked_cholesky(jnp.asarray(bad), 4)
+        assert not bool(newton._factored(L)) and not bool(newton._factored(jnp.linalg.cholesky(jnp.asarray(bad))))
+    L = np.asarray(newton.blocked_cholesky(jnp.asarray(A), 4))
+    assert np.all(np.isfinite(L[:8, :8])) and np.all(np.isnan(np.diag(L)[8:]))
+
+
+@pytest.mark.parametrize("rungs_per_round", [1, 3])
+def test_the_ladder_with_a_blocked_cholesky_stops_at_the_same_rungs(rungs_per_round):
+    """The damping ladder factored by blocks climbs to the same rung as with
+    `jnp.linalg.cholesky` and solves the same damped system to rounding, vmapped over
+    lanes that need rung 0, several rungs, or none (a NaN matrix: the top rung, NaN)."""
+    rng = np.random.default_rng(23)
+    mats, rhs = [], []
+    for shift in (0.0, -0.02, -0.3, -1e-4, -40.0, 0.0):
+        eigs = rng.uniform(0.2, 3.0, 10)
+        eigs[0] = shift if shift else eigs[0]
+        mats.append(_unit_diag(_sym(rng, 10, eigs)))
+        rhs.append(rng.normal(size=10))
+    mats[-1][2, 3] = mats[-1][3, 2] = np.nan
+    H, b = jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
+    z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b)
+    blocked = functools.partial(newton.damped_cholesky_solve, rungs_per_round=rungs_per_round, cholesky_block=4)
+    z_b, i_b = jax.jit(jax.vmap(blocked))(H, b)
+    np.testing.assert_array_equal(np.asarray(i_b), np.asarray(i_one))
+    assert len(set(np.asarray(i_one[:-1]).tolist())) >= 3 and int(i_one[-1]) == 20
+    np.testing.assert_allclose(np.asarray(z_b[:-1]), np.asarray(z_one[:-1]), rtol=1e-11, atol=1e-12)
+    assert np.all(np.isnan(np.asarray(z_b[-1])))
