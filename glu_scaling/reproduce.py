@@ -11,6 +11,9 @@ resumes where it stopped), and every figure and table is drawn from those record
 * ``1d_frozen``, ``1d_placed``, ``1d_placed_frozen``: the same widths and seeds with
   gates frozen at the spline init (`newton-splines`), from knots placed for the target
   (`--knots placed`), and both -> Fig. 12 (ours) and Table 1's other 1D rows;
+* ``1d_stages``: `newton-cascade` with 0 all-parameter steps (its spline stages and its
+  {G, g} step only) -> a Table 1 row: the slopes before the all-parameter steps, which
+  are the ones the paper's match (figures/README.md);
 * ``table1_<problem>``: MLP and GLU on sin(4x) sin(4y), Friedman #1-#3, airfoil
   self-noise and California housing -> Fig. 6 (2D and Friedman), Fig. 7 (real data)
   and the other rows of Table 1;
@@ -120,14 +123,22 @@ def experiments(quick: bool = False, factor_init: str = "one") -> list[Experimen
 
 
 def _one_d_experiments(one_d: sweeps.SweepConfig, frozen: sweeps.SweepConfig, fit_range) -> list[Experiment]:
-    """The 1D rows: trained (`one_d`) and gates-frozen (`frozen`) from evenly spaced knots,
-    and both again from knots placed for the target (`spline_init.placed_knots`), the
-    trained ones for the GLU and GQU only (the MLP's gain from placement is small: 1.37x
-    predicted for this target, against 2.8x for the GLU)."""
+    """The 1D rows: trained (`one_d`), before its all-parameter steps (`one_d` with 0
+    steps) and gates-frozen (`frozen`) from evenly spaced knots, and trained and frozen
+    again from knots placed for the target (`spline_init.placed_knots`), the trained ones
+    for the GLU and GQU only (the MLP's gain from placement is small: 1.37x predicted for
+    this target, against 2.8x for the GLU)."""
+    stages = dataclasses.replace(one_d, steps=0)
     placed = dataclasses.replace(one_d, archs=("glu", "gqu"), knots="placed")
     placed_frozen = dataclasses.replace(frozen, knots="placed")
-    return [Experiment("1d", one_d, fit_range), Experiment("1d_frozen", frozen, fit_range),
-            Experiment("1d_placed", placed, fit_range), Experiment("1d_placed_frozen", placed_frozen, fit_range)]
+    return [Experiment("1d", one_d, fit_range), Experiment("1d_stages", stages, fit_range),
+            Experiment("1d_frozen", frozen, fit_range), Experiment("1d_placed", placed, fit_range),
+            Experiment("1d_placed_frozen", placed_frozen, fit_range)]
+
+
+def _stages_only(config: sweeps.SweepConfig) -> bool:
+    """A `newton-cascade` run with no all-parameter steps: its spline and {G, g} stages only."""
+    return config.optimizer == "newton-cascade" and config.steps == 0
 
 
 def run_experiments(exps: Sequence[Experiment], runs: Path, *, progress: bool = True,
@@ -173,6 +184,8 @@ def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
     w = config.widths
     if config.optimizer == "newton-splines":
         schedule = "newton-splines (gates frozen at the spline init, one step per layer)"
+    elif _stages_only(config):
+        schedule = "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)"
     else:
         schedule = f"{config.optimizer} ({train.TrainConfig(config.optimizer, config.steps).n_steps} steps)"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
@@ -189,6 +202,8 @@ def row_label(config: sweeps.SweepConfig) -> str:
     parts = [PROBLEM_LABELS.get(config.problem, config.problem)]
     if config.optimizer != "newton-cascade":
         parts.append(config.optimizer)
+    elif _stages_only(config):
+        parts.append("0 all-parameter steps")
     if config.knots != "uniform":
         parts.append(f"knots {config.knots}")
     return ", ".join(parts)
@@ -211,7 +226,8 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
             top = max(r["n_hidden"] for r in mine if r["status"] in slopes.FIT_STATUSES)
             # the last octave: the estimate closest to the asymptotic order
             octave = slopes.fit_records(mine, fit_range=(top / 2, top))
-            cascade = exp.config.optimizer == "newton-cascade"  # the paper's slopes are of trained models
+            # the paper's slopes are of trained models
+            cascade = exp.config.optimizer == "newton-cascade" and not _stages_only(exp.config)
             rows.append({
                 "problem": exp.problem, "label": row_label(exp.config), "knots": exp.config.knots,
                 "optimizer": exp.config.optimizer, "n_in": dataset.n_in, "arch": arch,

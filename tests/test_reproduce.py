@@ -93,6 +93,18 @@ def test_frozen_gate_rows_carry_no_paper_slope():
     assert "gates frozen" in row["protocol"]
 
 
+def test_rows_before_the_all_parameter_steps_carry_no_paper_slope():
+    """`newton-cascade` with 0 all-parameter steps (Table 1's `1d_stages` row) is labelled
+    as such and, not being trained models, gets no paper slope beside it."""
+    config = dataclasses.replace(tiny_config(archs=("glu",)), steps=0)
+    (row,) = reproduce.table1_rows([reproduce.Experiment("1d_stages", config)],
+                                   {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
+    assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-cascade"
+    assert row["label"] == "1/(1 + cos^2(pi x)), 0 all-parameter steps"
+    assert "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)" in row["protocol"]
+    assert reproduce.row_label(dataclasses.replace(config, steps=None)) == "1/(1 + cos^2(pi x))"
+
+
 def test_placed_knot_rows_are_labelled_and_compared_with_the_paper():
     config = dataclasses.replace(tiny_config(archs=("glu",)), knots="placed")
     exp = reproduce.Experiment("1d_placed", config)
@@ -150,7 +162,8 @@ def test_experiments_follow_the_paper_protocol():
     # the placed-knot rows repeat the 1D protocol with only the knots (and, trained, the archs) changed
     assert full["1d_placed"].config == dataclasses.replace(one_d, archs=("glu", "gqu"), knots="placed")
     assert full["1d_placed_frozen"].config == dataclasses.replace(full["1d_frozen"].config, knots="placed")
-    assert full["1d_placed"].fit_range == full["1d"].fit_range == (4, 50)
+    assert full["1d_placed"].fit_range == full["1d"].fit_range == full["1d_stages"].fit_range == (4, 50)
+    assert full["1d_stages"].config == dataclasses.replace(one_d, steps=0)  # the cascade's stages only
     quick = reproduce.experiments(quick=True)
     assert [e.name for e in quick] == list(full)
 
