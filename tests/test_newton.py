@@ -350,6 +350,21 @@ def _unit_diag(A):
 _chol = jax.jit(newton.damped_cholesky_solve)
 
 
+def _ladder_lanes(seed, n, shifts):
+    """Unit-diagonal symmetric (len(shifts), n, n) matrices whose lowest eigenvalue before
+    scaling is each shift (0: all positive, drawn), the last poisoned with a NaN pair (no
+    rung factors it), and right-hand sides (len(shifts), n)."""
+    rng = np.random.default_rng(seed)
+    mats, rhs = [], []
+    for shift in shifts:
+        eigs = rng.uniform(0.2, 3.0, n)
+        eigs[0] = shift if shift else eigs[0]
+        mats.append(_unit_diag(_sym(rng, n, eigs)))
+        rhs.append(rng.normal(size=n))
+    mats[-1][2, 3] = mats[-1][3, 2] = np.nan
+    return jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
+
+
 def test_a_run_time_column_offset_steps_exactly_as_the_static_selection():
     """One compiled least-squares step serves every factor group (`train._factor_stages`):
     factor 1's columns shifted by (j - 1)(n_in + 1) at run time give the step on the
@@ -601,24 +616,16 @@ def test_rungs_per_round_pick_the_same_rung_and_bits_as_one_at_a_time(rungs_per_
     """K rungs factored per round keep the lowest that succeeded: the rung and the
     solution of the one-rung ladder, bit for bit, from any start, vmapped or not, also
     when no rung succeeds (a NaN matrix: the top rung, an all-NaN solution)."""
-    rng = np.random.default_rng(11)
-    mats, rhs = [], []
-    for shift in (0.0, -0.02, -0.3, -1e-9, -1e-4, -40.0, 0.0):
-        eigs = rng.uniform(0.2, 3.0, 6)
-        eigs[0] = shift if shift else eigs[0]
-        mats.append(_unit_diag(_sym(rng, 6, eigs)))
-        rhs.append(rng.normal(size=6))
-    mats[-1][2, 3] = mats[-1][3, 2] = np.nan
-    H, b = jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
+    H, b = _ladder_lanes(11, 6, (0.0, -0.02, -0.3, -1e-9, -1e-4, -40.0, 0.0))
     rounds = jax.jit(functools.partial(newton.damped_cholesky_solve, rungs_per_round=rungs_per_round))
     seen = set()
     for start in (0, 3, 7, 19, 20):
-        starts = jnp.full((len(mats),), start)
+        starts = jnp.full((H.shape[0],), start)
         z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b, starts)
         z_k, i_k = jax.jit(jax.vmap(rounds))(H, b, starts)
         np.testing.assert_array_equal(np.asarray(i_k), np.asarray(i_one))
         np.testing.assert_array_equal(np.asarray(z_k).view(np.uint64), np.asarray(z_one).view(np.uint64))
-        for lane in range(len(mats)):  # and each alone
+        for lane in range(H.shape[0]):  # and each alone
             z, i = rounds(H[lane], b[lane], start)
             assert int(i) == int(i_one[lane])
             np.testing.assert_array_equal(np.asarray(z).view(np.uint64), np.asarray(z_one[lane]).view(np.uint64))
@@ -681,15 +688,7 @@ def test_the_ladder_with_a_blocked_cholesky_stops_at_the_same_rungs(rungs_per_ro
     """The damping ladder factored by blocks climbs to the same rung as with
     `jnp.linalg.cholesky` and solves the same damped system to rounding, vmapped over
     lanes that need rung 0, several rungs, or none (a NaN matrix: the top rung, NaN)."""
-    rng = np.random.default_rng(23)
-    mats, rhs = [], []
-    for shift in (0.0, -0.02, -0.3, -1e-4, -40.0, 0.0):
-        eigs = rng.uniform(0.2, 3.0, 10)
-        eigs[0] = shift if shift else eigs[0]
-        mats.append(_unit_diag(_sym(rng, 10, eigs)))
-        rhs.append(rng.normal(size=10))
-    mats[-1][2, 3] = mats[-1][3, 2] = np.nan
-    H, b = jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
+    H, b = _ladder_lanes(23, 10, (0.0, -0.02, -0.3, -1e-4, -40.0, 0.0))
     z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b)
     blocked = functools.partial(newton.damped_cholesky_solve, rungs_per_round=rungs_per_round, cholesky_block=4)
     z_b, i_b = jax.jit(jax.vmap(blocked))(H, b)
