@@ -16,7 +16,8 @@ resumes where it stopped), and every figure and table is drawn from those record
   are the ones the paper's match (figures/README.md);
 * ``table1_<problem>``: MLP and GLU on sin(4x) sin(4y), Friedman #1-#3, airfoil
   self-noise and California housing -> Fig. 6 (2D and Friedman), Fig. 7 (real data)
-  and the other rows of Table 1;
+  and the other rows of Table 1; ``table1_<problem>_stages`` the same with 0
+  all-parameter steps -> Table 1 rows;
 * the illustrative figures (1, 2, 8, 9-11), which need no sweep
   (`glu_scaling.illustrations`).
 
@@ -105,8 +106,7 @@ def experiments(quick: bool = False, factor_init: str = "one") -> list[Experimen
                      optimizer="newton-cascade", steps=20, n_data=1000 if p != "airfoil" else None)
                  for p in PAPER_SLOPES if p != "paper_1d"]
         frozen = dataclasses.replace(one_d, optimizer="newton-splines", steps=None)
-        return (_one_d_experiments(one_d, frozen, (4, 32))
-                + [Experiment(f"table1_{c.problem}", c) for c in table])
+        return _one_d_experiments(one_d, frozen, (4, 32)) + _table_experiments(table)
     # every width of the paper's 1..50, and beyond it (issue: "where it helps the fit") up to 100
     one_d = cfg(archs=("mlp", "glu", "gqu"), widths=(*range(1, 51), *_BEYOND_50), seeds=(0, 1, 2, 3),
                 problem="paper_1d", optimizer="newton-cascade", n_data=10_000, n_test=10_000)
@@ -118,8 +118,14 @@ def experiments(quick: bool = False, factor_init: str = "one") -> list[Experimen
     frozen = dataclasses.replace(one_d, optimizer="newton-splines")
     # slopes fitted on the paper's range (n = 1..50; n < 4 cannot resolve the target's two
     # bumps); the widths beyond it show in the figures and the table's last-octave column
-    return (_one_d_experiments(one_d, frozen, (4, 50))
-            + [Experiment(f"table1_{c.problem}", c) for c in table])
+    return _one_d_experiments(one_d, frozen, (4, 50)) + _table_experiments(table)
+
+
+def _table_experiments(table: Sequence[sweeps.SweepConfig]) -> list[Experiment]:
+    """Table 1's other rows: each problem trained (`table1_<problem>`) and before the
+    cascade's all-parameter steps (`table1_<problem>_stages`, 0 steps)."""
+    return [exp for c in table for exp in (Experiment(f"table1_{c.problem}", c),
+                                           Experiment(f"table1_{c.problem}_stages", dataclasses.replace(c, steps=0)))]
 
 
 def _one_d_experiments(one_d: sweeps.SweepConfig, frozen: sweeps.SweepConfig, fit_range) -> list[Experiment]:

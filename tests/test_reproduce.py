@@ -164,6 +164,9 @@ def test_experiments_follow_the_paper_protocol():
     assert full["1d_placed_frozen"].config == dataclasses.replace(full["1d_frozen"].config, knots="placed")
     assert full["1d_placed"].fit_range == full["1d"].fit_range == full["1d_stages"].fit_range == (4, 50)
     assert full["1d_stages"].config == dataclasses.replace(one_d, steps=0)  # the cascade's stages only
+    for p in reproduce.PAPER_SLOPES:
+        if p != "paper_1d":
+            assert full[f"table1_{p}_stages"].config == dataclasses.replace(full[f"table1_{p}"].config, steps=0)
     quick = reproduce.experiments(quick=True)
     assert [e.name for e in quick] == list(full)
 
