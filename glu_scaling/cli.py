@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None,
                    help="folder of the sweeps' results, resumable (default runs/reproduce/quick or /full)")
     p.add_argument("--only", default=None,
-                   help="comma list of fig1..fig12 and table1, e.g. fig3,fig5: only their sweeps run (default all)")
+                   help="comma list of fig1..fig13 and table1, e.g. fig3,fig5: only their sweeps run (default all)")
     p.add_argument("--no-table", action="store_true", help="skip Table 1 (runs only the sweeps the figures need)")
     p.add_argument("--redraw", action="store_true",
                    help="run no sweeps: draw from the records in OUT/results/ (e.g. the committed figures/results/); "

@@ -12,8 +12,8 @@ resumes where it stopped), and every figure and table is drawn from those record
   gates frozen at the spline init (`newton-splines`), from knots placed for the target
   (`--knots placed`), and both -> Fig. 12 (ours) and Table 1's other 1D rows;
 * ``1d_stages``: `newton-cascade` with 0 all-parameter steps (its spline stages and its
-  {G, g} step only) -> a Table 1 row: the slopes before the all-parameter steps, which
-  are the ones the paper's match (figures/README.md);
+  {G, g} step only) -> Fig. 13 (ours) and a Table 1 row: the slopes before the
+  all-parameter steps, which are the ones the paper's match (figures/README.md);
 * ``table1_<problem>``: MLP and GLU on sin(4x) sin(4y), Friedman #1-#3, airfoil
   self-noise and California housing -> Fig. 6 (2D and Friedman), Fig. 7 (real data)
   and the other rows of Table 1; ``table1_<problem>_stages`` the same with 0
@@ -66,8 +66,10 @@ PROBLEM_LABELS = {
 }
 FIG6_PROBLEMS = ("sin_x_sin_y", "friedman1", "friedman2", "friedman3")
 FIG7_PROBLEMS = ("airfoil", "california")
-# fig12 is ours, beyond the paper: the 1D rows from knots placed for the target
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12")
+# fig12 and fig13 are ours, beyond the paper: the 1D rows from knots placed for the target,
+# and the 1D cascade before and after its all-parameter steps
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12",
+           "fig13")
 # Fig. 12's series: (experiment, legend label)
 KNOT_SERIES = (("1d", "cascade, uniform knots"), ("1d_placed", "cascade, placed knots"),
                ("1d_frozen", "frozen, uniform knots"), ("1d_placed_frozen", "frozen, placed knots"))
@@ -390,6 +392,25 @@ def fig12(records: dict[str, list[dict]], out: Path, fit_range=None) -> list[Pat
                                legend_loc="below")  # four long labels: inside, they would hide the curves
 
 
+def fig13(records: dict[str, list[dict]], out: Path, steps: int, fit_range=None) -> list[Path]:
+    """Fig. 13 (beyond the paper): MLP, GLU and GQU test RMSE vs n of the 1D cascade
+    before its all-parameter steps (`1d_stages`) and after its `steps` of them (`1d`),
+    one panel per architecture with the paper's slope in its title."""
+    series = (("1d_stages", "0 all-parameter steps"), ("1d", f"{steps} all-parameter steps"))
+    panels = []
+    for arch in ("mlp", "glu", "gqu"):
+        # convergence_axes draws one line per "arch" field: relabel each record by its series
+        recs = [{**r, "arch": label} for name, label in series for r in records.get(name, []) if r["arch"] == arch]
+        if recs:
+            panels.append((f"{arch.upper()} (paper {PAPER_SLOPES['paper_1d'][arch]:.2f})", recs))
+    if not panels:
+        return []
+    return _convergence_panels(panels, out / "fig13_all_parameter_steps",
+                               fit_ranges={name: fit_range for name, _ in panels},
+                               title="Fig. 13 (beyond the paper): the cascade before and after its all-parameter steps",
+                               legend_loc="below")
+
+
 def fig6(records: dict[str, list[dict]], out: Path, names=FIG6_PROBLEMS, stem="fig6_2d_friedman",
          title="Fig. 6: 2D target and Friedman #1-#3") -> list[Path]:
     """Fig. 6 (and 7): one panel per problem, MLP vs GLU test RMSE vs n."""
@@ -464,6 +485,8 @@ def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table
         wanted.add("1d")
     if "fig12" in figures:
         wanted |= {name for name, _ in KNOT_SERIES}
+    if "fig13" in figures:
+        wanted |= {"1d", "1d_stages"}
     if "fig6" in figures:
         wanted |= {f"table1_{p}" for p in FIG6_PROBLEMS}
     if "fig7" in figures:
@@ -525,6 +548,9 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
             paths += fig5(records["1d"], out, exp.fit_range)
     if "fig12" in figures and "1d" in by_name:
         paths += fig12(records, out, by_name["1d"].fit_range)
+    if "fig13" in figures and "1d" in by_name:
+        one_d = by_name["1d"].config
+        paths += fig13(records, out, train.TrainConfig(one_d.optimizer, one_d.steps).n_steps, by_name["1d"].fit_range)
     if "fig6" in figures:
         paths += fig6(records, out)
     if "fig7" in figures:

@@ -174,8 +174,8 @@ def test_experiments_follow_the_paper_protocol():
 def test_figure_selection():
     assert reproduce.parse_only(None) == reproduce.FIGURES
     assert reproduce.parse_only("fig3, FIG5") == ("fig3", "fig5")
-    with pytest.raises(UsageError, match="unknown figure 'fig13'.*accepted: fig1, "):
-        reproduce.parse_only("fig3,fig13")
+    with pytest.raises(UsageError, match="unknown figure 'fig14'.*accepted: fig1, "):
+        reproduce.parse_only("fig3,fig14")
     exps = reproduce.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig4",), table=False)] == ["1d"]
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig7",), table=False)] == [
@@ -203,6 +203,27 @@ def test_fig12_draws_every_knot_series(tmp_path, monkeypatch):
     exps = reproduce.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig12",), table=False)] == [
         "1d", "1d_frozen", "1d_placed", "1d_placed_frozen"]
+
+
+def test_fig13_draws_each_architecture_before_and_after_the_all_parameter_steps(tmp_path, monkeypatch):
+    recs = {name: [r for arch, slope in (("mlp", -2.0), ("glu", -3.0), ("gqu", -3.5))
+                   for r in synthetic_records("paper_1d", arch, slope + shift, slope)]
+            for name, shift in (("1d_stages", -0.5), ("1d", 0.0))}
+    drawn = []
+    inner = reproduce.plots.convergence_axes
+
+    def spy(ax, records, x="n_hidden", **kw):
+        drawn.append(list(dict.fromkeys(r["arch"] for r in records)))
+        return inner(ax, records, x, **kw)
+
+    monkeypatch.setattr(reproduce.plots, "convergence_axes", spy)
+    paths = reproduce.fig13(recs, tmp_path, 100, fit_range=(4, 64))
+    assert [p.name for p in paths] == ["fig13_all_parameter_steps.png", "fig13_all_parameter_steps.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert drawn == [["0 all-parameter steps", "100 all-parameter steps"]] * 3  # MLP, GLU and GQU panels
+    assert reproduce.fig13({}, tmp_path, 100) == []
+    exps = reproduce.experiments(quick=True)
+    assert [e.name for e in reproduce.needed_experiments(exps, ("fig13",), table=False)] == ["1d", "1d_stages"]
 
 
 def test_cli_rejects_an_unknown_figure(capsys):
