@@ -80,11 +80,14 @@ class Experiment:
     """One sweep of the reproduction and how its slopes are fitted.
 
     fit_range: (lo, hi) on n_hidden for the table's slopes (None: every width).
+    optional: `--redraw` leaves it out, with a note, where OUT/results/ has no records of
+    it (a folder written before the experiment existed), instead of refusing.
     """
 
     name: str
     config: sweeps.SweepConfig
     fit_range: tuple[float, float] | None = None
+    optional: bool = False
 
     @property
     def problem(self) -> str:
@@ -126,8 +129,9 @@ def experiments(quick: bool = False, factor_init: str = "one") -> list[Experimen
 def _table_experiments(table: Sequence[sweeps.SweepConfig]) -> list[Experiment]:
     """Table 1's other rows: each problem trained (`table1_<problem>`) and before the
     cascade's all-parameter steps (`table1_<problem>_stages`, 0 steps)."""
-    return [exp for c in table for exp in (Experiment(f"table1_{c.problem}", c),
-                                           Experiment(f"table1_{c.problem}_stages", dataclasses.replace(c, steps=0)))]
+    return [exp for c in table for exp in (
+        Experiment(f"table1_{c.problem}", c),
+        Experiment(f"table1_{c.problem}_stages", dataclasses.replace(c, steps=0), optional=True))]
 
 
 def _one_d_experiments(one_d: sweeps.SweepConfig, frozen: sweeps.SweepConfig, fit_range) -> list[Experiment]:
@@ -139,7 +143,7 @@ def _one_d_experiments(one_d: sweeps.SweepConfig, frozen: sweeps.SweepConfig, fi
     stages = dataclasses.replace(one_d, steps=0)
     placed = dataclasses.replace(one_d, archs=("glu", "gqu"), knots="placed")
     placed_frozen = dataclasses.replace(frozen, knots="placed")
-    return [Experiment("1d", one_d, fit_range), Experiment("1d_stages", stages, fit_range),
+    return [Experiment("1d", one_d, fit_range), Experiment("1d_stages", stages, fit_range, optional=True),
             Experiment("1d_frozen", frozen, fit_range), Experiment("1d_placed", placed, fit_range),
             Experiment("1d_placed_frozen", placed_frozen, fit_range)]
 
@@ -397,14 +401,14 @@ def fig13(records: dict[str, list[dict]], out: Path, steps: int, fit_range=None)
     before its all-parameter steps (`1d_stages`) and after its `steps` of them (`1d`),
     one panel per architecture with the paper's slope in its title."""
     series = (("1d_stages", "0 all-parameter steps"), ("1d", f"{steps} all-parameter steps"))
+    if not all(records.get(name) for name, _ in series):
+        return []
     panels = []
     for arch in ("mlp", "glu", "gqu"):
         # convergence_axes draws one line per "arch" field: relabel each record by its series
         recs = [{**r, "arch": label} for name, label in series for r in records.get(name, []) if r["arch"] == arch]
         if recs:
             panels.append((f"{arch.upper()} (paper {PAPER_SLOPES['paper_1d'][arch]:.2f})", recs))
-    if not panels:
-        return []
     return _convergence_panels(panels, out / "fig13_all_parameter_steps",
                                fit_ranges={name: fit_range for name, _ in panels},
                                title="Fig. 13 (beyond the paper): the cascade before and after its all-parameter steps",
@@ -530,7 +534,13 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
     if redraw:  # every record is read (or refused) before the folder is made
-        records = load_experiments(needed, results.check_folder(out) / "results")
+        folder = results.check_folder(out) / "results"
+        absent = [e.name for e in needed if e.optional and not (folder / f"{e.name}.jsonl").is_file()]
+        if absent:
+            log(f"--redraw: {str(folder)!r} has no records of {', '.join(absent)} (written before these "
+                "experiments existed); their rows and figures are left out")
+            needed = [e for e in needed if e.name not in absent]
+        records = load_experiments(needed, folder)
         out = results.prepare_folder(out)
     else:
         out = results.prepare_folder(out)

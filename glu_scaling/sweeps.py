@@ -324,14 +324,15 @@ def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation
 
 
 def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8,
-                rungs_per_round: int = 1) -> int:
+                rungs_per_round: int = 1, cholesky_block: int = 0) -> int:
     """Rough peak bytes one model of padded width W holds while it trains (vmapped on a device).
 
     With p = unit_size, P = W p + dy, C = chunk points and N (padded) points:
       Hessian build, per chunk: Ju (C, W, dy, p), its transposed copy Jt (P, C dy) and the
       per-unit blocks ~ 3 C dy P, plus (k + 6) (C, W) activation arrays;
       H, its scaled copy, the Cholesky factor and the solve ~ 6 P^2, and with K damping
-      rungs factored per round 2 (K - 1) P^2 more (K shifted copies and their factors);
+      rungs factored per round 2 (K - 1) P^2 more (K shifted copies and their factors), and
+      with a blocked Cholesky 2 K P^2 more (each copy symmetrised, its columns joined);
       the line search's forward passes over all points ~ (k + 3) N W;
     doubled for XLA's temporaries.  GQU (k = 2, 1D), W = 100, C = 2048, N = 10240,
     float64: P = 701, 3 C P = 4.3 M, 8 C W = 1.6 M, 6 P^2 = 2.9 M, 5 N W = 5.1 M
@@ -345,7 +346,7 @@ def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk:
     P = width * p + n_out
     c = min(chunk, n_points)
     n_pad = -(-n_points // c) * c
-    square_arrays = 6 + 2 * (rungs_per_round - 1)  # P x P ones
+    square_arrays = 6 + 2 * (rungs_per_round - 1) + (2 * rungs_per_round if cholesky_block > 0 else 0)  # P x P
     elements = 3 * c * n_out * P + (k + 6) * c * width + square_arrays * P * P + (k + 3) * n_pad * width
     return 2 * itemsize * elements
 
@@ -416,7 +417,8 @@ def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Datase
     n_devices = distributed.resolve_devices(config.devices)
     mesh = distributed.make_mesh(n_devices)
     need = model_bytes(shared or k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
-                       jnp.dtype(config.dtype).itemsize, config.rungs_per_round)
+                       jnp.dtype(config.dtype).itemsize, config.rungs_per_round,
+                       config.cholesky_block)
     batch = config.batch_size or default_batch_size(n_models, n_devices=n_devices, bytes_per_model=need)
     return _BucketSetup(k, shared, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
 
@@ -622,7 +624,8 @@ def check_memory(config: SweepConfig, dataset: problems.Dataset) -> None:
     width = max(parse_spec(config.widths, "widths"))
     for arch in config.archs:
         need = model_bytes(models.n_factors(arch), dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0],
-                           config.chunk, jnp.dtype(config.dtype).itemsize, config.rungs_per_round)
+                           config.chunk, jnp.dtype(config.dtype).itemsize, config.rungs_per_round,
+                           config.cholesky_block)
         if memory and need > memory:
             raise UsageError(f"width {width} needs about {need / 1e9:.3g} GB for one {arch} model's Newton step, "
                              f"more than this device's {memory / 1e9:.3g} GB; use smaller --widths")

@@ -24,7 +24,8 @@ its own and timed as the fastest of --repeats runs after a warm-up:
               with 4 rungs per round, step_blocked with the blocked Cholesky
               (`newton.Ladder(cholesky_block=--block)`, as `bench_gpu.py --cholesky-block`)
 
-and writes them with flop rates to JSON.  Defaults: GQU, width 100, 240 models, 10 000
+and writes them with flop rates to JSON, after every part (the whole steps first; "complete"
+is false until the last part is timed).  Defaults: GQU, width 100, 240 models, 10 000
 points on an accelerator; width 30, 4 models, 2000 points on a CPU.
 
     python3 scripts/bench_gpu_step.py [--arch gqu] [--width 100] [--models 240] [--n-data 10000]
@@ -118,6 +119,15 @@ def main() -> None:
                                                     ladder=newton.Ladder(k, block)))
 
     rows = {}
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": {**machine(), "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+                    "jax": jax.__version__},
+        "settings": {**vars(args), "P": int(P), "points_padded": int(N), "chunk_used": int(chunk),
+                     "compiler_options": compilation.compiler_options(), "warm_up_s": warm_s},
+        "parts": rows, "complete": False,
+    }
 
     def timed(name, fn, *fargs, flops=None):
         first, best, out = best_seconds(fn, fargs, args.repeats)
@@ -125,13 +135,19 @@ def main() -> None:
                       "gflops": None if flops is None else flops / best / 1e9}
         rate = "" if flops is None else f"  {flops / best / 1e9:9.1f} GFLOP/s"
         print(f"  {name:16s} {best * 1e3:10.2f} ms  (first call {first:6.2f} s){rate}", flush=True)
+        out_path.write_text(json.dumps(result, indent=2) + "\n")  # what is timed so far survives a timeout
         return out
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {args.arch} W={args.width} (P={P}), "
           f"{B} models, {N} points, chunk {chunk}, {args.dtype}; {args.warm_steps} warm-up cascade steps "
           f"{warm_s:.1f} s with compilation", flush=True)
     mm = matmul_gflops(dtype, 8192 if accelerator else 1024, 5)
+    result["matmul_gflops"] = mm
     print(f"  matmul           {mm:10.1f} GFLOP/s", flush=True)
+    # the whole steps first: scripts/bench_gpu_tuned.sh picks the ladder by them
+    timed("step", step_of(1), params)
+    timed("step_k4", step_of(4), params)
+    timed("step_blocked", step_of(1, args.block), params)
     H, g = timed("hessian", hessian, params, flops=B * 2.0 * N * P * P)
     Hs, s = timed("scale", scale, H)
     gs = s * g
@@ -147,29 +163,19 @@ def main() -> None:
     L = timed("cholesky", chol, Hs, lam, flops=B * P**3 / 3)
     timed("chol_fail", chol_fail, Hs)
     Lb = timed("blocked", blocked, Hs, lam, flops=B * P**3 / 3)
-    timed("step", step_of(1), params)
-    timed("step_k4", step_of(4), params)
-    timed("step_blocked", step_of(1, args.block), params)
     ok = np.isfinite(np.asarray(L)).all(axis=(1, 2))
     blocked_err = float(np.max(np.abs(np.asarray(Lb)[ok] - np.asarray(L)[ok]))) if ok.any() else None
     rungs = np.asarray(rungs)
-    result = {
-        "machine": {**machine(), "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-                    "jax": jax.__version__},
-        "settings": {**vars(args), "P": int(P), "points_padded": int(N), "chunk_used": int(chunk),
-                     "compiler_options": compilation.compiler_options(), "warm_up_s": warm_s},
-        "matmul_gflops": mm, "parts": rows,
+    result.update({
         "ladder_rungs": {"min": int(rungs.min()), "median": float(np.median(rungs)), "max": int(rungs.max())},
         "blocked_max_abs_diff": blocked_err, "factored_lanes": int(ok.sum()),
-        "k4_same_rungs": same_rungs, "k4_same_bits": same_bits,
-    }
+        "k4_same_rungs": same_rungs, "k4_same_bits": same_bits, "complete": True,
+    })
     print(f"  ladder rungs per lane: min {rungs.min()}, median {np.median(rungs):.1f}, max {rungs.max()} "
           f"(a vmapped ladder factors max + 1 times); blocked vs cholesky max |diff| {blocked_err}; "
           f"4 rungs a round: same rungs {same_rungs}, same bits {same_bits}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

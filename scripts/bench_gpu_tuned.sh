@@ -14,10 +14,11 @@
 # 150 s) bounds the profile and BENCH_TIMEOUT (default 200 s) the sweep, whose budget is
 # BENCH_TIMEOUT - 10 s.  On a CPU it runs both scripts' small CPU defaults.
 set -u
-cd "$(dirname "$0")/.."
 out=${1:?usage: bash scripts/bench_gpu_tuned.sh OUTDIR [bench_gpu.py arguments]}
 shift
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: a relative OUTDIR is the caller's
+cd "$(dirname "$0")/.."
+rm -f "$out/step.json"  # never choose by an earlier run's profile
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -35,13 +36,16 @@ except (OSError, ValueError, KeyError):
     print("")  # no profile: the default ladder
     sys.exit()
 timed = {name: parts[name]["seconds"] for name in options if name in parts}
+if not timed:  # the profile stopped before any whole step was timed: the default ladder
+    print("")
+    sys.exit()
 best = min(timed, key=timed.get)
 print(options[best])
 print(f"fastest step: {best} ({', '.join(f'{k} {v * 1e3:.1f} ms' for k, v in timed.items())})", file=sys.stderr)
 PY
 )
 echo "sweep ladder options: '${ladder}'"
-budget=$(( ${BENCH_TIMEOUT:-200} - 10 ))
+budget=$(( ${BENCH_TIMEOUT:-200} > 40 ? ${BENCH_TIMEOUT:-200} - 10 : 30 ))
 # shellcheck disable=SC2086  # $ladder is zero or two words
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-200} bash scripts/bench_gpu.sh --dtypes float64 --budget "$budget" $ladder \
     --out "$out/bench.json" "$@" > "$out/bench.log" 2>&1

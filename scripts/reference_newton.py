@@ -7,9 +7,10 @@ engine instead damps an indefinite Hessian (Cholesky ladder, `newton.damped_chol
 and backtracks from a unit step.  Does that difference explain why Table 1's 1D cascade
 slopes are shallower than the paper's (figures/README.md)?
 
-For every width and seed this script starts from the same point (the model after the
-cascade's spline and gate stages, `newton-cascade` with 0 all-parameter steps), then
-takes `--steps` all-parameter steps in two ways:
+For every width and seed this script starts from one point (the model after the
+cascade's spline and gate stages, `newton-cascade` with 0 all-parameter steps; the
+engine's own run reaches it too, up to rounding: its {G, g} step runs in the masked
+all-parameter loop), then takes `--steps` all-parameter steps in two ways:
 
   engine      `newton-cascade` as every sweep runs it (damped Cholesky, backtracking)
   reference   the undamped direction: the Jacobi-scaled Hessian solved by LU
@@ -46,7 +47,7 @@ jax.config.update("jax_enable_x64", True)
 
 import glu_scaling as gs  # noqa: E402
 from glu_scaling import newton, problems, slopes, sweeps, train  # noqa: E402
-from glu_scaling.models import pack_units  # noqa: E402
+from glu_scaling.models import n_factors, pack_units  # noqa: E402
 
 
 def reference_step(params, data: train.TrainData, sel: newton.Selection, chunk: int):
@@ -93,7 +94,7 @@ def main() -> None:
     batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[
         gs.init(jax.random.PRNGKey(s), args.arch, n_in, n, n_out, width=width, dtype=jnp.float64,
                 x_data=None if n_in == 1 else ds.x_train) for n, s in models])
-    k = {"mlp": 0, "glu": 1, "gqu": 2}[args.arch]
+    k = n_factors(args.arch)
     sel = train.selection(train.all_groups(k), k, n_in, n_out)
     if args.rmse == "test":
         rmse = jax.vmap(lambda p: train.rmse(p, data.x_test, data.t_test))

@@ -184,17 +184,23 @@ def test_figure_selection():
     assert len(reproduce.needed_experiments(exps, ("fig1",), table=True)) == len(exps)
 
 
-def test_fig12_draws_every_knot_series(tmp_path, monkeypatch):
-    recs = {name: synthetic_records("paper_1d", "glu", -3.0 - i / 4, -3.0)
-            + synthetic_records("paper_1d", "gqu", -3.5, -3.5) for i, (name, _) in enumerate(reproduce.KNOT_SERIES)}
-    drawn = []
+@pytest.fixture
+def drawn(monkeypatch):
+    """The series each panel drawn by `plots.convergence_axes` shows (a list per panel)."""
+    panels = []
     inner = reproduce.plots.convergence_axes
 
     def spy(ax, records, x="n_hidden", **kw):
-        drawn.append(list(dict.fromkeys(r["arch"] for r in records)))
+        panels.append(list(dict.fromkeys(r["arch"] for r in records)))
         return inner(ax, records, x, **kw)
 
     monkeypatch.setattr(reproduce.plots, "convergence_axes", spy)
+    return panels
+
+
+def test_fig12_draws_every_knot_series(tmp_path, drawn):
+    recs = {name: synthetic_records("paper_1d", "glu", -3.0 - i / 4, -3.0)
+            + synthetic_records("paper_1d", "gqu", -3.5, -3.5) for i, (name, _) in enumerate(reproduce.KNOT_SERIES)}
     paths = reproduce.fig12(recs, tmp_path, fit_range=(4, 64))
     assert [p.name for p in paths] == ["fig12_knot_placement.png", "fig12_knot_placement.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
@@ -205,23 +211,16 @@ def test_fig12_draws_every_knot_series(tmp_path, monkeypatch):
         "1d", "1d_frozen", "1d_placed", "1d_placed_frozen"]
 
 
-def test_fig13_draws_each_architecture_before_and_after_the_all_parameter_steps(tmp_path, monkeypatch):
+def test_fig13_draws_each_architecture_before_and_after_the_all_parameter_steps(tmp_path, drawn):
     recs = {name: [r for arch, slope in (("mlp", -2.0), ("glu", -3.0), ("gqu", -3.5))
                    for r in synthetic_records("paper_1d", arch, slope + shift, slope)]
             for name, shift in (("1d_stages", -0.5), ("1d", 0.0))}
-    drawn = []
-    inner = reproduce.plots.convergence_axes
-
-    def spy(ax, records, x="n_hidden", **kw):
-        drawn.append(list(dict.fromkeys(r["arch"] for r in records)))
-        return inner(ax, records, x, **kw)
-
-    monkeypatch.setattr(reproduce.plots, "convergence_axes", spy)
     paths = reproduce.fig13(recs, tmp_path, 100, fit_range=(4, 64))
     assert [p.name for p in paths] == ["fig13_all_parameter_steps.png", "fig13_all_parameter_steps.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert drawn == [["0 all-parameter steps", "100 all-parameter steps"]] * 3  # MLP, GLU and GQU panels
     assert reproduce.fig13({}, tmp_path, 100) == []
+    assert reproduce.fig13({"1d": recs["1d"]}, tmp_path / "one", 100) == []  # both series or none
     exps = reproduce.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig13",), table=False)] == ["1d", "1d_stages"]
 
@@ -318,6 +317,26 @@ def test_redraw_uses_the_written_records_and_trains_nothing(tmp_path, tiny_exper
     sidecar.write_text(json.dumps({"1d": "ones"}))
     with pytest.raises(UsageError, match="factor_init.json' must map experiment names to one of one, random"):
         reproduce.reproduce(out, quick=True, figures=(), redraw=True, log=lambda s: None)
+
+
+def test_redraw_leaves_out_optional_experiments_an_older_folder_lacks(tmp_path, monkeypatch):
+    """A results folder written before the 0-step experiments existed still redraws: their
+    rows and Fig. 13 are left out with a note, everything else is drawn as before."""
+    exps = [reproduce.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
+            reproduce.Experiment("1d_stages", dataclasses.replace(tiny_config(archs=("mlp", "glu", "gqu")), steps=0),
+                                 fit_range=(2, 8), optional=True)]
+    monkeypatch.setattr(reproduce, "experiments", lambda quick=False, factor_init="one": exps)
+    out = tmp_path / "figs"
+    (out / "results").mkdir(parents=True)
+    recs = [r for arch in ("mlp", "glu", "gqu") for r in synthetic_records(
+        "paper_1d", arch, -2.0, -2.0, widths=exps[0].config.widths, seeds=exps[0].config.seeds)]
+    (out / "results" / "1d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    notes = []
+    summary = reproduce.reproduce(out, quick=True, figures=("fig3", "fig13"), redraw=True, progress=False,
+                                  log=notes.append)
+    assert any("no records of 1d_stages" in note for note in notes)
+    assert {r["experiment"] for r in summary["rows"]} == {"1d"} and len(summary["rows"]) == 3
+    assert (out / "fig3_convergence_1d.png").exists() and not (out / "fig13_all_parameter_steps.png").exists()
 
 
 def test_redraw_refuses_missing_records(tmp_path, tiny_experiments):
