@@ -298,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", default="one_over_1_p_9x2",
                    help="a name from `glu-scaling problems`, or file:PATH (default one_over_1_p_9x2)")
     p.add_argument("--optimizer", default="newton-cascade", help=f"one of {', '.join(train.OPTIMIZERS)}")
-    p.add_argument("--steps", type=int, default=None, help="all-parameter Newton steps or first-order steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="all-parameter Newton steps or first-order steps (newton-cascade --steps 0: only its "
+                        "spline and {G, g} stages)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of adam/adamw/lbfgs")
     p.add_argument("--n-data", type=int, default=None, help="training points (default 2000; real data: all)")
     p.add_argument("--n-test", type=int, default=None, help="test points (default 2000; real data: all held-out rows)")
