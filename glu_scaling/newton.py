@@ -453,7 +453,7 @@ def _factored(L: jax.Array) -> jax.Array:
 
 
 def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int = 0, max_index: int = 20,
-                          rungs_per_round: int = 1, cholesky_block: int = 0):
+                          ladder: Ladder = DEFAULT_LADDER):
     """Solve (H + lambda_i I) z = rhs for the first i >= start on the damping ladder
     whose Cholesky factor is finite.  H is assumed Jacobi-scaled (unit diagonal).
 
@@ -461,7 +461,7 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     Newton step to the next (minus a notch or two) avoids refactoring from zero
     every time the Hessian is indefinite.
 
-    rungs_per_round: K > 1 factors K consecutive rungs in one batched call per round
+    ladder.rungs_per_round: K > 1 factors K consecutive rungs in one batched call per round
     (start .. start + K - 1, then the next K, ...) and keeps the lowest that succeeded:
     for a start in 0 .. max_index, the same rung as K = 1 (and on a CPU the same bits;
     a GPU's batched factorisation may round otherwise than its single one) in
@@ -474,21 +474,22 @@ def damped_cholesky_solve(H: jax.Array, rhs: jax.Array, start: jax.Array | int =
     K = 1 unless `TrainConfig.rungs_per_round` (`SweepConfig.rungs_per_round`,
     scripts/bench_gpu.py --rungs-per-round) says otherwise.
 
-    cholesky_block: b > 0 factors by `blocked_cholesky` with b columns a block (another
-    experiment for accelerators, `Ladder.cholesky_block`); 0, by `jnp.linalg.cholesky`.
+    ladder.cholesky_block: b > 0 factors by `blocked_cholesky` with b columns a block
+    (another experiment for accelerators); 0, by `jnp.linalg.cholesky`.
     """
-    if rungs_per_round > 1:
-        return _damped_cholesky_rounds(H, rhs, start, max_index, rungs_per_round, cholesky_block)
+    if ladder.rungs_per_round > 1:
+        return _damped_cholesky_rounds(H, rhs, start, max_index, ladder.rungs_per_round, ladder.cholesky_block)
+
     def cond(state):
         i, L = state
         return (i < max_index) & ~_factored(L)
 
     def body(state):
         i, L = state
-        return i + 1, _shifted_cholesky(H, i + 1, ~_factored(L), cholesky_block)
+        return i + 1, _shifted_cholesky(H, i + 1, ~_factored(L), ladder.cholesky_block)
 
     start = jnp.asarray(start)
-    i, L = jax.lax.while_loop(cond, body, (start, _shifted_cholesky(H, start, True, cholesky_block)))
+    i, L = jax.lax.while_loop(cond, body, (start, _shifted_cholesky(H, start, True, ladder.cholesky_block)))
     return jax.scipy.linalg.cho_solve((L, True), rhs), i
 
 
@@ -547,8 +548,7 @@ def newton_direction(H: jax.Array, g: jax.Array, damping_start: jax.Array | int 
         g = jnp.where(free, g, 0.0)
     Hs, scale = jacobi_scaled(H)
     gs = scale * g
-    z, index = damped_cholesky_solve(Hs, -gs, damping_start, rungs_per_round=ladder.rungs_per_round,
-                                     cholesky_block=ladder.cholesky_block)
+    z, index = damped_cholesky_solve(Hs, -gs, damping_start, ladder=ladder)
     p = scale * z
     fallback = ~(jnp.all(jnp.isfinite(p)) & (jnp.dot(g, p) < 0))
     p = jnp.where(fallback, -(scale**2) * g, p)
@@ -629,8 +629,7 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
 
 
 __all__ = [
-    "Ladder", "Selection", "StepInfo", "apply_params", "backtracking", "blocked_cholesky", "damped_cholesky_solve",
-    "damping_of",
-    "hessian_and_gradient", "jacobi_scaled", "least_squares_direction", "least_squares_r", "loss_fn", "n_selected",
-    "newton_direction", "newton_step", "params_from_theta",
+    "DEFAULT_LADDER", "Ladder", "Selection", "StepInfo", "apply_params", "backtracking", "blocked_cholesky",
+    "damped_cholesky_solve", "damping_of", "hessian_and_gradient", "jacobi_scaled", "least_squares_direction",
+    "least_squares_r", "loss_fn", "n_selected", "newton_direction", "newton_step", "params_from_theta",
 ]

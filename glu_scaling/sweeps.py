@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation, distributed, models, problems, results, slopes, spline_init, train
+from glu_scaling import compilation, distributed, models, newton, problems, results, slopes, spline_init, train
 from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int, unknown
 
 MAX_SPEC_LENGTH = 100_000  # values in one widths / seeds spec
@@ -188,6 +188,10 @@ class SweepConfig:
     rungs_per_round: int = 1  # damping rungs factored per round (`newton.damped_cholesky_solve`); not part of a model
     cholesky_block: int = 0  # > 0: blocked Cholesky, blocks of this many columns (`newton.Ladder`); not part of a model
 
+    @property
+    def ladder(self) -> newton.Ladder:
+        return newton.Ladder(self.rungs_per_round, self.cholesky_block)
+
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         for key in ("archs", "widths", "seeds"):
@@ -324,14 +328,14 @@ def _assemble_batch(n_hidden, draws, knots, *, k, n_in, n_out, width, activation
 
 
 def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8,
-                rungs_per_round: int = 1, cholesky_block: int = 0) -> int:
+                ladder: newton.Ladder = newton.DEFAULT_LADDER) -> int:
     """Rough peak bytes one model of padded width W holds while it trains (vmapped on a device).
 
     With p = unit_size, P = W p + dy, C = chunk points and N (padded) points:
       Hessian build, per chunk: Ju (C, W, dy, p), its transposed copy Jt (P, C dy) and the
       per-unit blocks ~ 3 C dy P, plus (k + 6) (C, W) activation arrays;
       H, its scaled copy, the Cholesky factor and the solve ~ 6 P^2, and with K damping
-      rungs factored per round 2 (K - 1) P^2 more (K shifted copies and their factors), and
+      rungs factored per round (`ladder`) 2 (K - 1) P^2 more (K shifted copies and their factors), and
       with a blocked Cholesky 2 K P^2 more (each copy symmetrised, its columns joined);
       the line search's forward passes over all points ~ (k + 3) N W;
     doubled for XLA's temporaries.  GQU (k = 2, 1D), W = 100, C = 2048, N = 10240,
@@ -346,7 +350,8 @@ def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk:
     P = width * p + n_out
     c = min(chunk, n_points)
     n_pad = -(-n_points // c) * c
-    square_arrays = 6 + 2 * (rungs_per_round - 1) + (2 * rungs_per_round if cholesky_block > 0 else 0)  # P x P
+    K = ladder.rungs_per_round
+    square_arrays = 6 + 2 * (K - 1) + (2 * K if ladder.cholesky_block > 0 else 0)  # P x P ones
     elements = 3 * c * n_out * P + (k + 6) * c * width + square_arrays * P * P + (k + 3) * n_pad * width
     return 2 * itemsize * elements
 
@@ -417,8 +422,7 @@ def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Datase
     n_devices = distributed.resolve_devices(config.devices)
     mesh = distributed.make_mesh(n_devices)
     need = model_bytes(shared or k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
-                       jnp.dtype(config.dtype).itemsize, config.rungs_per_round,
-                       config.cholesky_block)
+                       jnp.dtype(config.dtype).itemsize, config.ladder)
     batch = config.batch_size or default_batch_size(n_models, n_devices=n_devices, bytes_per_model=need)
     return _BucketSetup(k, shared, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
 
@@ -624,8 +628,7 @@ def check_memory(config: SweepConfig, dataset: problems.Dataset) -> None:
     width = max(parse_spec(config.widths, "widths"))
     for arch in config.archs:
         need = model_bytes(models.n_factors(arch), dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0],
-                           config.chunk, jnp.dtype(config.dtype).itemsize, config.rungs_per_round,
-                           config.cholesky_block)
+                           config.chunk, jnp.dtype(config.dtype).itemsize, config.ladder)
         if memory and need > memory:
             raise UsageError(f"width {width} needs about {need / 1e9:.3g} GB for one {arch} model's Newton step, "
                              f"more than this device's {memory / 1e9:.3g} GB; use smaller --widths")

@@ -112,7 +112,7 @@ def main() -> None:
     blocked = batched(lambda h, lam: newton.blocked_cholesky(h + lam * eye, args.block))
 
     def ladder_of(k):
-        return batched(lambda h, g, start: newton.damped_cholesky_solve(h, -g, start, rungs_per_round=k))
+        return batched(lambda h, g, start: newton.damped_cholesky_solve(h, -g, start, ladder=newton.Ladder(k)))
 
     def step_of(k, block=0):
         return batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk,

@@ -617,7 +617,7 @@ def test_rungs_per_round_pick_the_same_rung_and_bits_as_one_at_a_time(rungs_per_
     solution of the one-rung ladder, bit for bit, from any start, vmapped or not, also
     when no rung succeeds (a NaN matrix: the top rung, an all-NaN solution)."""
     H, b = _ladder_lanes(11, 6, (0.0, -0.02, -0.3, -1e-9, -1e-4, -40.0, 0.0))
-    rounds = jax.jit(functools.partial(newton.damped_cholesky_solve, rungs_per_round=rungs_per_round))
+    rounds = jax.jit(functools.partial(newton.damped_cholesky_solve, ladder=newton.Ladder(rungs_per_round)))
     seen = set()
     for start in (0, 3, 7, 19, 20):
         starts = jnp.full((H.shape[0],), start)
@@ -690,7 +690,7 @@ def test_the_ladder_with_a_blocked_cholesky_stops_at_the_same_rungs(rungs_per_ro
     lanes that need rung 0, several rungs, or none (a NaN matrix: the top rung, NaN)."""
     H, b = _ladder_lanes(23, 10, (0.0, -0.02, -0.3, -1e-4, -40.0, 0.0))
     z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b)
-    blocked = functools.partial(newton.damped_cholesky_solve, rungs_per_round=rungs_per_round, cholesky_block=4)
+    blocked = functools.partial(newton.damped_cholesky_solve, ladder=newton.Ladder(rungs_per_round, 4))
     z_b, i_b = jax.jit(jax.vmap(blocked))(H, b)
     np.testing.assert_array_equal(np.asarray(i_b), np.asarray(i_one))
     assert len(set(np.asarray(i_one[:-1]).tolist())) >= 3 and int(i_one[-1]) == 20

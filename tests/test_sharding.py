@@ -103,10 +103,12 @@ def test_default_batch_size_balances_groups(monkeypatch):
     assert gqu == 2 * 8 * (3 * 2048 * 701 + 8 * 2048 * 100 + 6 * 701**2 + 5 * 10240 * 100)
     assert 2.2e8 < gqu < 2.3e8  # ~224 MB, as the docstring's arithmetic says
     # 4 damping rungs per round: 4 shifted copies and 4 factors where 1 and 1 were
-    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, rungs_per_round=4) == gqu + 2 * 8 * 6 * 701**2
+    four_rungs = newton.Ladder(rungs_per_round=4)
+    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, four_rungs) == gqu + 2 * 8 * 6 * 701**2
     # a blocked Cholesky: each shifted copy symmetrised and its factor's columns joined
-    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, cholesky_block=128) == gqu + 2 * 8 * 2 * 701**2
-    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, 4, 128) == gqu + 2 * 8 * (6 + 8) * 701**2
+    blocked = newton.Ladder(cholesky_block=128)
+    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, blocked) == gqu + 2 * 8 * 2 * 701**2
+    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, newton.Ladder(4, 128)) == gqu + 2 * 8 * (6 + 8) * 701**2
     assert sweeps.default_batch_size(480, bytes_per_model=gqu) == 240  # cap 283: two groups of 240
     assert sweeps.default_batch_size(480, n_devices=4, bytes_per_model=gqu) == 120
     assert sweeps.default_batch_size(3, bytes_per_model=1e12) == 1
