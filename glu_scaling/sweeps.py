@@ -171,6 +171,7 @@ class SweepConfig:
     problem: str = "one_over_1_p_9x2"
     optimizer: str = "newton-cascade"
     steps: int | None = None
+    gate_steps: int = 1  # newton-cascade's Newton steps on {G, g} (the reference's code takes 3)
     learning_rate: float | None = None
     n_data: int | None = None
     n_test: int | None = None
@@ -211,7 +212,11 @@ def check_sweep(config: SweepConfig) -> None:
     for arch in config.archs:
         models.n_factors(arch)  # "unknown architecture ... (did you mean ...)" for a bad name
     models.activation_fn(config.activation)
-    train.TrainConfig(config.optimizer, rungs_per_round=config.rungs_per_round, cholesky_block=config.cholesky_block)
+    train.TrainConfig(config.optimizer, rungs_per_round=config.rungs_per_round, cholesky_block=config.cholesky_block,
+                      gate_steps=config.gate_steps)
+    if config.gate_steps != 1 and config.optimizer != "newton-cascade":
+        raise UsageError(f"gate_steps (--gate-steps) counts newton-cascade's steps on the gates; optimizer "
+                         f"{config.optimizer!r} has no gate stage, so leave it at 1 (got {config.gate_steps!r})")
     if config.dtype not in ("float32", "float64"):
         raise unknown("dtype", config.dtype, ("float32", "float64"))
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -416,7 +421,7 @@ def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Datase
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
     k, shared = models.n_factors(arch), shared_factors(config)
     tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk,
-                              config.rungs_per_round, config.cholesky_block)
+                              config.rungs_per_round, config.cholesky_block, config.gate_steps)
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
     tconf = dataclasses.replace(tconf, chunk=chunk)
     n_devices = distributed.resolve_devices(config.devices)
@@ -638,8 +643,9 @@ def effective_settings(settings: dict) -> dict:
     """A config's model-defining settings (`results.MODEL_KEYS`) as its models were made:
     None replaced by the default it stands for (steps, learning rate, a generated problem's
     n_data and n_test) and a setting the run ignores set to None (steps for
-    `newton-splines`, the learning rate for Newton, n_test with eval "train", factor_init
-    when no architecture has a second factor: `results.MAY_NOT_APPLY`), so that resuming
+    `newton-splines`, the learning rate for Newton, n_test with eval "train", gate_steps
+    but for newton-cascade, factor_init when no architecture has a second factor:
+    `results.MAY_NOT_APPLY`), so that resuming
     with an explicit default, or with an ignored setting, is not a different run."""
     s = dict(settings)
     optimizer = s.get("optimizer")
@@ -647,6 +653,8 @@ def effective_settings(settings: dict) -> dict:
         s["steps"] = None
     elif s.get("steps") is None:
         s["steps"] = train.DEFAULT_STEPS.get(optimizer)
+    if optimizer != "newton-cascade":  # only the cascade has a gate stage
+        s["gate_steps"] = None
     if optimizer in train.NEWTON_SCHEDULES:
         s["learning_rate"] = None
     elif s.get("learning_rate") is None:

@@ -4,8 +4,9 @@ Optimisers, selected by name (`OPTIMIZERS`):
 
 * ``newton-splines``: one Newton step each on {D, d}, then {U, u}, then {Q, q}, ...;
   gates frozen at the spline init (the reference's "newton_only_splines").
-* ``newton-cascade``: the above, then one step on {G, g}, then `steps` steps on all
-  parameters (default 100; the reference's "newton_layer_cascade").
+* ``newton-cascade``: the above, then one step on {G, g} (`gate_steps`: the reference's
+  code takes 3), then `steps` steps on all parameters (default 100; the reference's
+  "newton_layer_cascade").
 * ``newton``: `steps` steps on all parameters from the start.
 * ``adam``, ``adamw``, ``lbfgs``: full-batch optax baselines (adam/adamw default
   lr 1e-4 and 1000 steps, as the reference).
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 
 from glu_scaling import compilation, newton
-from glu_scaling.errors import UsageError, check_choice, check_positive_int
+from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int
 from glu_scaling.models import Params, group_columns, pack_units, unit_size, unpack_units
 
 NEWTON_SCHEDULES = ("newton-splines", "newton-cascade", "newton")
@@ -53,6 +54,7 @@ class TrainConfig:
     chunk: int = 2048  # data points per Jacobian chunk in the Hessian build
     rungs_per_round: int = 1  # damping-ladder rungs factored per round (`newton.damped_cholesky_solve`)
     cholesky_block: int = 0  # > 0: the ladder factors by `newton.blocked_cholesky` with blocks of this many columns
+    gate_steps: int = 1  # newton-cascade: Newton steps on {G, g} before the all-parameter ones
 
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -65,6 +67,7 @@ class TrainConfig:
                 or self.cholesky_block < 0:
             raise UsageError(f"cholesky_block must be a non-negative integer (0: unblocked), "
                              f"got {self.cholesky_block!r}")
+        check_gate_steps(self.gate_steps)
 
     @property
     def n_steps(self) -> int:
@@ -128,14 +131,24 @@ def all_groups(k: int) -> tuple[str, ...]:
     return ("gate", *[f"factor{j}" for j in range(1, k + 1)], "out")
 
 
-def newton_stages(optimizer: str, k: int, steps: int) -> list[Stage]:
-    """The stages of a Newton schedule for a model with k linear factors."""
+def check_gate_steps(gate_steps) -> int:
+    """`gate_steps` if it is an integer in [0, MAX_COUNT], else a one-line UsageError."""
+    if isinstance(gate_steps, bool) or not isinstance(gate_steps, int | np.integer) \
+            or not 0 <= gate_steps <= MAX_COUNT:
+        raise UsageError(f"gate_steps (--gate-steps) must be an integer in [0, {MAX_COUNT}] (newton-cascade's "
+                         f"Newton steps on the gates; 1 by default, the reference's code takes 3), got {gate_steps!r}")
+    return int(gate_steps)
+
+
+def newton_stages(optimizer: str, k: int, steps: int, gate_steps: int = 1) -> list[Stage]:
+    """The stages of a Newton schedule for a model with k linear factors; `gate_steps`:
+    newton-cascade's steps on {G, g} (a stage of 0 steps is skipped by the trainer)."""
     splines = [Stage(("out",), 1)] + [Stage((f"factor{j}",), 1) for j in range(1, k + 1)]
     everything = all_groups(k)
     if optimizer == "newton-splines":
         return splines
     if optimizer == "newton-cascade":
-        return splines + [Stage(("gate",), 1), Stage(everything, steps)]
+        return splines + [Stage(("gate",), gate_steps), Stage(everything, steps)]
     return [Stage(everything, steps)]
 
 
@@ -326,7 +339,8 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
     chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
     loss0 = carry.loss
-    stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps) if stage.steps > 0]
+    stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps, config.gate_steps)
+              if stage.steps > 0]
     # The leading single steps that are linear least squares (the spline stages) each run on
     # the columns of one group (the factor groups' in one loop, `_factor_stages`), solved by
     # QR of J: the masked all-parameter loop would solve them

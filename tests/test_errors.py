@@ -166,6 +166,12 @@ ROWS = [
     # ---- counts and numbers
     Row("steps-negative", ["--steps", "-1"], "-1", None, _sweep(steps=-1)),
     Row("steps-not-int", ["--steps", "two"], "'two'", None, _sweep(steps="two"), False),
+    Row("gate-steps-negative", ["--gate-steps", "-1", "--optimizer", "newton-cascade"], "got -1", None,
+        _sweep(gate_steps=-1, optimizer="newton-cascade")),
+    Row("gate-steps-not-int", ["--gate-steps", "2.5"], "'2.5'", None,
+        _sweep(gate_steps=2.5, optimizer="newton-cascade"), False),
+    Row("gate-steps-no-gate-stage", ["--gate-steps", "3"], "optimizer 'newton-splines' has no gate stage", None,
+        _sweep(gate_steps=3)),
     Row("n-data-zero", ["--n-data", "0"], "got 0", None, _sweep(n_data=0)),
     Row("n-data-one", ["--n-data", "1"], "got 1", None, _sweep(n_data=1)),
     Row("n-test-zero", ["--n-test", "0"], "got 0", None, _sweep(n_test=0)),

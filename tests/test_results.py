@@ -136,6 +136,33 @@ def test_factor_init_binds_a_folder_only_through_its_gqus(tmp_path):
     assert resume(old, ["gqu", "mlp"], factor_init="random")["factor_init"] == "random"
 
 
+def test_gate_steps_bind_only_a_cascade_folder(tmp_path):
+    """gate_steps changes newton-cascade's models only: a cascade folder refuses another
+    count, reads a config.json written before the setting existed as 1 gate step, and a
+    newton-splines folder (no gate stage) does not compare it."""
+
+    def resume(folder, **changes):
+        results.check_config(folder, dict(BASE.to_json(), **changes), effective=sweeps.effective_settings)
+        return json.loads((folder / "config.json").read_text())
+
+    cascade = tmp_path / "cascade"
+    cascade.mkdir()
+    assert resume(cascade, optimizer="newton-cascade", gate_steps=3)["gate_steps"] == 3
+    with pytest.raises(UsageError, match="holds results for gate_steps=3, not 1"):
+        resume(cascade, optimizer="newton-cascade")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({k: v for k, v in dict(BASE.to_json(), optimizer="newton-cascade")
+                                                 .items() if k != "gate_steps"}))
+    assert resume(old, optimizer="newton-cascade")["optimizer"] == "newton-cascade"
+    with pytest.raises(UsageError, match="holds results for gate_steps=1, not 3"):
+        resume(old, optimizer="newton-cascade", gate_steps=3)
+    splines = tmp_path / "splines"
+    splines.mkdir()
+    resume(splines)
+    resume(splines, gate_steps=3)  # not refused: newton-splines has no gate stage
+
+
 # ---------------------------------------------------------------- sweeps on top of it
 
 

@@ -396,6 +396,35 @@ def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
     assert _rel(got_info["loss"], want.loss) < 1e-10
 
 
+def test_gate_steps_take_that_many_steps_on_the_gates_alone(data):
+    """gate_steps=N: N Newton steps on {G, g} between the spline stages and the all-parameter
+    ones (the reference's code takes 3).  With 0 all-parameter steps they move the gates
+    only: every other parameter is newton-splines' to the bit, and each accepted step lowers
+    the loss, so 3 gate steps end at or below 1; gate_steps=0 is newton-splines exactly.
+    (Three gate steps run in the masked loop are not compared with three stage-by-stage ones:
+    on an indefinite gate Hessian rounding can pick another damping rung, another path.)"""
+    assert train.newton_stages("newton-cascade", 1, 2, 3)[-2:] == [train.Stage(("gate",), 3),
+                                                                    train.Stage(train.all_groups(1), 2)]
+    params = _batch("glu", (3, 5, 7))
+    splines, _ = _train(params, data, "newton-splines")
+
+    def gates_only(gate_steps):
+        config = train.TrainConfig("newton-cascade", steps=0, chunk=64, gate_steps=gate_steps)
+        out, info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
+        return out, jax.tree.map(np.asarray, info)
+
+    loss = {}
+    for gate_steps in (0, 1, 3):
+        out, info = gates_only(gate_steps)
+        loss[gate_steps] = info["loss"]
+        assert np.all((info["steps"] >= 2) & (info["steps"] <= 2 + gate_steps)), info["steps"]  # {D, d}, {U, u}
+        for name, leaf in _leaves(out).items():
+            if name in ("U", "u", "D", "d") or gate_steps == 0:
+                np.testing.assert_array_equal(leaf, getattr(splines, name), err_msg=(gate_steps, name))
+    assert info["steps"].max() == 2 + 3  # all three gate steps taken (by widths 3 and 7; width 5's second fails)
+    assert np.all(loss[3] <= loss[1] * (1 + 1e-12)) and np.all(loss[1] < loss[0])
+
+
 def test_cascade_starts_from_the_spline_stages_solved_on_j():
     """newton-cascade begins with newton-splines' stages and then only accepts steps that
     lower the loss, so it ends at or below newton-splines' training RMSE.  A GQU of width
