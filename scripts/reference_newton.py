@@ -28,8 +28,19 @@ once.  Other problems (`--problem friedman2 --n-data 2000 --n-test 2000`) start 
 the spline init of the sweeps for n_in > 1 (gate directions drawn, knots spread over
 the training data's projection).
 
+`--init` picks the models' starting point (in 1D `diagonal` is `spline`):
+
+  spline     the package's spline init (the default)
+  random     every parameter N(0, 1) (`--random-init` of the sweeps)
+  torch      PyTorch's nn.Linear default, which the reference's code keeps when it does
+             not apply its spline init: G, g, U, u ~ U(-1/sqrt(n_in), 1/sqrt(n_in)),
+             D, d ~ U(-1/sqrt(n), 1/sqrt(n))
+  diagonal   the reference's spline init applied as its code applies it for n_in > 1:
+             every gate row is +-(1, ..., 1) (alternating) with knots
+             linspace(-1.001, 1.001, n) on the sum of the coordinates
+
     python scripts/reference_newton.py [--arch glu] [--widths 4,6,8,10,13,16,20,25,32,40,50]
-        [--seeds 0:4] [--steps 100] [--problem paper_1d] [--out records.jsonl]
+        [--seeds 0:4] [--steps 100] [--problem paper_1d] [--init spline] [--out records.jsonl]
 """
 
 from __future__ import annotations
@@ -47,7 +58,32 @@ jax.config.update("jax_enable_x64", True)
 
 import glu_scaling as gs  # noqa: E402
 from glu_scaling import newton, problems, slopes, sweeps, train  # noqa: E402
-from glu_scaling.models import n_factors, pack_units  # noqa: E402
+from glu_scaling.models import n_factors, pack_units, zero_masked  # noqa: E402
+from glu_scaling.spline_init import facing_signs, knots_1d  # noqa: E402
+
+INITS = ("spline", "random", "torch", "diagonal")
+
+
+def initial_model(key, init: str, arch: str, n_in: int, n_hidden: int, n_out: int, width: int, x_train):
+    """One model padded to `width`, started as `init` says (see the module docstring)."""
+    params = gs.init(key, arch, n_in, n_hidden, n_out, width=width, dtype=jnp.float64,
+                     spline_init=init in ("spline", "diagonal"), x_data=None if n_in == 1 else x_train)
+    if init == "torch":
+        k_in, k_out = jax.random.split(jax.random.fold_in(key, 1))
+        leaves = {name: getattr(params, name) for name in ("G", "g", "U", "u")}
+        keys = dict(zip(leaves, jax.random.split(k_in, len(leaves))))
+        bound_in, bound_out = 1 / np.sqrt(n_in), 1 / np.sqrt(n_hidden)
+        drawn = {name: jax.random.uniform(keys[name], a.shape, a.dtype, -bound_in, bound_in)
+                 for name, a in leaves.items()}
+        params = params.replace(
+            **drawn,
+            D=jax.random.uniform(k_out, params.D.shape, params.D.dtype, -bound_out, bound_out),
+            d=jax.random.uniform(jax.random.fold_in(k_out, 1), params.d.shape, params.d.dtype, -bound_out, bound_out))
+    elif init == "diagonal" and n_in > 1:
+        sign = facing_signs(width, "alternate", jnp.float64)
+        params = params.replace(G=sign[:, None] * jnp.ones((width, n_in)),
+                                g=-sign * knots_1d(n_hidden, dtype=jnp.float64, width=width))
+    return zero_masked(params)
 
 
 def reference_step(params, data: train.TrainData, sel: newton.Selection, chunk: int):
@@ -82,6 +118,7 @@ def main() -> None:
     parser.add_argument("--n-data", type=int, default=10000)
     parser.add_argument("--n-test", type=int, default=10000)
     parser.add_argument("--rmse", default="test", choices=("test", "train"), help="which RMSE to print and fit")
+    parser.add_argument("--init", default="spline", choices=INITS, help="the models' starting point (see above)")
     parser.add_argument("--out", default=None, help="write one JSON record per model and method here")
     args = parser.parse_args()
     widths, seeds = sweeps.parse_spec(args.widths), sweeps.parse_spec(args.seeds, "seeds", minimum=0)
@@ -92,8 +129,8 @@ def main() -> None:
     width = max(widths)
     models = [(n, s) for n in widths for s in seeds]
     batch = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[
-        gs.init(jax.random.PRNGKey(s), args.arch, n_in, n, n_out, width=width, dtype=jnp.float64,
-                x_data=None if n_in == 1 else ds.x_train) for n, s in models])
+        initial_model(jax.random.PRNGKey(s), args.init, args.arch, n_in, n, n_out, width, ds.x_train)
+        for n, s in models])
     k = n_factors(args.arch)
     sel = train.selection(train.all_groups(k), k, n_in, n_out)
     if args.rmse == "test":
@@ -138,7 +175,7 @@ def main() -> None:
         with open(args.out, "w") as f:
             for method, e in errors.items():
                 for (n, s), value in zip(models, e):
-                    f.write(json.dumps({"arch": args.arch, "problem": args.problem, "method": method,
+                    f.write(json.dumps({"arch": args.arch, "problem": args.problem, "init": args.init, "method": method,
                                         "n_hidden": n, "seed": s, "steps": args.steps,
                                         f"{args.rmse}_rmse": float(value)}) + "\n")
 
