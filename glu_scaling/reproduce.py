@@ -197,9 +197,12 @@ def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
     if config.optimizer == "newton-splines":
         schedule = "newton-splines (gates frozen at the spline init, one step per layer)"
     elif _stages_only(config):
-        schedule = "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)"
+        gates = "one {G, g} step" if config.gate_steps == 1 else f"{config.gate_steps} {{G, g}} steps"
+        schedule = f"newton-cascade with 0 all-parameter steps (its spline stages and {gates})"
     else:
         schedule = f"{config.optimizer} ({train.TrainConfig(config.optimizer, config.steps).n_steps} steps)"
+        if config.optimizer == "newton-cascade" and config.gate_steps != 1:
+            schedule += f", {config.gate_steps} {{G, g}} steps before them"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
              if config.knots == "placed" else "")
     if models.has_later_factors(config.archs):
@@ -216,6 +219,8 @@ def row_label(config: sweeps.SweepConfig) -> str:
         parts.append(config.optimizer)
     elif _stages_only(config):
         parts.append("0 all-parameter steps")
+    if config.optimizer == "newton-cascade" and config.gate_steps != 1:
+        parts.append(f"{config.gate_steps} gate steps")
     if config.knots != "uniform":
         parts.append(f"knots {config.knots}")
     return ", ".join(parts)

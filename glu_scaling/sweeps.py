@@ -147,12 +147,13 @@ class Planner:
 
 
 def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int, optimizer: str,
-                   steps: int | None, flop_rate: float | None = None) -> float:
+                   steps: int | None, flop_rate: float | None = None, gate_steps: int = 1) -> float:
     """Rough training seconds of the `n_seeds` models of one width per unit of W^2
-    (at `flop_rate` flop/s; None: the default backend's guess)."""
+    (at `flop_rate` flop/s; None: the default backend's guess; `gate_steps`: newton-cascade's)."""
     k = models.n_factors(arch)
     p = models.unit_size(k, n_in, n_out)
-    n_steps = (k + 1) if optimizer == "newton-splines" else (train.TrainConfig(optimizer, steps).n_steps + k + 2)
+    n_steps = (k + 1) if optimizer == "newton-splines" else (train.TrainConfig(optimizer, steps).n_steps + k + 1
+                                                             + (gate_steps if optimizer == "newton-cascade" else 1))
     if optimizer == "newton-splines":
         p = n_in + 1  # each stage moves one group of a unit
     if optimizer in train.FIRST_ORDER:
@@ -729,7 +730,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     todo = []
     for arch in config.archs:
         cost = seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0], len(config.seeds),
-                              config.optimizer, config.steps, planner.flop_rate)
+                              config.optimizer, config.steps, planner.flop_rate, config.gate_steps)
         for bucket in plan_buckets(config.widths, seconds_per_w2=cost, compile_seconds=planner.compile_seconds):
             pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
             if pairs:

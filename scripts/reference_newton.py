@@ -31,7 +31,7 @@ the training data's projection).
 `--init` picks the models' starting point (in 1D `diagonal` is `spline`):
 
   spline     the package's spline init (the default)
-  random     every parameter N(0, 1) (`--random-init` of the sweeps)
+  random     every parameter N(0, 1) (`--random-init` of the sweeps; a GQU's factor 2 from 1)
   torch      PyTorch's nn.Linear default, which the reference's code keeps when it does
              not apply its spline init: G, g, U, u ~ U(-1/sqrt(n_in), 1/sqrt(n_in)),
              D, d ~ U(-1/sqrt(n), 1/sqrt(n))

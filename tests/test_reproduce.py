@@ -103,6 +103,11 @@ def test_rows_before_the_all_parameter_steps_carry_no_paper_slope():
     assert row["label"] == "1/(1 + cos^2(pi x)), 0 all-parameter steps"
     assert "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)" in row["protocol"]
     assert reproduce.row_label(dataclasses.replace(config, steps=None)) == "1/(1 + cos^2(pi x))"
+    three = dataclasses.replace(config, gate_steps=3)  # the reference's code: 3 steps on {G, g}
+    assert reproduce.row_label(three) == "1/(1 + cos^2(pi x)), 0 all-parameter steps, 3 gate steps"
+    (row,) = reproduce.table1_rows([reproduce.Experiment("1d_stages", three)],
+                                   {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
+    assert "(its spline stages and 3 {G, g} steps)" in row["protocol"]
 
 
 def test_placed_knot_rows_are_labelled_and_compared_with_the_paper():

@@ -382,6 +382,20 @@ def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path, monke
     assert not (gqu / "results.jsonl").exists()
 
 
+def test_a_sweeps_gate_steps_reach_its_models(tmp_path):
+    """SweepConfig.gate_steps is newton-cascade's number of steps on {G, g}: with 0
+    all-parameter steps an MLP takes its {D, d} step and then up to that many gate steps
+    (the records count accepted steps), and config.json keeps the setting."""
+    most = {}
+    for gate_steps in (0, 1, 3):
+        config = dataclasses.replace(BASE, archs=("mlp",), widths=(3, 5), seeds=(0, 1), optimizer="newton-cascade",
+                                     steps=0, gate_steps=gate_steps)
+        records = sweeps.run_sweep(config, tmp_path / str(gate_steps), progress=False)
+        most[gate_steps] = max(r["steps"] for r in records)
+        assert json.loads((tmp_path / str(gate_steps) / "config.json").read_text())["gate_steps"] == gate_steps
+    assert most == {0: 1, 1: 2, 3: 4}
+
+
 def test_a_gqu_from_factor_init_one_fits_at_least_as_well_as_the_glu():
     """With factor 2 starting at the constant 1 the frozen GQU's first spline stages are the
     GLU's ({D, d} and {U_1, u_1} see the same hidden units) and its last, least squares on

@@ -422,7 +422,8 @@ def test_gate_steps_take_that_many_steps_on_the_gates_alone(data):
             if name in ("U", "u", "D", "d") or gate_steps == 0:
                 np.testing.assert_array_equal(leaf, getattr(splines, name), err_msg=(gate_steps, name))
     assert info["steps"].max() == 2 + 3  # all three gate steps taken (by widths 3 and 7; width 5's second fails)
-    assert np.all(loss[3] <= loss[1] * (1 + 1e-12)) and np.all(loss[1] < loss[0])
+    assert np.all(loss[3] <= loss[1] * (1 + 1e-9)) and np.all(loss[1] < loss[0])  # 1e-9: the first gate step's
+    # rounding differs between the masked loop (3 steps) and a stage of its own (1 step)
 
 
 def test_cascade_starts_from_the_spline_stages_solved_on_j():
