@@ -215,9 +215,6 @@ def check_sweep(config: SweepConfig) -> None:
     models.activation_fn(config.activation)
     train.TrainConfig(config.optimizer, rungs_per_round=config.rungs_per_round, cholesky_block=config.cholesky_block,
                       gate_steps=config.gate_steps)
-    if config.gate_steps != 1 and config.optimizer != "newton-cascade":
-        raise UsageError(f"gate_steps (--gate-steps) counts newton-cascade's steps on the gates; optimizer "
-                         f"{config.optimizer!r} has no gate stage, so leave it at 1 (got {config.gate_steps!r})")
     if config.dtype not in ("float32", "float64"):
         raise unknown("dtype", config.dtype, ("float32", "float64"))
     if config.dtype == "float64" and not jax.config.jax_enable_x64:

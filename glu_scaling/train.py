@@ -68,6 +68,9 @@ class TrainConfig:
             raise UsageError(f"cholesky_block must be a non-negative integer (0: unblocked), "
                              f"got {self.cholesky_block!r}")
         check_gate_steps(self.gate_steps)
+        if self.gate_steps != 1 and self.optimizer != "newton-cascade":
+            raise UsageError(f"gate_steps (--gate-steps) counts newton-cascade's steps on the gates; optimizer "
+                             f"{self.optimizer!r} has no gate stage, so leave it at 1 (got {self.gate_steps!r})")
 
     @property
     def n_steps(self) -> int:

@@ -405,6 +405,8 @@ def test_gate_steps_take_that_many_steps_on_the_gates_alone(data):
     on an indefinite gate Hessian rounding can pick another damping rung, another path.)"""
     assert train.newton_stages("newton-cascade", 1, 2, 3)[-2:] == [train.Stage(("gate",), 3),
                                                                     train.Stage(train.all_groups(1), 2)]
+    with pytest.raises(UsageError, match="optimizer 'newton' has no gate stage"):
+        train.TrainConfig("newton", gate_steps=3)
     params = _batch("glu", (3, 5, 7))
     splines, _ = _train(params, data, "newton-splines")
 
