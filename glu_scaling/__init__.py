@@ -18,13 +18,13 @@ _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from glu_scaling.constructions import construct  # noqa: E402
 from glu_scaling.errors import UsageError  # noqa: E402
+from glu_scaling.inits import init  # noqa: E402
 from glu_scaling.models import (  # noqa: E402
     ACTIVATIONS,
     NAMED_ARCHS,
     Params,
     apply,
     hidden,
-    init,
     pad,
     param_count,
     unpad,

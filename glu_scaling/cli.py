@@ -123,7 +123,8 @@ def _run_sweep(config, out: Path, **kwargs) -> list[dict]:
 
 
 def cmd_speedrun(args) -> int:
-    from glu_scaling import plots, slopes, sweeps
+    from glu_scaling import plots, slopes, specs
+    from glu_scaling.config import SweepConfig
 
     t0 = time.perf_counter()
     # matplotlib's import (0.4 s) and a warm-up drawing overlap the training, whose main thread
@@ -131,7 +132,7 @@ def cmd_speedrun(args) -> int:
     preload = threading.Thread(target=plots.import_pyplot, args=(True,), name="glu_scaling-import-pyplot",
                                daemon=True)
     preload.start()
-    config = sweeps.SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(sweeps.parse_spec(SPEEDRUN["widths"])),
+    config = SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(specs.parse_spec(SPEEDRUN["widths"])),
                                seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],
                                n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"], factor_init=args.factor_init)
     out = Path(args.out)
@@ -148,15 +149,16 @@ def cmd_speedrun(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from glu_scaling import distributed, sweeps
+    from glu_scaling import distributed, specs
+    from glu_scaling.config import SweepConfig
 
     distributed.initialize()  # multi-host when JAX_COORDINATOR_ADDRESS etc. say so (README: Scale-out)
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     if not archs:
         raise UsageError(f"--arch {args.arch!r} names no architecture; e.g. --arch mlp,glu")
-    config = sweeps.SweepConfig(
-        archs=archs, widths=tuple(sweeps.parse_spec(args.widths, "widths")),
-        seeds=tuple(sweeps.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
+    config = SweepConfig(
+        archs=archs, widths=tuple(specs.parse_spec(args.widths, "widths")),
+        seeds=tuple(specs.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
         optimizer=args.optimizer, steps=args.steps, gate_steps=args.gate_steps, learning_rate=args.lr,
         n_data=args.n_data, n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
         spline_init=not args.random_init, knots=args.knots, factor_init=args.factor_init, eval=args.eval,
@@ -181,7 +183,7 @@ def _folder(text: str) -> str:
 
 
 def _factor_init_option(parser: argparse.ArgumentParser, default: str | None = "one") -> None:
-    # checked by sweeps.check_sweep, as --knots is, so the CLI and the API say the same
+    # checked by check_sweep, as --knots is, so the CLI and the API say the same
     parser.add_argument("--factor-init", default=default,
                         help="how a gqu's (gatedK's) factors after the first start: one (the constant 1, "
                              "so each unit starts as the glu's; default) or random (N(0,1), as the reference)")

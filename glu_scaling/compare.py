@@ -2,7 +2,7 @@
 
 `run_construct(problem, archs, widths, ...)` scores, for a registered 1D problem
 and every architecture and width n, on the very train/test data a sweep of that
-problem uses (`sweeps.load_dataset`):
+problem uses (`load_dataset`):
 
 =============================  ==============================================================
 method                         what it is
@@ -67,8 +67,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation, models, plots, problems, results, slopes, splines, sweeps, train
+from glu_scaling import compilation, models, planning, plots, problems, results, slopes, specs, splines, sweeps, train
 from glu_scaling import constructions as C
+from glu_scaling.config import MAX_POINTS, SweepConfig, check_sweep, load_dataset
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
 METHODS = ("construction", "lsq-spline", "placed-spline", "newton-splines", "newton-cascade",
@@ -165,15 +166,15 @@ def _check_methods(methods) -> tuple[str, ...]:
 
 def load_data(problem: str, *, n_data: int = 2000, n_test: int = 2000,
               chunk: int = 2048) -> tuple[problems.Dataset, train.TrainData, int]:
-    """The dataset a sweep of `problem` trains on (`sweeps.load_dataset`, data seed 0, float64),
+    """The dataset a sweep of `problem` trains on (`load_dataset`, data seed 0, float64),
     and its `train.prepare_data` form.  Returns (dataset, data, chunk used)."""
     check_problem(problem)
-    if check_positive_int("n_data", n_data, maximum=sweeps.MAX_POINTS) < 2:
+    if check_positive_int("n_data", n_data, maximum=MAX_POINTS) < 2:
         raise UsageError(f"n_data must be at least 2, got {n_data!r}")
-    check_positive_int("n_test", n_test, maximum=sweeps.MAX_POINTS)
-    config = sweeps.SweepConfig(archs=("mlp",), widths=(1,), seeds=(0,), problem=problem, n_data=n_data,
+    check_positive_int("n_test", n_test, maximum=MAX_POINTS)
+    config = SweepConfig(archs=("mlp",), widths=(1,), seeds=(0,), problem=problem, n_data=n_data,
                                n_test=n_test, chunk=chunk)
-    dataset = sweeps.load_dataset(config)  # checks n_data, n_test and float64 (jax_enable_x64)
+    dataset = load_dataset(config)  # checks n_data, n_test and float64 (jax_enable_x64)
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, chunk)
     return dataset, data, chunk
 
@@ -264,7 +265,7 @@ def train_from_constructions(arch: str, f, widths: Sequence[int], width: int, da
     curv = arch_curvature(arch, curvature)
     stack = [C.construct(arch, f, n, curvature=curv, dtype=dtype, width=width) for n in widths]
     params = jax.tree.map(lambda *leaves: jnp.stack(leaves), *stack)
-    batch = batch_size or sweeps.default_batch_size(len(widths))
+    batch = batch_size or planning.default_batch_size(len(widths))
     params, info = train.train_batch(params, data, config, batch_size=batch)
     info = jax.tree.map(np.asarray, info)
     return params, info, time.perf_counter() - t0
@@ -275,7 +276,7 @@ def from_construction_records(problem: str, arch: str, widths: Sequence[int], da
                               steps: int | None = None, seed: int = 0, dtype=None, chunk: int = 2048) -> list[dict]:
     """Train from each construction with the schedule of `method` (`FROM_CONSTRUCTION`:
     "cascade-from-construction" -> "newton-cascade", "newton-from-construction" -> "newton"),
-    widths bucketed as a sweep buckets them (`sweeps.plan_buckets`).  Records carry
+    widths bucketed as a sweep buckets them (`planning.plan_buckets`).  Records carry
     optimizer (the schedule), steps (accepted Newton steps), bucket_width, curvature."""
     f = check_problem(problem)
     check_choice("from-construction method", method, FROM_CONSTRUCTION)
@@ -283,9 +284,9 @@ def from_construction_records(problem: str, arch: str, widths: Sequence[int], da
     curv = arch_curvature(arch, curvature)
     config = train.TrainConfig(optimizer, steps, chunk=chunk)
     n_points = int(np.asarray(data.weight).sum())
-    cost = sweeps.seconds_per_w2(arch, 1, 1, n_points, 1, optimizer, steps)
+    cost = planning.seconds_per_w2(arch, 1, 1, n_points, 1, optimizer, steps)
     recs = []
-    for bucket in sweeps.plan_buckets(widths, seconds_per_w2=cost):
+    for bucket in planning.plan_buckets(widths, seconds_per_w2=cost):
         width = max(bucket)
         _, info, seconds = train_from_constructions(arch, f, bucket, width, data, config, curvature=curv,
                                                     dtype=dtype)
@@ -445,17 +446,17 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
     if fit_range is not None:
         fit_range = slopes.check_fit_range(fit_range)
     archs = _check_archs(archs)
-    widths = tuple(sweeps.parse_spec(widths, "widths"))
-    seeds = tuple(sweeps.parse_spec(seeds, "seeds", minimum=0))
+    widths = tuple(specs.parse_spec(widths, "widths"))
+    seeds = tuple(specs.parse_spec(seeds, "seeds", minimum=0))
     methods = _check_methods(methods)
     check_choice("curvature", curvature, C.CURVATURES)
     check_choice("spline_knots", spline_knots, SPLINE_KNOTS)
-    base = sweeps.SweepConfig(archs=archs, widths=widths, seeds=seeds, problem=problem, optimizer="newton-cascade",
+    base = SweepConfig(archs=archs, widths=widths, seeds=seeds, problem=problem, optimizer="newton-cascade",
                              steps=steps, n_data=n_data, n_test=n_test)
-    sweeps.check_sweep(base)  # steps, n_data, n_test with the sweep's limits, before anything is written
+    check_sweep(base)  # steps, n_data, n_test with the sweep's limits, before anything is written
     dataset, data, chunk = load_data(problem, n_data=n_data, n_test=n_test)
     if any(m in methods for m in TRAINED_METHODS):
-        sweeps.check_memory(base, dataset)
+        planning.check_memory(base, dataset)
     config = {"kind": "construct", "problem": problem, "archs": list(archs), "widths": list(widths),
               "seeds": list(seeds), "n_data": n_data, "n_test": n_test, "data_seed": base.data_seed,
               "curvature": curvature, "steps": steps, "methods": list(methods), "spline_knots": spline_knots,

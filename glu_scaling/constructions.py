@@ -86,19 +86,16 @@ import math
 from collections.abc import Callable
 from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation
+from glu_scaling import taylor
 from glu_scaling.errors import UsageError, check_choice, check_interval, check_positive_int
-from glu_scaling.models import Params, default_float, pad
+from glu_scaling.models import Params, pad
 
 ARCHS = ("mlp", "glu", "gqu")
 CURVATURES = ("left", "mid", "hermite")  # "hermite": GQU only
 ORDER = {"mlp": 1, "glu": 2, "gqu": 3}  # polynomial degree per cell
-MAX_DERIVATIVE = 4  # derivatives 0..4 are computed in one jitted call
-_CHUNK = 4096  # points per jitted derivative call (fixed: one compilation per f and dtype)
 
 # Local RMS constants: on a cell of width h the leading-order RMS error is
 # C * h^p * |f^(p)(xi)|, keyed by (arch, curvature) -> (p, C).  With s = x - t_k in
@@ -121,67 +118,6 @@ LOCAL_RMS: dict[tuple[str, str], tuple[int, float]] = {
 }
 
 
-# ------------------------------------------------------------------ derivatives of f
-
-
-def _scalar(f: Callable) -> Callable:
-    return lambda x: jnp.reshape(f(x), ())
-
-
-def _nth_derivative(f: Callable, k: int) -> Callable:
-    g = _scalar(f)
-    for _ in range(k):
-        g = jax.grad(g)
-    return g
-
-
-def _derivative_table(f: Callable, x: jax.Array) -> jax.Array:
-    """f^(j)(x_i) for j = 0..MAX_DERIVATIVE; x (N,) -> (MAX_DERIVATIVE + 1, N)."""
-    return jnp.stack([jax.vmap(_nth_derivative(f, j))(x) for j in range(MAX_DERIVATIVE + 1)])
-
-
-# f is a static argument: jax caches the compiled table per (f, dtype), keeping a
-# reference to f.  A new lambda per call therefore compiles again (~0.1-0.5 s).
-_derivative_chunk = compilation.jit(_derivative_table, static_argnums=(0,))
-
-
-def _chunk_fn(f: Callable) -> Callable:
-    try:
-        hash(f)
-    except TypeError:  # unhashable callable: compile without caching
-        return compilation.jit(partial(_derivative_table, f))
-    return partial(_derivative_chunk, f)
-
-
-def derivatives(f: Callable, x, *, dtype=None) -> np.ndarray:
-    """Values and first four derivatives of a scalar JAX-traceable f at points x.
-
-    Args:
-      f: scalar -> scalar (a size-1 array output is accepted), JAX-traceable.
-      x: points, (N,).
-      dtype: evaluation dtype (default: float64 if jax_enable_x64, else float32).
-
-    Returns:
-      (MAX_DERIVATIVE + 1, N) float64 NumPy array; row j holds f^(j)(x).
-      Evaluated in fixed-size padded chunks, so f is compiled once per dtype.
-    """
-    dtype = _check_dtype(dtype)
-    if not callable(f):
-        raise UsageError(f"f must be a callable scalar function (JAX-traceable), got {f!r}")
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    out = np.empty((MAX_DERIVATIVE + 1, x.size))
-    table = _chunk_fn(f) if x.size else None
-    for start in range(0, x.size, _CHUNK):
-        part = x[start:start + _CHUNK]
-        padded = np.full((_CHUNK,), part[0])
-        padded[:part.size] = part
-        vals = table(jnp.asarray(padded, dtype))
-        out[:, start:start + part.size] = np.asarray(vals, dtype=np.float64)[:, :part.size]
-    if not np.all(np.isfinite(out)):
-        raise UsageError("f or one of its first four derivatives is not finite on the interval")
-    return out
-
-
 # ------------------------------------------------------------------ argument checks
 
 
@@ -191,15 +127,6 @@ def _check_arch_curvature(arch: str, curvature: str) -> tuple[str, str]:
     if curvature == "hermite" and arch == "glu":
         raise UsageError("curvature 'hermite' is for gqu (and ignored by mlp); accepted for glu: left, mid")
     return arch, curvature
-
-
-def _check_dtype(dtype):
-    dtype = default_float() if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise UsageError(f"dtype must be a float dtype, got {dtype}")
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise UsageError("dtype float64 needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
-    return dtype
 
 
 # ------------------------------------------------------------------ layout
@@ -259,8 +186,8 @@ def local_coefficients(table_knots: np.ndarray, table_xi: np.ndarray, h: float, 
     """Coefficients (c1, c2, c3) of q_k(s) = f(t_k) + c1 s + c2 s^2 + c3 s^3 on each cell.
 
     Args:
-      table_knots: `derivatives(f, knots)`, (5, m + 1).
-      table_xi: `derivatives(f, taylor_points(knots, curvature))`, (5, m).
+      table_knots: `taylor.derivatives(f, knots)`, (5, m + 1).
+      table_xi: `taylor.derivatives(f, taylor_points(knots, curvature))`, (5, m).
       h: cell width.  order: 1 (MLP), 2 (GLU), 3 (GQU).
       curvature: "left", "mid" (Taylor data at xi_k) or "hermite" (order 3 only).
 
@@ -338,7 +265,7 @@ def cell_corrections(arch: str, f: Callable, m: int, *, interval=(-1.0, 1.0), cu
     arch, curvature = _check_arch_curvature(arch, curvature)
     knots = cell_knots(m, interval)
     h = (knots[-1] - knots[0]) / m
-    table = derivatives(f, np.concatenate([knots, taylor_points(knots, curvature)]), dtype=dtype)
+    table = taylor.derivatives(f, np.concatenate([knots, taylor_points(knots, curvature)]), dtype=dtype)
     coeffs = local_coefficients(table[:, : m + 1], table[:, m + 1:], h, ORDER[arch], curvature)
     a1, a2, a3 = unit_corrections(*coeffs, h)
     if arch == "gqu" and curvature == "hermite":
@@ -393,7 +320,7 @@ def params_from_rows(arch: str, rows: np.ndarray, d: float, dtype=None) -> Param
     Returns G (n, 1) = 1, g (n,) = -t, U (k, n, 1), u (k, n) with U x + u = U (x - t) + p,
     D (n, 1), d (1,), mask ones (n,), activation "relu".
     """
-    dtype = _check_dtype(dtype)
+    dtype = taylor.check_dtype(dtype)
     t, U1, p1, U2, p2, D = rows.T
     n = rows.shape[0]
     factors = [(U1, p1), (U2, p2)][: ORDER[arch] - 1]
@@ -445,7 +372,7 @@ def construct(
     arch, curvature = _check_arch_curvature(arch, curvature)
     n = check_positive_int("n_hidden", n_hidden)
     interval = check_interval(interval)
-    dtype = _check_dtype(dtype)
+    dtype = taylor.check_dtype(dtype)
     if width is not None:
         width = check_positive_int("width", width)
     slots = cell_slots(arch, n, curvature)
@@ -496,5 +423,5 @@ def predicted_rmse(
     knots = cell_knots(m, interval)
     h = (knots[-1] - knots[0]) / m
     xi = taylor_points(knots, "mid" if arch == "mlp" else curvature)
-    fp = derivatives(f, xi, dtype=dtype)[p]
+    fp = taylor.derivatives(f, xi, dtype=dtype)[p]
     return float(C * h**p * np.sqrt(np.mean(fp * fp)))

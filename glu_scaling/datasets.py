@@ -11,7 +11,7 @@ Packaged data (gzip-compressed under `glu_scaling/data/`, see its README for sou
 Each packaged file is checked against the SHA256 of the original, uncompressed file
 (`CHECKSUMS`) when it is read; a mismatch is a one-line `UsageError` naming the file.
 
-Users' data (`file:PATH` problems, `file_problem(path, target=None)`):
+Users' data (`file:PATH` problems, `read_file(path, target=None)`):
 
 * `.npz` with arrays `x` (N, n_in) or (N,) and `y` (N,) or (N, n_out), read with
   allow_pickle=False;
@@ -40,9 +40,9 @@ import zipfile
 import numpy as np
 
 from glu_scaling.errors import UsageError, check_choice, did_you_mean, unknown
-from glu_scaling.problems import EVAL_MODES, Problem, standardise
 
 TEST_FRACTION = 0.2
+EVAL_MODES = ("test", "train")  # score on held-out rows, or on the training rows
 FILE_EXTENSIONS = (".csv", ".tsv", ".npz")
 
 # SHA256 of the original, uncompressed files (as distributed in the project's data folder).
@@ -295,25 +295,17 @@ def read_file(path: str, target: str | None = None) -> tuple[np.ndarray, np.ndar
     return check_xy(x, y, path)
 
 
-def file_problem(path: str, target: str | None = None) -> Problem:
-    """A tabular `Problem` named "file:PATH" for a user's data file (read and checked now)."""
-    x, y = read_file(path, target)
-    x.flags.writeable = False
-    y.flags.writeable = False
-    if path.lower().endswith(".npz"):
-        what = f"y ({y.shape[1]} output(s))"
-    else:
-        what = "last column" if target is None else f"column {target!r}"
-
-    def make(n_train, n_test, seed, dtype, eval="test"):
-        return split_standardise(x, y, seed=seed, n_train=n_train, n_test=n_test, eval=eval)
-
-    return Problem(f"file:{path}", x.shape[1],
-                   f"user data {path}: {x.shape[0]} rows, {x.shape[1]} features -> {what}",
-                   make, tabular=True)
-
-
 # ------------------------------------------------------------------ split and standardise
+
+
+def standardise(x_train, y_train, x_test, y_test):
+    """Centre and scale features and target with the training split's statistics."""
+    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
+    y_mean, y_std = y_train.mean(axis=0), y_train.std(axis=0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    y_std = np.where(y_std > 0, y_std, 1.0)
+    return ((x_train - x_mean) / x_std, (y_train - y_mean) / y_std,
+            (x_test - x_mean) / x_std, (y_test - y_mean) / y_std)
 
 
 def split_rows(n_rows: int, seed: int, test_fraction: float = TEST_FRACTION) -> tuple[np.ndarray, np.ndarray]:

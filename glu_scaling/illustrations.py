@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation, models, plots, problems, spline_init, train
+from glu_scaling import compilation, inits, models, plots, problems, train
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
 STEMS = {
@@ -58,9 +58,9 @@ INK = plots.PALETTE[7]  # black
 
 @functools.partial(jax.jit, static_argnames=("arch", "n_in", "width", "dtype"))
 def _random_init(key, arch: str, n_in: int, width: int, dtype=None) -> models.Params:
-    """`models.init` with N(0, 1) gates (no spline init) and one output, compiled once
+    """`inits.init` with N(0, 1) gates (no spline init) and one output, compiled once
     (eager init dispatches dozens of small ops, each compiled on first use)."""
-    return models.init(key, arch, n_in, width, 1, spline_init=False, dtype=dtype)
+    return inits.init(key, arch, n_in, width, 1, spline_init=False, dtype=dtype)
 
 
 def random_2d_models(seed: int = 0, width: int = 8, dtype=None) -> tuple[models.Params, models.Params]:
@@ -94,7 +94,7 @@ def random_units_1d(seed: int = 0, n_units: int = 4, knot_range=(-1.2, 1.2), dty
 def activation_pattern(params: models.Params, x) -> np.ndarray:
     """Which real units' ReLU gates are open (G_i . x + g_i > 0) at each point; x (N, dx) -> (N, W) bool."""
     x = jnp.asarray(x, params.G.dtype)
-    return np.asarray(spline_init.open_mask(params.G, params.g, x)) & (np.asarray(params.mask) > 0)
+    return np.asarray(inits.open_mask(params.G, params.g, x)) & (np.asarray(params.mask) > 0)
 
 
 def cell_labels(params: models.Params, x) -> np.ndarray:
@@ -179,7 +179,7 @@ def unit_contributions(params: models.Params, x) -> np.ndarray:
 def open_counts(G, g, x) -> np.ndarray:
     """How many ReLU gates are open at each point; G (n, dx), g (n,), x (N, dx) -> (N,) ints."""
     G = jnp.asarray(G)
-    return np.asarray(spline_init.open_mask(G, jnp.asarray(g, G.dtype), jnp.asarray(x, G.dtype))).sum(axis=1)
+    return np.asarray(inits.open_mask(G, jnp.asarray(g, G.dtype), jnp.asarray(x, G.dtype))).sum(axis=1)
 
 
 def dead_units(G, g, box=BOX) -> np.ndarray:
@@ -195,10 +195,10 @@ def dead_units(G, g, box=BOX) -> np.ndarray:
 
 
 def facing_gates(n: int = 6, facing: str = "alternate", dtype=None) -> tuple[jax.Array, jax.Array]:
-    """1D spline-init gates (`spline_init.spline_gates`, the reference's knots) with the given facing."""
-    check_choice("facing", facing, spline_init.FACINGS)
+    """1D spline-init gates (`inits.spline_gates`, the reference's knots) with the given facing."""
+    check_choice("facing", facing, inits.FACINGS)
     dtype = models.default_float() if dtype is None else dtype
-    return spline_init.spline_gates(jax.random.PRNGKey(0), check_positive_int("n", n), 1, facing=facing,
+    return inits.spline_gates(jax.random.PRNGKey(0), check_positive_int("n", n), 1, facing=facing,
                                     dtype=dtype)
 
 
@@ -225,7 +225,7 @@ def fig2_models(seed: int = 0, *, n: int = 6, steps: int = 100, n_train: int = 2
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 2048)
     out = {}
     for arch in ("mlp", "glu"):
-        init = models.init(jax.random.PRNGKey(seed), arch, 1, n, 1)
+        init = inits.init(jax.random.PRNGKey(seed), arch, 1, n, 1)
         for optimizer in FIG2_STAGES:
             config = train.TrainConfig(optimizer, steps=steps, chunk=chunk)
             params, info = _train_one(init, data, config)

@@ -26,14 +26,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from glu_scaling import spline_init as _spline
-from glu_scaling.errors import UsageError, check_choice, check_interval, check_positive_int, unknown
+from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
 
 NAMED_ARCHS = {"mlp": 0, "glu": 1, "gqu": 2}
 
@@ -56,29 +53,6 @@ _GATED_K = re.compile(r"gated(\d)")
 
 def accepted_archs() -> list[str]:
     return [*NAMED_ARCHS, "gatedK (K = 0..9 linear factors)"]
-
-
-# How the linear factors after the first start (gqu, gatedK with K >= 2):
-#   "one"     U_j = 0, u_j = 1 for j >= 2: every unit starts as the GLU's unit, so the
-#             spline stages fit the best GLU on the frozen gates ({U_1, u_1}) before each
-#             later factor multiplies in a linear correction ({U_j, u_j}) -- on the same
-#             gates the frozen model's training error is then never above the GLU's
-#             (`tests/test_sweep.py`);
-#   "random"  N(0, 1) like U_1 and u_1 (the reference's GQU): the stage on U_1 then fits
-#             around a random root of U_2 x + u_2 (README, "Later factors").
-FACTOR_INITS = ("one", "random")
-
-
-def has_later_factors(archs) -> bool:
-    """Whether any of `archs` has a second factor, i.e. whether `factor_init` changes its
-    models; a name that is not an architecture (a hand-edited config) counts as one."""
-    for arch in archs:
-        try:
-            if n_factors(arch) >= 2:
-                return True
-        except (UsageError, TypeError):
-            return True
-    return False
 
 
 def n_factors(arch: str) -> int:
@@ -175,177 +149,6 @@ def check_float_dtype(dtype) -> jnp.dtype:
         raise UsageError("dtype float64 requested but jax_enable_x64 is off; "
                          "enable it with jax.config.update('jax_enable_x64', True)")
     return dtype
-
-
-def init(
-    key: jax.Array,
-    arch: str,
-    n_in: int,
-    n_hidden: int,
-    n_out: int,
-    *,
-    activation: str = "relu",
-    spline_init: bool = True,
-    width: int | None = None,
-    interval: tuple[float, float] = (-1.0, 1.0),
-    knot_pad: float = 0.001,
-    facing: str = "alternate",
-    gate_scale: float = 1.0,
-    x_data: jax.Array | None = None,
-    knots=None,
-    dtype=None,
-    factor_init: str = "one",
-) -> Params:
-    """Initialise one model, optionally padded to `width` masked units.
-
-    Args:
-      key: PRNG key.
-      arch: "mlp", "glu", "gqu" or "gatedK".
-      n_in, n_hidden, n_out: input dimension, number of real hidden units, outputs.
-      activation: gate activation, one of `ACTIVATIONS`.
-      spline_init: gates from the spline ("MASO") init (`spline_init.spline_gates`);
-        otherwise G, g ~ N(0, 1) like every other parameter.
-      width: padded width W >= n_hidden (default n_hidden).
-      interval, knot_pad, facing, gate_scale, x_data: spline-init options, see
-        `spline_init.spline_gates`.
-      knots: (n_hidden,) knot positions for a 1D spline init (e.g.
-        `spline_init.placed_knots`); default evenly spaced (`spline_init.knots_1d`).
-      dtype: float dtype (default: float64 if jax_enable_x64, else float32).
-      factor_init: how factors 2..k start (`FACTOR_INITS`): "one" (the constant 1,
-        U_j = 0 and u_j = 1, default) or "random" (N(0, 1), as the reference's GQU).
-
-    Returns:
-      Params with G (W, n_in), g (W,), U (k, W, n_in), u (k, W), D (W, n_out),
-      d (n_out,), mask (W,); units n_hidden..W-1 are zero and masked.
-    """
-    k = n_factors(arch)
-    activation_fn(activation)
-    n_hidden = check_positive_int("n_hidden", n_hidden)
-    n_in = check_positive_int("n_in", n_in)
-    n_out = check_positive_int("n_out", n_out)
-    width = n_hidden if width is None else check_positive_int("width", width)
-    if width < n_hidden:
-        raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
-    dtype = check_float_dtype(dtype)
-    check_choice("factor_init", factor_init, FACTOR_INITS)
-    interval = check_interval(interval)
-    for name, value, positive in (("knot_pad", knot_pad, False), ("gate_scale", gate_scale, True)):
-        try:
-            number = None if isinstance(value, bool) else float(value)
-        except (TypeError, ValueError):
-            number = None
-        if number is None or not np.isfinite(number) or number < 0 or (positive and number == 0):
-            raise UsageError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    if x_data is not None:
-        x_data = np.asarray(x_data)
-        if x_data.ndim != 2 or x_data.shape[1] != n_in or not np.all(np.isfinite(x_data)):
-            raise UsageError(f"x_data must be finite with shape (N, {n_in}), got shape {x_data.shape}")
-    if knots is not None:
-        knots = np.asarray(knots, dtype=np.float64)
-        if not spline_init or n_in != 1 or knots.shape != (n_hidden,) or not np.all(np.isfinite(knots)):
-            raise UsageError(f"knots must be {n_hidden} finite positions (shape ({n_hidden},)) for a 1D spline "
-                             f"init, got shape {knots.shape} with n_in={n_in}, spline_init={spline_init}")
-        knots = _spline.pad_knots(knots, width)
-    return init_masked(
-        key, k, n_in, n_hidden, n_out, width, activation=activation, spline_init=spline_init,
-        interval=interval, knot_pad=knot_pad, facing=facing, gate_scale=gate_scale,
-        x_data=x_data, dtype=dtype, knots=knots, factor_init=factor_init,
-    )
-
-
-class InitDraws(NamedTuple):
-    """Every random number `init_masked` uses, drawn apart from the model (`init_draws`).
-
-    units (W, m): unit i's N(0, 1) row from fold_in(k_units, i), m >= unit_size;
-    d (n_out,): the output bias; directions (W, n_in): unit i's gate direction draw
-    from fold_in(k_gate, i) (used by the spline init when n_in > 1).
-    """
-
-    units: jax.Array
-    d: jax.Array
-    directions: jax.Array
-
-
-def init_draws(key, n_in: int, n_out: int, width: int, size: int, dtype=jnp.float32) -> InitDraws:
-    """The random draws of `init_masked` with `size` numbers per unit row (>= unit_size).
-
-    With JAX's partitionable threefry (its default), element j of a draw does not
-    depend on the draw's length, so the first unit_size(k, ...) columns of a wider
-    draw are exactly a model's own: one compiled draw serves every k of a sweep
-    (compiling the random-bit generator is the slow part of an init on a CPU).
-    One key's draws are `init_draws_batch` of a batch of one.
-    """
-    return jax.tree.map(lambda a: a[0], init_draws_batch(jnp.expand_dims(key, 0), n_in, n_out, width, size, dtype))
-
-
-def init_draws_batch(keys, n_in: int, n_out: int, width: int, size: int, dtype=jnp.float32) -> InitDraws:
-    """`init_draws` for a batch of keys (B, 2) (or B typed keys): leaves with a leading B axis.
-
-    Key b's draws are exactly `init_draws(keys[b], ...)`: unit i's row comes from
-    fold_in(k_units, i), its gate direction from fold_in(k_gate, i), the output bias from
-    k_bias, with (k_gate, k_units, k_bias) = split(keys[b], 3).  The per-unit keys of all
-    models are drawn from as one flat batch (M keys, one row each) rather than under a
-    vmap over models: the generator then runs on 2-D arrays, which XLA:CPU compiles
-    about 2x faster than the 3-D (models, units, row) ones.  With the partitionable
-    threefry, the unit rows, directions and biases are the first columns of one draw.
-    """
-    n_keys = keys.shape[0]
-    k_gate, k_units, k_bias = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, 3))(keys), 1, 0)
-    idx = jnp.arange(width)
-
-    def unit_keys(base):  # (B, ...) -> (B W, ...): fold_in(base_b, i), model-major
-        folded = jax.vmap(lambda k: jax.vmap(lambda i: jax.random.fold_in(k, i))(idx))(base)
-        return folded.reshape((n_keys * width,) + folded.shape[2:])
-
-    def normals(flat_keys, length):
-        return jax.vmap(lambda k: jax.random.normal(k, (length,), dtype))(flat_keys)
-
-    if jax.config.jax_threefry_partitionable:  # one generator call for everything
-        m = n_keys * width
-        z = normals(jnp.concatenate([unit_keys(k_units), unit_keys(k_gate), k_bias]), max(size, n_in, n_out))
-        units, directions, d = z[:m, :size], z[m:2 * m, :n_in], z[2 * m:, :n_out]
-    else:  # a draw's numbers depend on its length: each at its own
-        units, directions = normals(unit_keys(k_units), size), normals(unit_keys(k_gate), n_in)
-        d = normals(k_bias, n_out)
-    return InitDraws(units.reshape(n_keys, width, size), d, directions.reshape(n_keys, width, n_in))
-
-
-def init_masked(key, k: int, n_in: int, n_hidden, n_out: int, width: int, *, activation="relu",
-                spline_init=True, interval=(-1.0, 1.0), knot_pad=0.001, facing="alternate",
-                gate_scale=1.0, x_data=None, dtype=jnp.float32, draws: InitDraws | None = None,
-                knots=None, factor_init: str = "one") -> Params:
-    """`init` without argument checks, with `n_hidden` possibly traced (jit/vmap-able).
-
-    Unit i draws its packed row [G_i, g_i, U_1i, u_1i, ..., D_i] ~ N(0, 1) from
-    fold_in(key, i) in one call, so a model's real units are
-    the same whatever width it is padded to: init(key, ..., width=W) equals
-    pad(init(key, ...), W) exactly.  `draws` (from `init_draws(key, ...)`) replaces the
-    drawing, with the same result; `key` is then unused.  `knots` (width,): the 1D spline
-    init's knot positions (`spline_init.spline_gates`), possibly traced.  `factor_init`
-    "one" replaces the draws of factors 2..k by the constant 1 (`FACTOR_INITS`).
-    """
-    p = unit_size(k, n_in, n_out)
-    if draws is None:
-        draws = init_draws(key, n_in, n_out, width, p, dtype)
-    if draws.units.shape != (width, draws.units.shape[1]) or draws.units.shape[1] < p:
-        raise UsageError(f"draws.units must be ({width}, >= {p}) for k={k}, n_in={n_in}, n_out={n_out}, "
-                         f"got {draws.units.shape}")
-    z = draws.units[:, :p]
-    G, g = z[:, :n_in], z[:, n_in]
-    U = z[:, n_in + 1:(k + 1) * (n_in + 1)].reshape(width, k, n_in + 1)
-    U, u, D = U[:, :, :n_in], U[:, :, n_in], z[:, (k + 1) * (n_in + 1):]
-    if factor_init == "one":  # factors 2..k: U_j x + u_j = 1
-        later = jnp.arange(k) >= 1
-        U, u = jnp.where(later[:, None], 0.0, U).astype(dtype), jnp.where(later, 1.0, u).astype(dtype)
-    if spline_init:
-        G, g = _spline.spline_gates(
-            None, n_hidden, n_in, interval=interval, pad=knot_pad, facing=facing,
-            scale=gate_scale, x_data=x_data, dtype=dtype, width=width, directions=draws.directions,
-            knots=knots,
-        )
-    mask = (jnp.arange(width) < n_hidden).astype(dtype)
-    params = Params(G=G, g=g, U=jnp.moveaxis(U, 0, 1), u=u.T, D=D, d=draws.d, mask=mask, activation=activation)
-    return zero_masked(params)
 
 
 def zero_masked(params: Params) -> Params:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from glu_scaling import models
+from glu_scaling import inits, models
 from glu_scaling.errors import UsageError
 
 __all__ = ["GLU", "GQU", "MLP", "GatedUnits", "Mask", "arch_name"]
@@ -62,7 +62,7 @@ class GatedUnits(nnx.Module):
         init; then `rngs` is not needed and the activation, dtype and padding come from
         `params` (activation, spline_init, dtype, init_options are ignored).  Prefer
         `GatedUnits.from_params(params)`.
-      **init_options: further keywords of `models.init` (interval, knot_pad,
+      **init_options: further keywords of `inits.init` (interval, knot_pad,
         facing, gate_scale, x_data).
 
     Calling the module maps x (..., n_in) -> y (..., n_out) through `models.apply`.
@@ -90,7 +90,7 @@ class GatedUnits(nnx.Module):
         if params is None:
             if not isinstance(rngs, nnx.Rngs):
                 raise UsageError(f"{type(self).__name__} needs rngs=nnx.Rngs(...) (or params=...), got rngs={rngs!r}")
-            params = models.init(
+            params = inits.init(
                 rngs.params(), arch, n_in, n_hidden, n_out, activation=activation,
                 spline_init=spline_init, width=width, dtype=dtype, **init_options,
             )

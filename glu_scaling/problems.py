@@ -26,10 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation
+from glu_scaling import compilation, datasets
 from glu_scaling.errors import UsageError, check_choice, check_positive_int, unknown
+from glu_scaling.models import check_float_dtype
 
-EVAL_MODES = ("test", "train")
+EVAL_MODES = datasets.EVAL_MODES
 DEFAULT_N_TRAIN = 2000  # generated problems when n_train is None (tabular: all rows)
 DEFAULT_N_TEST = 2000  # generated problems when n_test is None (tabular: all test rows)
 
@@ -178,22 +179,12 @@ def friedman3_target(x: np.ndarray) -> np.ndarray:
     return np.arctan((x[:, 1] * x[:, 2] - 1 / (x[:, 1] * x[:, 3])) / x[:, 0])
 
 
-def standardise(x_train, y_train, x_test, y_test):
-    """Centre and scale features and target with the training split's statistics."""
-    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
-    y_mean, y_std = y_train.mean(axis=0), y_train.std(axis=0)
-    x_std = np.where(x_std > 0, x_std, 1.0)
-    y_std = np.where(y_std > 0, y_std, 1.0)
-    return ((x_train - x_mean) / x_std, (y_train - y_mean) / y_std,
-            (x_test - x_mean) / x_std, (y_test - y_mean) / y_std)
-
-
 def _friedman(inputs: Callable, target: Callable) -> Callable:
     def make(n_train, n_test, seed, dtype):
         rng = np.random.default_rng(seed)
         x = inputs(rng, n_train + n_test)
         y = target(x)[:, None]
-        return standardise(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+        return datasets.standardise(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
     return make
 
@@ -216,8 +207,6 @@ def _packaged(loader: str) -> Callable:
     """
 
     def make(n_train, n_test, seed, dtype, eval="test"):
-        from glu_scaling import datasets
-
         x, y = getattr(datasets, loader)()
         return datasets.split_standardise(x, y, seed=seed, n_train=n_train, n_test=n_test, eval=eval)
 
@@ -247,11 +236,27 @@ def accepted_problems() -> list[str]:
 def _problem_candidates(name) -> list[str]:
     """What to suggest for an unknown problem name: "file:NAME" for a data file's path
     given without its "file:" prefix, else the registered names."""
-    from glu_scaling.datasets import FILE_EXTENSIONS
-
-    if isinstance(name, str) and name.lower().endswith(FILE_EXTENSIONS):
+    if isinstance(name, str) and name.lower().endswith(datasets.FILE_EXTENSIONS):
         return [f"file:{name}"]
     return list(REGISTRY)
+
+
+def _file_problem(path: str, target: str | None = None) -> Problem:
+    """A tabular `Problem` named "file:PATH" for a user's data file (read and checked now)."""
+    x, y = datasets.read_file(path, target)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    if path.lower().endswith(".npz"):
+        what = f"y ({y.shape[1]} output(s))"
+    else:
+        what = "last column" if target is None else f"column {target!r}"
+
+    def make(n_train, n_test, seed, dtype, eval="test"):
+        return datasets.split_standardise(x, y, seed=seed, n_train=n_train, n_test=n_test, eval=eval)
+
+    return Problem(f"file:{path}", x.shape[1],
+                   f"user data {path}: {x.shape[0]} rows, {x.shape[1]} features -> {what}",
+                   make, tabular=True)
 
 
 def get_problem(name: str, *, target: str | None = None) -> Problem:
@@ -260,9 +265,7 @@ def get_problem(name: str, *, target: str | None = None) -> Problem:
     `target` (a column name) applies to "file:PATH" problems with a .csv / .tsv file only.
     """
     if isinstance(name, str) and name.startswith("file:"):
-        from glu_scaling import datasets
-
-        return datasets.file_problem(name[len("file:"):], target=target)
+        return _file_problem(name[len("file:"):], target=target)
     if not isinstance(name, str) or name not in REGISTRY:
         raise unknown("problem", name, accepted_problems(), candidates=_problem_candidates(name))
     if target is not None:
@@ -320,8 +323,6 @@ def make_dataset(
       A `Dataset` with x_train (N, n_in), y_train (N, n_out), x_test (M, n_in),
       y_test (M, n_out), all finite, of `dtype`.
     """
-    from glu_scaling.models import check_float_dtype
-
     dtype = check_float_dtype(dtype)
     n_train = _check_cap("n_train", n_train)
     n_test = _check_cap("n_test", n_test)

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glu_scaling import models, plots, problems, results, slopes, sweeps, train
+from glu_scaling import inits, plots, problems, results, slopes, sweeps, train
+from glu_scaling.config import SweepConfig, load_dataset
 from glu_scaling.errors import UsageError, check_choice, unknown
 
 # The paper's slopes vs n (paper.md §6: Fig. 3 and 5 for the 1D row, Table 1 for the others).
@@ -85,7 +86,7 @@ class Experiment:
     """
 
     name: str
-    config: sweeps.SweepConfig
+    config: SweepConfig
     fit_range: tuple[float, float] | None = None
     optional: bool = False
 
@@ -102,8 +103,8 @@ _BEYOND_50 = (56, 64, 72, 80, 90, 100)
 
 def experiments(quick: bool = False, factor_init: str = "one") -> list[Experiment]:
     """The sweeps behind the figures and Table 1; `quick` shrinks every one of them.
-    factor_init: how the GQUs' second factor starts (`models.FACTOR_INITS`)."""
-    cfg = functools.partial(sweeps.SweepConfig, factor_init=factor_init)
+    factor_init: how the GQUs' second factor starts (`inits.FACTOR_INITS`)."""
+    cfg = functools.partial(SweepConfig, factor_init=factor_init)
     if quick:
         one_d = cfg(archs=("mlp", "glu", "gqu"), widths=(2, 3, 4, 6, 8, 11, 16, 23, 32), seeds=(0, 1),
                     problem="paper_1d", optimizer="newton-cascade", steps=20, n_data=2000, n_test=2000)
@@ -126,7 +127,7 @@ def experiments(quick: bool = False, factor_init: str = "one") -> list[Experimen
     return _one_d_experiments(one_d, frozen, (4, 50)) + _table_experiments(table)
 
 
-def _table_experiments(table: Sequence[sweeps.SweepConfig]) -> list[Experiment]:
+def _table_experiments(table: Sequence[SweepConfig]) -> list[Experiment]:
     """Table 1's other rows: each problem trained (`table1_<problem>`) and before the
     cascade's all-parameter steps (`table1_<problem>_stages`, 0 steps)."""
     return [exp for c in table for exp in (
@@ -134,10 +135,10 @@ def _table_experiments(table: Sequence[sweeps.SweepConfig]) -> list[Experiment]:
         Experiment(f"table1_{c.problem}_stages", dataclasses.replace(c, steps=0), optional=True))]
 
 
-def _one_d_experiments(one_d: sweeps.SweepConfig, frozen: sweeps.SweepConfig, fit_range) -> list[Experiment]:
+def _one_d_experiments(one_d: SweepConfig, frozen: SweepConfig, fit_range) -> list[Experiment]:
     """The 1D rows: trained (`one_d`), before its all-parameter steps (`one_d` with 0
     steps) and gates-frozen (`frozen`) from evenly spaced knots, and trained and frozen
-    again from knots placed for the target (`spline_init.placed_knots`), the trained ones
+    again from knots placed for the target (`inits.placed_knots`), the trained ones
     for the GLU and GQU only (the MLP's gain from placement is small: 1.37x predicted for
     this target, against 2.8x for the GLU)."""
     stages = dataclasses.replace(one_d, steps=0)
@@ -148,7 +149,7 @@ def _one_d_experiments(one_d: sweeps.SweepConfig, frozen: sweeps.SweepConfig, fi
             Experiment("1d_placed_frozen", placed_frozen, fit_range)]
 
 
-def _stages_only(config: sweeps.SweepConfig) -> bool:
+def _stages_only(config: SweepConfig) -> bool:
     """A `newton-cascade` run with no all-parameter steps: its spline and {G, g} stages only."""
     return config.optimizer == "newton-cascade" and config.steps == 0
 
@@ -191,7 +192,7 @@ def load_experiments(exps: Sequence[Experiment], folder: Path) -> dict[str, list
 # ------------------------------------------------------------------ Table 1
 
 
-def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
+def protocol(config: SweepConfig, dataset: problems.Dataset) -> str:
     """The table's protocol column: points, widths, seeds, optimiser, evaluation."""
     w = config.widths
     if config.optimizer == "newton-splines":
@@ -205,14 +206,14 @@ def protocol(config: sweeps.SweepConfig, dataset: problems.Dataset) -> str:
             schedule += f", {config.gate_steps} {{G, g}} steps before them"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
              if config.knots == "placed" else "")
-    if models.has_later_factors(config.archs):
+    if inits.has_later_factors(config.archs):
         start = "the constant 1" if config.factor_init == "one" else "N(0, 1) draws"
         knots += f"; GQU factor 2 starts at {start} (factor_init {config.factor_init!r})"
     return (f"{dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test pts; n = {min(w)}..{max(w)} "
             f"({len(w)} widths); {len(config.seeds)} seeds; {schedule}; {config.dtype}{knots}")
 
 
-def row_label(config: sweeps.SweepConfig) -> str:
+def row_label(config: SweepConfig) -> str:
     """The table's problem column: the problem, then what differs from the paper's protocol."""
     parts = [PROBLEM_LABELS.get(config.problem, config.problem)]
     if config.optimizer != "newton-cascade":
@@ -233,7 +234,7 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
         recs = records.get(exp.name, [])
         if not recs:
             continue
-        dataset = sweeps.load_dataset(exp.config)
+        dataset = load_dataset(exp.config)
         for arch in exp.config.archs:
             mine = [r for r in recs if r["arch"] == arch]
             test = slopes.fit_records(mine, fit_range=exp.fit_range)
@@ -365,7 +366,7 @@ def fig5(records_1d: list[dict], out: Path, fit_range=None) -> list[Path]:
                                title="Fig. 5: MLP, GLU and GQU")
 
 
-def fig4(records_1d: list[dict], config: sweeps.SweepConfig, out: Path, fit_range=None) -> list[Path]:
+def fig4(records_1d: list[dict], config: SweepConfig, out: Path, fit_range=None) -> list[Path]:
     """Fig. 4: trained MLP/GLU (median over seeds) against least-squares linear/quadratic
     splines on n uniform cells and on n cells placed for the target (what moving knots
     can buy), and the analytic constructions with the same number of knots (n)."""
@@ -450,7 +451,7 @@ def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, 
     for name, recs in records.items():
         results.write_records_atomic(folder / f"{name}.jsonl", recs)
     inits = {name: by_name[name].config.factor_init for name in records
-             if models.has_later_factors(by_name[name].config.archs)}
+             if inits.has_later_factors(by_name[name].config.archs)}
     if inits:
         results.write_json_atomic(folder / FACTOR_INIT_FILE, {**_recorded_factor_inits(folder), **inits})
 
@@ -466,8 +467,8 @@ def _recorded_factor_inits(folder: Path) -> dict[str, str]:
         inits = json.loads(path.read_text())
     except ValueError:
         inits = None
-    if not isinstance(inits, dict) or any(v not in models.FACTOR_INITS for v in inits.values()):
-        raise UsageError(f"{str(path)!r} must map experiment names to one of {', '.join(models.FACTOR_INITS)}; "
+    if not isinstance(inits, dict) or any(v not in inits.FACTOR_INITS for v in inits.values()):
+        raise UsageError(f"{str(path)!r} must map experiment names to one of {', '.join(inits.FACTOR_INITS)}; "
                          "fix it or move it away")
     return inits
 
@@ -516,7 +517,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
       redraw: run no sweeps; draw from out/results/<experiment>.jsonl (`load_experiments`),
         which must hold every model (read before `out` is created; the illustrative
         figures 1, 2, 8-11 still compute their few small models, Fig. 2 training four).
-      factor_init: how the GQUs' second factor starts (`models.FACTOR_INITS`; None: "one";
+      factor_init: how the GQUs' second factor starts (`inits.FACTOR_INITS`; None: "one";
         "random" resumes a runs folder written before "one" became the default).  Not with
         `redraw`, which reads it from out/results/factor_init.json ("random" where missing).
 
@@ -529,13 +530,13 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
         raise UsageError("--redraw reads how the GQUs were made from OUT/results/factor_init.json; "
                          "--factor-init does not go with it")
     factor_init = "one" if factor_init is None else factor_init
-    check_choice("factor_init", factor_init, models.FACTOR_INITS)
+    check_choice("factor_init", factor_init, inits.FACTOR_INITS)
     exps = experiments(quick, factor_init)
     # read (or refuse) before anything is trained or drawn (and read again when written)
     recorded = _recorded_factor_inits(results.check_folder(out) / "results")
     if redraw:  # as the records were made
         exps = [dataclasses.replace(e, config=dataclasses.replace(e.config, factor_init=recorded.get(e.name, "random")))
-                if models.has_later_factors(e.config.archs) else e for e in exps]
+                if inits.has_later_factors(e.config.archs) else e for e in exps]
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
     if redraw:  # every record is read (or refused) before the folder is made

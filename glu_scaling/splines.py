@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import BSpline, make_lsq_spline
 
-from glu_scaling import constructions
+from glu_scaling import taylor
 from glu_scaling.errors import UsageError, check_interval, check_positive_int
 
 
@@ -56,8 +56,8 @@ def breakpoints(n_knots: int, interval=(-1.0, 1.0)) -> np.ndarray:
     return np.linspace(a, b, check_positive_int("n_knots", n_knots) + 1)
 
 
-# knots placed for a degree-p spline follow f^(p+1); `constructions.derivatives` goes up to MAX_DERIVATIVE
-MAX_PLACED_DEGREE = constructions.MAX_DERIVATIVE - 1
+# knots placed for a degree-p spline follow f^(p+1); `taylor.derivatives` goes up to MAX_DERIVATIVE
+MAX_PLACED_DEGREE = taylor.MAX_DERIVATIVE - 1
 
 
 def _check_degree(degree: int) -> int:
@@ -69,7 +69,7 @@ def _check_degree(degree: int) -> int:
 
 def _top_derivative(f, degree: int, x: np.ndarray) -> np.ndarray:
     """|f^(p+1)(x)| for a degree-p spline, p = `degree`; (N,)."""
-    return np.abs(constructions.derivatives(f, x)[_check_degree(degree) + 1])
+    return np.abs(taylor.derivatives(f, x)[_check_degree(degree) + 1])
 
 
 def _sigma(degree: int) -> float:
@@ -89,7 +89,7 @@ def equidistributed_breakpoints(f, n_knots: int, degree: int, interval=(-1.0, 1.
     added so that cells stay finite where f^(p+1) vanishes.
 
     Args:
-      f: scalar -> scalar, JAX-traceable (derivatives by jax.grad, `constructions.derivatives`).
+      f: scalar -> scalar, JAX-traceable (derivatives by jax.grad, `taylor.derivatives`).
       n_knots: number of cells.
       degree: spline degree p, 1..3.
       interval: (a, b); the first and last boundaries are exactly a and b.

@@ -62,7 +62,7 @@ def run_speedrun(cache: str) -> dict:
 
 
 def cascade_bench(jax, jnp, repeats: int = 3) -> dict:
-    from glu_scaling import problems, sweeps, train
+    from glu_scaling import inits, planning, problems, train
 
     ds = problems.make_dataset("one_over_1_p_9x2", n_train=2000, n_test=2000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 2048)
@@ -72,9 +72,9 @@ def cascade_bench(jax, jnp, repeats: int = 3) -> dict:
     total_run = total_first = flops = 0.0
     n_models = 0
     for width in sorted(REF_CASCADE):
-        params = sweeps._init_batch(jnp.asarray(seeds, jnp.uint32), jnp.full((len(seeds),), width), k=1, n_in=1,
+        params = inits.init_batch(jnp.asarray(seeds, jnp.uint32), jnp.full((len(seeds),), width), k=1, n_in=1,
                                    n_out=1, width=width, activation="relu", spline_init=True, dtype=jnp.float64)
-        batch = sweeps.default_batch_size(len(seeds))
+        batch = planning.default_batch_size(len(seeds))
         t0 = time.perf_counter()
         _, info = train.train_batch(params, data, config, batch_size=batch)
         jax.block_until_ready(info)

@@ -35,7 +35,8 @@ import json, sys, time
 import jax
 jax.config.update("jax_enable_x64", True)
 from glu_scaling import sweeps
-config = sweeps.SweepConfig(**json.loads(sys.argv[1]))
+from glu_scaling.config import SweepConfig
+config = SweepConfig(**json.loads(sys.argv[1]))
 times, records = [], None
 for _ in range(1 + int(sys.argv[2])):
     t0 = time.perf_counter()
@@ -89,10 +90,10 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from glu_scaling import distributed, sweeps
+    from glu_scaling import distributed, specs
 
-    config = {"archs": [a.strip() for a in args.archs.split(",")], "widths": sweeps.parse_spec(args.widths),
-              "seeds": sweeps.parse_spec(args.seeds, "seeds", minimum=0), "problem": args.problem,
+    config = {"archs": [a.strip() for a in args.archs.split(",")], "widths": specs.parse_spec(args.widths),
+              "seeds": specs.parse_spec(args.seeds, "seeds", minimum=0), "problem": args.problem,
               "optimizer": "newton-cascade", "steps": args.steps, "n_data": args.n_data}
     sharded_env = distributed.simulated_cpu_env(args.devices)
     runs = {

@@ -232,9 +232,10 @@ def main() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     else:
         cache = None
-    from glu_scaling import compilation, sweeps
+    from glu_scaling import compilation, planning, specs
+    from glu_scaling.config import SweepConfig
 
-    planner = sweeps.Planner.for_backend(backend)
+    planner = planning.Planner.for_backend(backend)
     if args.flop_rate:
         planner = dataclasses.replace(planner, flop_rate=args.flop_rate)
     if args.compile_seconds is not None:
@@ -272,9 +273,9 @@ def main() -> None:
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for i, dtype in enumerate(dtypes):
-        config = sweeps.SweepConfig(
-            archs=tuple(a.strip() for a in args.archs.split(",")), widths=tuple(sweeps.parse_spec(args.widths)),
-            seeds=tuple(sweeps.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
+        config = SweepConfig(
+            archs=tuple(a.strip() for a in args.archs.split(",")), widths=tuple(specs.parse_spec(args.widths)),
+            seeds=tuple(specs.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
             optimizer=args.optimizer, steps=args.steps, n_data=args.n_data, dtype=dtype,
             batch_size=args.batch_size, devices=args.devices, rungs_per_round=args.rungs_per_round,
             cholesky_block=args.cholesky_block)

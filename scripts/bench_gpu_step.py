@@ -68,7 +68,7 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from glu_scaling import compilation, models, newton, problems, train
+    from glu_scaling import compilation, inits, models, newton, problems, train
 
     accelerator = jax.default_backend() in ("gpu", "tpu")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,7 +91,7 @@ def main() -> None:
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, args.chunk)
     keys = jax.random.split(jax.random.PRNGKey(0), args.models)
     params = jax.tree.map(lambda *a: jnp.stack(a), *[
-        models.init(key, args.arch, 1, args.width, 1, dtype=dtype) for key in keys])
+        inits.init(key, args.arch, 1, args.width, 1, dtype=dtype) for key in keys])
     t0 = time.perf_counter()
     params, _ = jax.block_until_ready(train.train_batch(params, data, train.TrainConfig(
         "newton-cascade", args.warm_steps, chunk=chunk)))

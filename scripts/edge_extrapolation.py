@@ -39,14 +39,15 @@ def main() -> None:
     parser.add_argument("--out", default="edge_extrapolation.json")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
-    from glu_scaling import models, sweeps
+    from glu_scaling import models, specs, sweeps
+    from glu_scaling.config import SweepConfig, load_dataset
 
-    widths = sweeps.parse_spec(args.widths)
-    seeds = sweeps.parse_spec(args.seeds, "seeds", minimum=0)
-    config = sweeps.SweepConfig(archs=(args.arch,), widths=tuple(widths), seeds=tuple(seeds), problem=args.problem,
+    widths = specs.parse_spec(args.widths)
+    seeds = specs.parse_spec(args.seeds, "seeds", minimum=0)
+    config = SweepConfig(archs=(args.arch,), widths=tuple(widths), seeds=tuple(seeds), problem=args.problem,
                                 optimizer=args.optimizer, n_data=args.n_data, n_test=args.n_test, knots=args.knots,
                                 factor_init=args.factor_init)
-    dataset = sweeps.load_dataset(config)
+    dataset = load_dataset(config)
     if dataset.n_in != 1:
         parser.error(f"--problem {args.problem} has {dataset.n_in} inputs; this experiment is for 1D problems")
     pairs = [(n, s) for n in widths for s in seeds]

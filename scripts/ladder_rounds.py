@@ -25,7 +25,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from glu_scaling import models, newton, problems, train  # noqa: E402
+from glu_scaling import inits, models, newton, problems, train  # noqa: E402
 
 MODELS = [("glu", 10), ("glu", 25), ("glu", 50), ("gqu", 25), ("gqu", 50), ("mlp", 50)]
 
@@ -34,7 +34,7 @@ def extra_rungs(arch: str, n: int, seed: int, data: train.TrainData, chunk: int,
                 steps: int = 100) -> collections.Counter:
     """{i - s: count} over the all-parameter steps of one model (until the line search fails)."""
     k = models.n_factors(arch)
-    params = models.init(jax.random.PRNGKey(seed), arch, 1, n, 1)
+    params = inits.init(jax.random.PRNGKey(seed), arch, 1, n, 1)
     params, _ = train.train_newton(params, data, train.TrainConfig("newton-splines"))
     sel = train.selection(train.all_groups(k), k, 1, 1)
     step = jax.jit(lambda p, start: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk, start))

@@ -3,7 +3,7 @@
 Trains GLU and GQU models on the paper's 1D target (1/(1 + cos^2(pi x)), 10k random
 training points, 10k-point test grid, float64) twice: from the usual alternating spline
 init (knots evenly spaced over [-1.001, 1.001]) and from the same init with the knots
-placed for the target (`--knots placed`, `spline_init.placed_knots`: |f^(p+1)|^(2/(2p+3))
+placed for the target (`--knots placed`, `inits.placed_knots`: |f^(p+1)|^(2/(2p+3))
 has equal mass between neighbours, p = 2 for the GLU, 3 for the GQU).  Each start is
 trained with `newton-splines` (gates frozen) and `newton-cascade` (100 all-parameter
 steps), through `glu_scaling.sweeps` (every width and seed of one architecture in one
@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--out", default="placed_knots_init.json")
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
-    from glu_scaling import sweeps
+    from glu_scaling import specs, sweeps
 
-    widths = sweeps.parse_spec(args.widths)
-    seeds = sweeps.parse_spec(args.seeds, "seeds", minimum=0)
+    widths = specs.parse_spec(args.widths)
+    seeds = specs.parse_spec(args.seeds, "seeds", minimum=0)
     rows = []
     for arch in ("glu", "gqu"):
         for knots in ("uniform", "placed"):

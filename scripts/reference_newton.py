@@ -57,9 +57,9 @@ import optax
 jax.config.update("jax_enable_x64", True)
 
 import glu_scaling as gs  # noqa: E402
-from glu_scaling import newton, problems, slopes, sweeps, train  # noqa: E402
+from glu_scaling import newton, problems, slopes, specs, train  # noqa: E402
+from glu_scaling.inits import facing_signs, knots_1d  # noqa: E402
 from glu_scaling.models import n_factors, pack_units, zero_masked  # noqa: E402
-from glu_scaling.spline_init import facing_signs, knots_1d  # noqa: E402
 
 INITS = ("spline", "random", "torch", "diagonal")
 
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--init", default="spline", choices=INITS, help="the models' starting point (see above)")
     parser.add_argument("--out", default=None, help="write one JSON record per model and method here")
     args = parser.parse_args()
-    widths, seeds = sweeps.parse_spec(args.widths), sweeps.parse_spec(args.seeds, "seeds", minimum=0)
+    widths, seeds = specs.parse_spec(args.widths), specs.parse_spec(args.seeds, "seeds", minimum=0)
     fit_range = tuple(float(v) for v in args.fit.split(","))
     ds = problems.make_dataset(args.problem, n_train=args.n_data, n_test=args.n_test, seed=0, dtype="float64")
     n_in, n_out = ds.x_train.shape[1], ds.y_train.shape[1]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glu_scaling import compilation, models, problems, sweeps, train
+from glu_scaling import compilation, inits, problems, train
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_fast_compile_options_change_no_bit_of_training(arch, optimizer):
     ds = problems.make_dataset("one_over_1_p_9x2", n_train=64, n_test=64)
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 64)
     params = jax.tree.map(lambda *a: jnp.stack(a), *[
-        models.init(jax.random.PRNGKey(seed), arch, 1, n, 1, width=8) for seed, n in ((0, 3), (1, 5), (2, 8))])
+        inits.init(jax.random.PRNGKey(seed), arch, 1, n, 1, width=8) for seed, n in ((0, 3), (1, 5), (2, 8))])
     config = train.TrainConfig(optimizer, steps=3, chunk=chunk)
     fast = train.train_batch(params, data, config)
     plain = _plain_jit(train.train_batch, static_argnames=("config", "batch_size", "mesh"))(params, data, config)
@@ -55,9 +55,9 @@ def test_fast_compile_options_change_no_bit_of_the_initial_draws():
     seeds = jnp.asarray([0, 1, 7], jnp.uint32)
     static = ("n_in", "n_out", "width", "size", "dtype")
     for n_in, width in ((1, 6), (5, 4)):
-        kwargs = sweeps._draw_kwargs(2, n_in, 1, width, jnp.float64)
-        _assert_same_bits(sweeps._draw_batch(seeds, **kwargs),
-                          _plain_jit(sweeps._draw_batch, static_argnames=static)(seeds, **kwargs))
+        kwargs = inits.draw_kwargs(2, n_in, 1, width, jnp.float64)
+        _assert_same_bits(inits.draw_batch(seeds, **kwargs),
+                          _plain_jit(inits.draw_batch, static_argnames=static)(seeds, **kwargs))
 
 
 def test_brief_programs_compile_with_less_optimisation_and_the_same_bits():
@@ -68,16 +68,16 @@ def test_brief_programs_compile_with_less_optimisation_and_the_same_bits():
     seeds = jnp.asarray([0, 1, 7], jnp.uint32)
     static = ("n_in", "n_out", "width", "size", "dtype")
     for k, n_in, width, dtype in ((2, 1, 6, jnp.float64), (1, 5, 4, jnp.float64), (0, 3, 5, jnp.float32)):
-        kwargs = sweeps._draw_kwargs(k, n_in, 1, width, dtype)
-        draws = sweeps._draw_batch(seeds, **kwargs)
-        _assert_same_bits(draws, _plain_jit(sweeps._draw_batch, static_argnames=static)(seeds, **kwargs))
+        kwargs = inits.draw_kwargs(k, n_in, 1, width, dtype)
+        draws = inits.draw_batch(seeds, **kwargs)
+        _assert_same_bits(draws, _plain_jit(inits.draw_batch, static_argnames=static)(seeds, **kwargs))
         knots = jnp.stack([jnp.linspace(-1.0, 1.0, width, dtype=dtype)] * 3)
         assemble = dict(k=k, n_in=n_in, n_out=1, width=width, activation="relu", spline_init=n_in == 1, dtype=dtype)
         n_hidden = jnp.asarray([1, width - 1, width])
         for knots_given, factors_to in ((knots, None), (None, 2)):  # (a sweep's uniform knots, padded factors)
             static_kwargs = {**assemble, "factors_to": factors_to}
-            _assert_same_bits(sweeps._assemble_batch(n_hidden, draws, knots_given, **static_kwargs),
-                              _plain_jit(sweeps._assemble_batch, static_argnames=tuple(static_kwargs))(
+            _assert_same_bits(inits.assemble_batch(n_hidden, draws, knots_given, **static_kwargs),
+                              _plain_jit(inits.assemble_batch, static_argnames=tuple(static_kwargs))(
                                   n_hidden, draws, knots_given, **static_kwargs))
     for seed, shape, dtype in ((0, (2000, 1), jnp.float64), (5, (300, 5), jnp.float32),
                                (2**32 - 1, (7, 2), jnp.float64)):
@@ -89,15 +89,15 @@ def test_a_wrapped_function_also_runs_inside_another_trace():
     """JAX refuses compiler options on a nested jit: inside jit or eval_shape the wrapper
     is a plain jit, inlined, with the same result as the top-level call."""
     seeds = jnp.asarray([0, 3], jnp.uint32)
-    kwargs = sweeps._draw_kwargs(1, 1, 1, 5, jnp.float64)
-    top = sweeps._draw_batch(seeds, **kwargs)
-    _assert_same_bits(jax.jit(lambda s: sweeps._draw_batch(s, **kwargs))(seeds), top)
-    shapes = jax.eval_shape(lambda s: sweeps._draw_batch(s, **kwargs), seeds)
+    kwargs = inits.draw_kwargs(1, 1, 1, 5, jnp.float64)
+    top = inits.draw_batch(seeds, **kwargs)
+    _assert_same_bits(jax.jit(lambda s: inits.draw_batch(s, **kwargs))(seeds), top)
+    shapes = jax.eval_shape(lambda s: inits.draw_batch(s, **kwargs), seeds)
     assert [a.shape for a in jax.tree.leaves(shapes)] == [a.shape for a in jax.tree.leaves(top)]
     # inside a trace with concrete arguments only (closed over): no tracer to tell, JAX's refusal is caught
     concrete = np.asarray(seeds)
-    _assert_same_bits(jax.jit(lambda: sweeps._draw_batch(concrete, **kwargs))(), top)
-    _assert_same_bits(jax.vmap(lambda s: sweeps._draw_batch(s[None], **kwargs))(seeds),
+    _assert_same_bits(jax.jit(lambda: inits.draw_batch(concrete, **kwargs))(), top)
+    _assert_same_bits(jax.vmap(lambda s: inits.draw_batch(s[None], **kwargs))(seeds),
                       jax.tree.map(lambda a: a[:, None], top))  # bare vmap: compiled on its own
 
 

@@ -29,6 +29,7 @@ import pytest
 import glu_scaling as gs
 from glu_scaling import cli, compare, constructions, datasets, errors, results, slopes, sweeps, train
 from glu_scaling import nnx as gs_nnx
+from glu_scaling.config import SweepConfig, effective_settings
 
 SWEEP = ["sweep", "--arch", "mlp", "--widths", "2", "--steps", "0", "--optimizer", "newton-splines",
          "--n-data", "8", "--n-test", "8", "--quiet"]
@@ -59,7 +60,7 @@ def d(tmp_path_factory) -> Path:
     np.savez(d / "objects.npz", x=np.array([1, "a", None], dtype=object), y=np.ones(3))
     (d / "afile").write_text("precious")
     # results folders: another problem, another kind of run, a broken config.json
-    config = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem="cos", **API)
+    config = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem="cos", **API)
     for name, cfg in (("cos_run", config.to_json()), ("construct_run", {"kind": "construct", "problem": "sin"})):
         (d / name).mkdir()
         results.write_json_atomic(d / name / "config.json", cfg)
@@ -67,7 +68,7 @@ def d(tmp_path_factory) -> Path:
     (d / "broken_run" / "config.json").write_text("{not json")
     (d / "construct_run" / "results.jsonl").write_text('{"arch": "glu", "n_hidden": 2, "seed": 0}\n')
     # a file:PATH folder whose data file has changed since (another sha256)
-    ok = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem=f"file:{d}/ok.csv", **API)
+    ok = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem=f"file:{d}/ok.csv", **API)
     for name, cfg in (("changed_file_run", {**ok.to_json(), "data_sha256": "0" * 64}),
                       ("bad_widths_run", {**config.to_json(), "problem": "one_over_1_p_9x2", "widths": 5}),
                       ("bad_record_run", {**config.to_json(), "problem": "one_over_1_p_9x2"})):
@@ -349,7 +350,7 @@ def test_unknown_lists_accepted_and_suggests_from_candidates():
 # ---------------------------------------------------------------- results are never lost
 
 
-def _folder_with_results(folder: Path, config: sweeps.SweepConfig, cut_off: bytes = b"") -> bytes:
+def _folder_with_results(folder: Path, config: SweepConfig, cut_off: bytes = b"") -> bytes:
     folder.mkdir()
     results.check_config(folder, config.to_json())
     recs = [{"arch": "mlp", "problem": config.problem, "n_in": 1, "n_hidden": 2, "n_params": 7, "seed": 0,
@@ -364,7 +365,7 @@ def _folder_with_results(folder: Path, config: sweeps.SweepConfig, cut_off: byte
                                     ["--arch", "mpl"], ["--problem", "file:nowhere.csv"]])
 def test_a_refused_command_leaves_the_results_folder_untouched(tmp_path, capsys, change):
     """Even the cut-off last line stays: repair happens only once the command is accepted."""
-    config = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem="one_over_1_p_9x2", **API)
+    config = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem="one_over_1_p_9x2", **API)
     out = tmp_path / "run"
     data = _folder_with_results(out, config, cut_off=b'{"arch": "mlp", "n_hid')
     files = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -438,7 +439,7 @@ def test_float64_without_x64_is_refused_not_downgraded():
     """docs/errors.md: dtype float64 with jax_enable_x64 off raises, never trains in float32."""
     from glu_scaling.errors import UsageError
 
-    config = sweeps.SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), n_data=8, n_test=8)
+    config = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), n_data=8, n_test=8)
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(UsageError, match=r"dtype float64 needs jax_enable_x64; call jax.config.update"):
@@ -517,7 +518,7 @@ def test_resume_compares_settings_as_the_models_were_made(tmp_path, capsys):
 
 
 def test_effective_settings():
-    eff = sweeps.effective_settings
+    eff = effective_settings
     adam = eff({"optimizer": "adam", "steps": None, "learning_rate": None, "problem": "airfoil", "n_data": None,
                 "n_test": None, "eval": "test"})
     assert (adam["steps"], adam["learning_rate"]) == (1000, 1e-4)

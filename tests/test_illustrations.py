@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from glu_scaling import illustrations as I
-from glu_scaling import models, spline_init
+from glu_scaling import inits, models
 from glu_scaling.errors import UsageError
 
 ORDER = ("fig1", "fig2", "fig8", "fig9", "fig10", "fig11")
@@ -178,7 +178,7 @@ def test_fig2_frozen_gates_keep_the_spline_init_knots(trained):
         frozen, info = trained[arch, "newton-splines"]
         assert info["status"] == "ok"
         np.testing.assert_allclose(I.cell_knots(frozen), expected, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(I.cell_knots(frozen), spline_init.knots_1d(6, dtype=jnp.float64), atol=1e-12)
+        np.testing.assert_allclose(I.cell_knots(frozen), inits.knots_1d(6, dtype=jnp.float64), atol=1e-12)
         full, _ = trained[arch, "newton-cascade"]
         assert np.max(np.abs(I.cell_knots(full) - expected)) > 1e-3  # full training moves the knots
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import glu_scaling
-from glu_scaling import models
+from glu_scaling import inits, models
 from glu_scaling.errors import UsageError
 from glu_scaling.models import Params
 
@@ -28,7 +28,7 @@ def _rel_err(a, b):
     return np.max(np.abs(a - b)) / max(1.0, np.max(np.abs(b)))
 
 
-# Shapes passed to models.init are kept to a few (S1, S2): on CPU every new shape costs
+# Shapes passed to inits.init are kept to a few (S1, S2): on CPU every new shape costs
 # eager compiles, and params built with numpy cover the many-shape sweeps instead.
 S1 = (1, 5, 1, 9)  # n_in, n_hidden, n_out, width
 S2 = (3, 6, 2, 10)
@@ -119,10 +119,10 @@ def test_padded_apply_equals_exact_width(arch, activation):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_init_padding_equals_exact_width(arch):
-    # models.init(width=W) vs models.init(width=n) with the same key: same real units, zero masked rest.
+    # inits.init(width=W) vs inits.init(width=n) with the same key: same real units, zero masked rest.
     n_in, n, n_out, width = S1
-    exact = models.init(_key(1), arch, n_in, n, n_out)
-    padded = models.init(_key(1), arch, n_in, n, n_out, width=width)
+    exact = inits.init(_key(1), arch, n_in, n, n_out)
+    padded = inits.init(_key(1), arch, n_in, n, n_out, width=width)
     np.testing.assert_array_equal(padded.mask, [1.0] * n + [0.0] * (width - n))
     np.testing.assert_array_equal(padded.d, exact.d)
     for name in ("G", "g", "U", "u", "D"):
@@ -192,7 +192,7 @@ def test_param_count_equals_trainable_of_init(arch, spline_init):
     n_in, n, n_out, width = S1
     expected = _paper_count(arch, n_in, n_out, n)
     for w in (None, width):
-        p = models.init(_key(2), arch, n_in, n, n_out, width=w, spline_init=spline_init)
+        p = inits.init(_key(2), arch, n_in, n, n_out, width=w, spline_init=spline_init)
         assert p.width == (n if w is None else w)
         assert models.count_trainable(p) == _unmasked_scalars(p) == expected
         # the total number of scalars exceeds it by exactly the padded units
@@ -266,7 +266,7 @@ def test_relu_model_is_piecewise_polynomial_of_degree_k_plus_1(arch):
     # a degree k + 2 least-squares fit on each cell has a vanishing top coefficient.
     k = K[arch]
     n_in, n, n_out, width = S1
-    p = models.init(_key(4), arch, n_in, n, n_out, width=width)
+    p = inits.init(_key(4), arch, n_in, n, n_out, width=width)
     real = np.asarray(p.mask) > 0
     knots = np.sort(-np.asarray(p.g)[real] / np.asarray(p.G)[real, 0])
     for lo, hi in zip(knots[:-1], knots[1:]):
@@ -294,7 +294,7 @@ def test_dtype_preserved_in_apply(arch):
 def test_dtype_preserved_in_init(dtype):
     n_in, n, n_out, width = S1
     for spline in (True, False):
-        p = models.init(_key(7), "glu", n_in, n, n_out, width=width, dtype=dtype, spline_init=spline)
+        p = inits.init(_key(7), "glu", n_in, n, n_out, width=width, dtype=dtype, spline_init=spline)
         for leaf in jax.tree.leaves(p):
             assert leaf.dtype == dtype
         y = models.apply("glu", p, jnp.linspace(-1, 1, 11, dtype=dtype)[:, None])
@@ -303,7 +303,7 @@ def test_dtype_preserved_in_init(dtype):
 
 def test_default_dtype_is_float64_under_x64():
     n_in, n, n_out, width = S1
-    assert models.init(_key(7), "glu", n_in, n, n_out).G.dtype == jnp.float64
+    assert inits.init(_key(7), "glu", n_in, n, n_out).G.dtype == jnp.float64
 
 
 # ---------------------------------------------------------------- usage errors
@@ -312,7 +312,7 @@ def test_default_dtype_is_float64_under_x64():
 def test_unknown_arch_names_value_and_accepted():
     for bad in ("transformer", "GLU", "gated", "gated12", ""):
         with pytest.raises(glu_scaling.UsageError) as info:
-            models.init(_key(0), bad, 1, 3, 1)
+            inits.init(_key(0), bad, 1, 3, 1)
         msg = str(info.value)
         assert repr(bad) in msg
         for name in ARCHS:
@@ -326,7 +326,7 @@ def test_unknown_arch_names_value_and_accepted():
 def test_unknown_activation_names_value_and_accepted():
     for bad in ("tanhh", "ReLU", "swish"):
         with pytest.raises(glu_scaling.UsageError) as info:
-            models.init(_key(0), "glu", 1, 3, 1, activation=bad)
+            inits.init(_key(0), "glu", 1, 3, 1, activation=bad)
         msg = str(info.value)
         assert repr(bad) in msg
         for name in ACTS:
@@ -341,12 +341,12 @@ def test_non_positive_or_non_integer_sizes_raise(bad):
     for kwargs in ({"n_hidden": bad}, {"n_in": bad}, {"n_out": bad}):
         args = {"n_in": 1, "n_hidden": 3, "n_out": 1, **kwargs}
         with pytest.raises(glu_scaling.UsageError, match=re.escape(repr(bad))):
-            models.init(_key(0), "glu", args["n_in"], args["n_hidden"], args["n_out"])
+            inits.init(_key(0), "glu", args["n_in"], args["n_hidden"], args["n_out"])
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             models.param_count("glu", args["n_in"], args["n_hidden"], args["n_out"])
     if bad is not None:  # width=None means "no padding"
         with pytest.raises(glu_scaling.UsageError, match="width"):
-            models.init(_key(0), "glu", 1, 3, 1, width=bad)
+            inits.init(_key(0), "glu", 1, 3, 1, width=bad)
 
 
 @pytest.mark.parametrize("bad", [np.array(2.5), np.array([3, 4]), jnp.float32(2.5)],
@@ -358,12 +358,12 @@ def test_array_like_non_integer_sizes_raise_usage_error(bad):
     with pytest.raises(glu_scaling.UsageError, match="n_hidden"):
         models.param_count("glu", 1, bad, 1)
     with pytest.raises(glu_scaling.UsageError, match="n_hidden"):
-        models.init(_key(0), "glu", 1, bad, 1)
+        inits.init(_key(0), "glu", 1, bad, 1)
 
 
 def test_width_below_n_hidden_raises():
     with pytest.raises(glu_scaling.UsageError, match=r"width.*\b4\b"):
-        models.init(_key(0), "mlp", 1, 5, 1, width=4)
+        inits.init(_key(0), "mlp", 1, 5, 1, width=4)
     with pytest.raises(glu_scaling.UsageError, match=r"\b3\b"):
         models.pad(np_params(0, 0, 1, 5, 1), 3)
 
@@ -495,10 +495,10 @@ def test_a_wider_shared_draw_gives_every_architecture_its_own_init(n_in, spline)
     if not jax.config.jax_threefry_partitionable:
         pytest.skip("needs JAX's partitionable threefry (its default)")
     key = jax.random.PRNGKey(7)
-    wide = models.init_draws(key, n_in, 2, 6, models.unit_size(3, n_in, 2), jnp.float64)
+    wide = inits.init_draws(key, n_in, 2, 6, models.unit_size(3, n_in, 2), jnp.float64)
     for k in range(4):
-        own = models.init_masked(key, k, n_in, 4, 2, 6, spline_init=spline, dtype=jnp.float64)
-        shared = models.init_masked(None, k, n_in, 4, 2, 6, spline_init=spline, dtype=jnp.float64, draws=wide)
+        own = inits.init_masked(key, k, n_in, 4, 2, 6, spline_init=spline, dtype=jnp.float64)
+        shared = inits.init_masked(None, k, n_in, 4, 2, 6, spline_init=spline, dtype=jnp.float64, draws=wide)
         for a, b in zip(jax.tree.leaves(own), jax.tree.leaves(shared)):
             assert a.shape == b.shape and bool(jnp.all(a == b))
         assert bool(jnp.all(own.D[:4] != 0)) and bool(jnp.all(own.mask == jnp.asarray([1, 1, 1, 1, 0, 0])))
@@ -516,15 +516,15 @@ def test_batched_draws_are_each_keys_documented_draws(partitionable, n_in, n_out
     either column count being the longest."""
     seeds = [0, 5, 2**32 - 1]
     with jax.threefry_partitionable(partitionable):
-        batch = models.init_draws_batch(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), n_in, n_out, width, size,
+        batch = inits.init_draws_batch(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), n_in, n_out, width, size,
                                         jnp.float64)
         for b, seed in enumerate(seeds):
             k_gate, k_units, k_bias = jax.random.split(jax.random.PRNGKey(seed), 3)
             units = [jax.random.normal(jax.random.fold_in(k_units, i), (size,), jnp.float64) for i in range(width)]
             gates = [jax.random.normal(jax.random.fold_in(k_gate, i), (n_in,), jnp.float64) for i in range(width)]
-            want = models.InitDraws(jnp.stack(units), jax.random.normal(k_bias, (n_out,), jnp.float64),
+            want = inits.InitDraws(jnp.stack(units), jax.random.normal(k_bias, (n_out,), jnp.float64),
                                     jnp.stack(gates))
-            one = models.init_draws(jax.random.PRNGKey(seed), n_in, n_out, width, size, jnp.float64)
+            one = inits.init_draws(jax.random.PRNGKey(seed), n_in, n_out, width, size, jnp.float64)
             for got_batch, got_one, expected in zip(batch, one, want):
                 assert got_batch[b].shape == expected.shape and bool(jnp.all(got_batch[b] == expected))
                 assert got_one.shape == expected.shape and bool(jnp.all(got_one == expected))
@@ -535,7 +535,7 @@ def test_constant_factors_change_no_output(arch, n_in):
     """with_constant_factors adds factors U = 0, u = 1: apply gives the same numbers bit for
     bit (products with 1.0 are exact), for one model and for a batch; the added factors sit
     after the model's own; fewer factors than it has are refused."""
-    params = models.init(jax.random.PRNGKey(3), arch, n_in, 4, 2, width=6, dtype=jnp.float64)
+    params = inits.init(jax.random.PRNGKey(3), arch, n_in, 4, 2, width=6, dtype=jnp.float64)
     x = jax.random.uniform(jax.random.PRNGKey(4), (50, n_in), jnp.float64, -1.0, 1.0)
     k = models.n_factors(arch)
     padded = models.with_constant_factors(params, 3)
@@ -562,15 +562,15 @@ def test_factor_init_one_starts_every_unit_as_the_glus(arch, n_in, spline):
     documented row (`init_draws`); everything else is the same in both."""
     key, n, width, n_out = jax.random.PRNGKey(11), 4, 6, 2
     k = models.n_factors(arch)
-    one = models.init(key, arch, n_in, n, n_out, width=width, spline_init=spline, dtype=jnp.float64)
-    drawn = models.init(key, arch, n_in, n, n_out, width=width, spline_init=spline, dtype=jnp.float64,
+    one = inits.init(key, arch, n_in, n, n_out, width=width, spline_init=spline, dtype=jnp.float64)
+    drawn = inits.init(key, arch, n_in, n, n_out, width=width, spline_init=spline, dtype=jnp.float64,
                         factor_init="random")
     for name in ("G", "g", "D", "d", "mask"):
         np.testing.assert_array_equal(np.asarray(getattr(one, name)), np.asarray(getattr(drawn, name)))
     np.testing.assert_array_equal(np.asarray(one.U[0]), np.asarray(drawn.U[0]))
     np.testing.assert_array_equal(np.asarray(one.u[0]), np.asarray(drawn.u[0]))
     assert bool(jnp.all(one.U[1:] == 0)) and bool(jnp.all(one.u[1:, :n] == 1)) and bool(jnp.all(one.u[1:, n:] == 0))
-    rows = models.init_draws(key, n_in, n_out, width, models.unit_size(k, n_in, n_out), jnp.float64).units
+    rows = inits.init_draws(key, n_in, n_out, width, models.unit_size(k, n_in, n_out), jnp.float64).units
     for j in range(2, k + 1):  # factor j's columns of unit i's row [G, g, U_1, u_1, ..., U_k, u_k, D]
         start = j * (n_in + 1)
         np.testing.assert_array_equal(np.asarray(drawn.U[j - 1, :n]), np.asarray(rows[:n, start:start + n_in]))
@@ -580,10 +580,10 @@ def test_factor_init_one_starts_every_unit_as_the_glus(arch, n_in, spline):
     np.testing.assert_array_equal(np.asarray(models.apply(arch, one, x)), np.asarray(models.apply("glu", glu, x)))
     assert not np.allclose(np.asarray(models.apply(arch, drawn, x)), np.asarray(models.apply("glu", glu, x)))
     # which architectures factor_init concerns (an unknown name, as in a hand-edited config, counts)
-    assert not models.has_later_factors(["mlp", "glu", "gated1"])
-    assert all(models.has_later_factors(a) for a in (["glu", "gqu"], ("gated3",), ["mlp", "foo"], [["mlp"]]))
+    assert not inits.has_later_factors(["mlp", "glu", "gated1"])
+    assert all(inits.has_later_factors(a) for a in (["glu", "gqu"], ("gated3",), ["mlp", "foo"], [["mlp"]]))
     with pytest.raises(UsageError, match=r"unknown factor_init 'ones' \(did you mean 'one'\?\); accepted: one, random"):
-        models.init(key, arch, n_in, n, n_out, factor_init="ones")
+        inits.init(key, arch, n_in, n, n_out, factor_init="ones")
 
 
 @pytest.mark.parametrize("n_in", [1, 2, 5, models.FEW_INPUTS, models.FEW_INPUTS + 1])
@@ -607,10 +607,10 @@ def test_init_checks_its_spline_options(kwargs, message):
     """A reversed or NaN interval, a negative pad, a NaN scale or bad data would give NaN or
     meaningless gates: refused in one line instead."""
     with pytest.raises(UsageError, match=message):
-        models.init(jax.random.PRNGKey(0), "glu", 1, 4, 1, **kwargs)
+        inits.init(jax.random.PRNGKey(0), "glu", 1, 4, 1, **kwargs)
 
 
 def test_hidden_checks_the_shape_of_x():
-    params = models.init(jax.random.PRNGKey(0), "glu", 2, 4, 1)
+    params = inits.init(jax.random.PRNGKey(0), "glu", 2, 4, 1)
     with pytest.raises(UsageError, match=r"x must have shape \(N, 2\), got \(5,\)"):
         models.hidden(params, jnp.zeros(5))

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import glu_scaling
-from glu_scaling import models
+from glu_scaling import inits, models
 from glu_scaling.nnx import GLU, GQU, MLP, GatedUnits, Mask, arch_name
 
 ARCHS = ("mlp", "glu", "gqu")
@@ -47,8 +47,8 @@ def _assert_params_equal(a: models.Params, b: models.Params):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_module_is_models_init_with_param_and_mask_variables(arch):
     m = GatedUnits(N_IN, N, N_OUT, arch=arch, width=W, rngs=nnx.Rngs(0))
-    # the same arrays models.init makes from the same key
-    _assert_params_equal(m.to_params(), models.init(nnx.Rngs(0).params(), arch, N_IN, N, N_OUT, width=W))
+    # the same arrays inits.init makes from the same key
+    _assert_params_equal(m.to_params(), inits.init(nnx.Rngs(0).params(), arch, N_IN, N, N_OUT, width=W))
     params = nnx.state(m, nnx.Param)
     masks = nnx.state(m, Mask)
     assert set(params.keys()) == set(FIELDS)

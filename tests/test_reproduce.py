@@ -10,6 +10,7 @@ from conftest import CountingTrainBucket
 
 from glu_scaling import reproduce, sweeps
 from glu_scaling.cli import main
+from glu_scaling.config import SweepConfig
 from glu_scaling.errors import UsageError
 
 
@@ -28,7 +29,7 @@ def synthetic_records(problem, arch, slope, train_slope, widths=(4, 8, 16, 32, 6
 
 
 def tiny_config(problem="paper_1d", archs=("mlp", "glu")):
-    return sweeps.SweepConfig(archs=archs, widths=(2, 4, 8), seeds=(0, 1), problem=problem,
+    return SweepConfig(archs=archs, widths=(2, 4, 8), seeds=(0, 1), problem=problem,
                               optimizer="newton-cascade", steps=1, n_data=64, n_test=64)
 
 

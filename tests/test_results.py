@@ -15,10 +15,11 @@ import pytest
 from conftest import CountingTrainBucket
 
 from glu_scaling import results, sweeps
+from glu_scaling.config import SweepConfig, effective_settings
 from glu_scaling.errors import UsageError
 
 # the study of tests/test_sweep.py (same shapes and config: its compiled calls are reused)
-BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 
 
@@ -115,7 +116,7 @@ def test_factor_init_binds_a_folder_only_through_its_gqus(tmp_path):
     rewrites the value its GQUs were made with (so a later GQU run cannot mix them)."""
 
     def resume(folder, archs, **changes):
-        results.check_config(folder, dict(BASE.to_json(), archs=archs, **changes), effective=sweeps.effective_settings)
+        results.check_config(folder, dict(BASE.to_json(), archs=archs, **changes), effective=effective_settings)
         return json.loads((folder / "config.json").read_text())
 
     made = tmp_path / "gqu"
@@ -142,7 +143,7 @@ def test_gate_steps_bind_only_a_cascade_folder(tmp_path):
     newton-splines folder (no gate stage) does not compare it."""
 
     def resume(folder, **changes):
-        results.check_config(folder, dict(BASE.to_json(), **changes), effective=sweeps.effective_settings)
+        results.check_config(folder, dict(BASE.to_json(), **changes), effective=effective_settings)
         return json.loads((folder / "config.json").read_text())
 
     cascade = tmp_path / "cascade"

@@ -27,13 +27,14 @@ import numpy as np
 import pytest
 from conftest import CountingTrainBucket
 
-from glu_scaling import cli, distributed, models, newton, results, sweeps, train
+from glu_scaling import cli, distributed, inits, models, newton, planning, results, sweeps, train
+from glu_scaling.config import SweepConfig
 from glu_scaling.errors import UsageError
 
 # the study of tests/test_sweep.py, trained with newton-cascade (the spline stages, then its
 # masked loop over the gate and all-parameter stages, `train._newton_schedule`) instead of
 # newton-splines
-BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-cascade", steps=2, n_data=64, n_test=64)
 
 
@@ -60,7 +61,7 @@ def test_padded_size(n, devices, batch, expected):
 
 def test_pad_models_appends_masked_copies(single):
     # the GLU models of BASE's bucket (the `single` run has compiled their init for these shapes)
-    params = sweeps._init_batch(jnp.asarray([0, 1, 0, 1], jnp.uint32), jnp.asarray([2, 2, 4, 4]), k=1, n_in=1,
+    params = inits.init_batch(jnp.asarray([0, 1, 0, 1], jnp.uint32), jnp.asarray([2, 2, 4, 4]), k=1, n_in=1,
                                 n_out=1, width=4, activation="relu", spline_init=True, dtype=jnp.dtype("float64"))
     x = jnp.linspace(-1, 1, 7)[:, None]
 
@@ -83,35 +84,35 @@ def test_pad_models_appends_masked_copies(single):
 
 def test_default_batch_size_balances_groups(monkeypatch):
     # one CPU device: min(n, CPU_BATCH), the unsharded rule
-    assert sweeps.CPU_BATCH == 1
-    assert [sweeps.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 1, 1, 1]
-    assert sweeps.default_batch_size(34, n_devices=4) == 1
+    assert planning.CPU_BATCH == 1
+    assert [planning.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 1, 1, 1]
+    assert planning.default_batch_size(34, n_devices=4) == 1
     # several CPU devices: each device's share in balanced groups of at most CPU_BATCH
-    monkeypatch.setattr(sweeps, "CPU_BATCH", 2)
-    assert [sweeps.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 2, 2, 2]
-    assert sweeps.default_batch_size(34, n_devices=4) == 2  # share 9: 5 groups of 2, one dummy
-    assert sweeps.default_batch_size(4, n_devices=3) == 2
-    assert sweeps.default_batch_size(5, n_devices=4) == 2
-    monkeypatch.setattr(sweeps, "CPU_BATCH", 4)  # the balancing with a larger cap
-    assert [sweeps.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 3, 4, 4]
-    assert sweeps.default_batch_size(34, n_devices=4) == 3  # share 9: 3 groups of 3, no dummy
+    monkeypatch.setattr(planning, "CPU_BATCH", 2)
+    assert [planning.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 2, 2, 2]
+    assert planning.default_batch_size(34, n_devices=4) == 2  # share 9: 5 groups of 2, one dummy
+    assert planning.default_batch_size(4, n_devices=3) == 2
+    assert planning.default_batch_size(5, n_devices=4) == 2
+    monkeypatch.setattr(planning, "CPU_BATCH", 4)  # the balancing with a larger cap
+    assert [planning.default_batch_size(n) for n in (1, 3, 4, 9)] == [1, 3, 4, 4]
+    assert planning.default_batch_size(34, n_devices=4) == 3  # share 9: 3 groups of 3, no dummy
     # an accelerator: as many as fit in the memory budget, balanced
-    monkeypatch.setattr(sweeps, "_accelerator", lambda: True)
-    monkeypatch.setattr(sweeps, "memory_budget", lambda fraction=0.5: 0.5 * 127e9)  # an H200 at fraction 0.9
-    assert sweeps.default_batch_size(480) == 480
-    gqu = sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8)
+    monkeypatch.setattr(planning, "accelerator", lambda: True)
+    monkeypatch.setattr(planning, "memory_budget", lambda fraction=0.5: 0.5 * 127e9)  # an H200 at fraction 0.9
+    assert planning.default_batch_size(480) == 480
+    gqu = planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8)
     assert gqu == 2 * 8 * (3 * 2048 * 701 + 8 * 2048 * 100 + 6 * 701**2 + 5 * 10240 * 100)
     assert 2.2e8 < gqu < 2.3e8  # ~224 MB, as the docstring's arithmetic says
     # 4 damping rungs per round: 4 shifted copies and 4 factors where 1 and 1 were
     four_rungs = newton.Ladder(rungs_per_round=4)
-    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, four_rungs) == gqu + 2 * 8 * 6 * 701**2
+    assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, four_rungs) == gqu + 2 * 8 * 6 * 701**2
     # a blocked Cholesky: each shifted copy symmetrised and its factor's columns joined
     blocked = newton.Ladder(cholesky_block=128)
-    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, blocked) == gqu + 2 * 8 * 2 * 701**2
-    assert sweeps.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, newton.Ladder(4, 128)) == gqu + 2 * 8 * (6 + 8) * 701**2
-    assert sweeps.default_batch_size(480, bytes_per_model=gqu) == 240  # cap 283: two groups of 240
-    assert sweeps.default_batch_size(480, n_devices=4, bytes_per_model=gqu) == 120
-    assert sweeps.default_batch_size(3, bytes_per_model=1e12) == 1
+    assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, blocked) == gqu + 2 * 8 * 2 * 701**2
+    assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, newton.Ladder(4, 128)) == gqu + 2 * 8 * (6 + 8) * 701**2
+    assert planning.default_batch_size(480, bytes_per_model=gqu) == 240  # cap 283: two groups of 240
+    assert planning.default_batch_size(480, n_devices=4, bytes_per_model=gqu) == 120
+    assert planning.default_batch_size(3, bytes_per_model=1e12) == 1
 
 
 # ---------------------------------------------------------------- device selection and start-up
@@ -185,7 +186,7 @@ _SHARDED = textwrap.dedent("""
     compiles = collections.Counter()  # compilations of a bucket's calls, by thread
     def listen(event, duration, fun_name="", **kw):
         if event.endswith("backend_compile_duration") and fun_name in (
-                "jit(train_batch)", "jit(_draw_batch)", "jit(_assemble_batch)"):
+                "jit(train_batch)", "jit(draw_batch)", "jit(assemble_batch)"):
             compiles[threading.current_thread().name + " " + fun_name] += 1
     jax.monitoring.register_event_duration_secs_listener(listen)
     meshes = []
@@ -195,13 +196,13 @@ _SHARDED = textwrap.dedent("""
         return inner(params, data, config, batch_size=batch_size, mesh=mesh, factors=factors)
     spy.lower = inner.lower
     train.train_batch = spy
-    base = sweeps.SweepConfig(**json.loads(sys.argv[1]))
+    base = SweepConfig(**json.loads(sys.argv[1]))
     out = {"device_count": jax.device_count(), "records": []}
     for arch, devices, folder in (("mlp", None, sys.argv[2]), ("glu", 3, sys.argv[3])):
         config = dataclasses.replace(base, archs=(arch,), devices=devices)
         if arch == "glu":  # compiled ahead in another thread, as run_sweep does on an accelerator
             worker = threading.Thread(target=sweeps.precompile_bucket, name="ahead",
-                                      args=("glu", 4, 4, sweeps.load_dataset(config), config))
+                                      args=("glu", 4, 4, load_dataset(config), config))
             worker.start(); worker.join()
         out["records"] += sweeps.run_sweep(config, folder, progress=False)
     out["meshes"] = list(meshes)
@@ -251,7 +252,7 @@ def test_sharded_sweep_equals_single_device(sharded, single):
     # the glu bucket compiled ahead in a thread was not compiled again when it ran, and its
     # random draws reused the mlp bucket's compiled draw (same width and models)
     assert out["compiles"] == {f"{thread} jit({fun})": 1 for thread in ("MainThread", "ahead")
-                               for fun in ("train_batch", "_assemble_batch")} | {"MainThread jit(_draw_batch)": 1}
+                               for fun in ("train_batch", "assemble_batch")} | {"MainThread jit(draw_batch)": 1}
     got = out["records"]
     assert [results.model_key(r) for r in got] == [results.model_key(r) for r in single]
     for a, b in zip(got, single):
@@ -316,7 +317,7 @@ def test_accelerator_sweeps_compile_later_buckets_ahead(single, monkeypatch):
         return inner(arch, pairs, width, dataset, config)
 
     inner = sweeps.train_bucket
-    monkeypatch.setattr(sweeps, "_accelerator", lambda: True)
+    monkeypatch.setattr(planning, "accelerator", lambda: True)
     monkeypatch.setattr(sweeps, "precompile_bucket", precompile)
     monkeypatch.setattr(sweeps, "train_bucket", train)
     recs = sweeps.run_sweep(BASE, None, progress=False)

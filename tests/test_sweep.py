@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from conftest import CountingTrainBucket
 
-from glu_scaling import models, results, sweeps, train
+from glu_scaling import inits, models, planning, results, specs, sweeps, train
+from glu_scaling.config import SweepConfig, load_dataset
 from glu_scaling.errors import UsageError
 
-BASE = sweeps.SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 DESIGN_FIELDS = {"arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
                  "train_rmse", "test_rmse", "status", "seconds"}
@@ -51,7 +52,7 @@ def base_run(tmp_path_factory):
     ("2:3", [2]), (5, [5]), ([4, 1, 4], [1, 4]), ("1:104:3", list(range(1, 104, 3))),
 ])
 def test_parse_spec_accepts(spec, expected):
-    assert sweeps.parse_spec(spec) == expected
+    assert specs.parse_spec(spec) == expected
 
 
 @pytest.mark.parametrize("spec,bad", [
@@ -60,18 +61,18 @@ def test_parse_spec_accepts(spec, expected):
 ])
 def test_parse_spec_rejects_widths(spec, bad):
     with pytest.raises(UsageError) as err:
-        sweeps.parse_spec(spec, "widths")
+        specs.parse_spec(spec, "widths")
     msg = str(err.value)
     assert bad in msg and "widths" in msg and "\n" not in msg
 
 
 def test_parse_spec_seed_minimum_is_zero():
-    assert sweeps.parse_spec("0:3", "seeds", minimum=0) == [0, 1, 2]
-    assert sweeps.parse_spec("0", "seeds", minimum=0) == [0]
+    assert specs.parse_spec("0:3", "seeds", minimum=0) == [0, 1, 2]
+    assert specs.parse_spec("0", "seeds", minimum=0) == [0]
     with pytest.raises(UsageError, match=r"seeds must be >= 0, got -1"):
-        sweeps.parse_spec("-1", "seeds", minimum=0)
+        specs.parse_spec("-1", "seeds", minimum=0)
     with pytest.raises(UsageError, match=r"seeds.*'-2:1'|-2"):
-        sweeps.parse_spec("-2:1", "seeds", minimum=0)
+        specs.parse_spec("-2:1", "seeds", minimum=0)
 
 
 # ---------------------------------------------------------------- plan_buckets
@@ -103,7 +104,7 @@ def test_plan_buckets_partitions_and_is_optimal():
         spw2 = float(10.0 ** rng.uniform(-7, -1))
         compile_s = float(rng.uniform(0.5, 5))
         max_b = int(rng.integers(1, 6))
-        buckets = sweeps.plan_buckets(widths, seconds_per_w2=spw2, compile_seconds=compile_s, max_buckets=max_b)
+        buckets = planning.plan_buckets(widths, seconds_per_w2=spw2, compile_seconds=compile_s, max_buckets=max_b)
         _check_partition(buckets, widths, max_b)
         best = min(_cost(p, spw2, compile_s) for p in _all_partitions(sorted(set(widths)), max_b))
         assert math.isclose(_cost(buckets, spw2, compile_s), best, rel_tol=1e-12), trial
@@ -111,12 +112,12 @@ def test_plan_buckets_partitions_and_is_optimal():
 
 def test_plan_buckets_extremes():
     widths = list(range(1, 104, 3))
-    assert sweeps.plan_buckets(widths, seconds_per_w2=0.0) == [widths]
-    assert sweeps.plan_buckets([5, 1, 3, 3]) == [[1, 3, 5]]
-    many = sweeps.plan_buckets(widths, seconds_per_w2=1e6, max_buckets=8)
+    assert planning.plan_buckets(widths, seconds_per_w2=0.0) == [widths]
+    assert planning.plan_buckets([5, 1, 3, 3]) == [[1, 3, 5]]
+    many = planning.plan_buckets(widths, seconds_per_w2=1e6, max_buckets=8)
     assert len(many) == 8
     _check_partition(many, widths, 8)
-    assert sweeps.plan_buckets([2, 4, 6], seconds_per_w2=1e6, max_buckets=8) == [[2], [4], [6]]
+    assert planning.plan_buckets([2, 4, 6], seconds_per_w2=1e6, max_buckets=8) == [[2], [4], [6]]
 
 
 # ---------------------------------------------------------------- run_sweep outputs
@@ -189,7 +190,7 @@ def _forced_plan(monkeypatch, buckets):
         planned.append(sorted(widths))
         return [list(b) for b in buckets]
 
-    monkeypatch.setattr(sweeps, "plan_buckets", plan)
+    monkeypatch.setattr(planning, "plan_buckets", plan)
     return planned
 
 
@@ -252,10 +253,10 @@ def test_planner_and_trainer_arguments(tmp_path):
         return sweeps.train_bucket(arch, pairs, width, dataset, config)
 
     config = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
-    dear = sweeps.Planner(flop_rate=1e3, compile_seconds=0.0)
+    dear = planning.Planner(flop_rate=1e3, compile_seconds=0.0)
     recs = sweeps.run_sweep(config, tmp_path / "split", progress=False, planner=dear, trainer=trainer)
     assert calls == [("mlp", 2, 2), ("mlp", 4, 2), ("mlp", 6, 2)]
-    cheap = sweeps.Planner(flop_rate=1e30, compile_seconds=1e3)
+    cheap = planning.Planner(flop_rate=1e30, compile_seconds=1e3)
     calls.clear()
     sweeps.run_sweep(config, None, progress=False, planner=cheap, trainer=trainer)
     assert calls == [("mlp", 6, 6)]  # one padded bucket
@@ -287,7 +288,7 @@ def test_progress_bar_advances_when_a_bucket_is_saved(tmp_path, monkeypatch):
             seen.append(("closed", self.total))
 
     monkeypatch.setattr(sweeps, "_progress", lambda n, enabled: Bar(n))
-    dear = sweeps.Planner(flop_rate=1e3, compile_seconds=0.0)  # one bucket per width
+    dear = planning.Planner(flop_rate=1e3, compile_seconds=0.0)  # one bucket per width
     sweeps.run_sweep(BASE, out, progress=True, planner=dear)
     assert seen == [(1, 2), (2, 4), (3, 6), (4, 8), ("closed", 4)]
 
@@ -297,25 +298,25 @@ def test_progress_bar_advances_when_a_bucket_is_saved(tmp_path, monkeypatch):
 
 def test_placed_knots_batch_equals_each_model_initialised_alone():
     """A bucket's placed-knot models (traced n, padded to W, vmapped) are, unit for unit,
-    `models.init(PRNGKey(seed), knots=placed_knots(f, n, degree))`."""
+    `inits.init(PRNGKey(seed), knots=placed_knots(f, n, degree))`."""
     import jax
     import jax.numpy as jnp
 
-    from glu_scaling import problems, spline_init
+    from glu_scaling import inits, problems
 
     config = dataclasses.replace(BASE, archs=("glu",), problem="paper_1d", knots="placed")
     pairs, width = [(1, 0), (3, 1), (7, 0)], 8
-    knots = sweeps.knot_table(config, "glu", [n for n, _ in pairs], width)
-    batch = sweeps._init_batch(jnp.asarray([s for _, s in pairs], jnp.uint32), jnp.asarray([n for n, _ in pairs]),
+    knots = inits.knot_table(config.knots, config.problem, "glu", [n for n, _ in pairs], width)
+    batch = inits.init_batch(jnp.asarray([s for _, s in pairs], jnp.uint32), jnp.asarray([n for n, _ in pairs]),
                                k=1, n_in=1, n_out=1, width=width, activation="relu", spline_init=True,
                                dtype=jnp.float64, knots=knots)
     f = problems.scalar_target("paper_1d")
     for b, (n, s) in enumerate(pairs):
-        alone = models.init(jax.random.PRNGKey(s), "glu", 1, n, 1, width=width, dtype=jnp.float64,
-                            knots=spline_init.placed_knots(f, n, 2))
+        alone = inits.init(jax.random.PRNGKey(s), "glu", 1, n, 1, width=width, dtype=jnp.float64,
+                            knots=inits.placed_knots(f, n, 2))
         for a, c in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda v: v[b], batch))):
             np.testing.assert_array_equal(a, c)
-    assert sweeps.knot_table(BASE, "glu", [2, 4], 4) is None  # uniform: the init spaces them itself
+    assert inits.knot_table(BASE.knots, BASE.problem, "glu", [2, 4], 4) is None  # uniform: the init spaces them itself
 
 
 def test_placed_knots_equal_the_even_ones_for_a_cubic():
@@ -336,7 +337,7 @@ def test_frozen_gates_gain_the_predicted_knot_placement_factor(arch, degree, rto
     about `splines.knot_placement_gain` (2.80 for the GLU, 1.37 for the MLP on paper_1d)."""
     from glu_scaling import problems, splines
 
-    config = sweeps.SweepConfig(archs=(arch,), widths=(24,), seeds=(0,), problem="paper_1d",
+    config = SweepConfig(archs=(arch,), widths=(24,), seeds=(0,), problem="paper_1d",
                                 optimizer="newton-splines", n_data=2000, n_test=2000)
     (even,) = sweeps.run_sweep(config, None, progress=False)
     (placed,) = sweeps.run_sweep(dataclasses.replace(config, knots="placed"), None, progress=False)
@@ -402,7 +403,7 @@ def test_a_gqu_from_factor_init_one_fits_at_least_as_well_as_the_glu():
     {U_2, u_2}, starts from the GLU's fit: its training RMSE can only be lower, model by
     model.  With drawn factors ("random") nothing bounds it by the GLU's."""
     ratios = {}
-    for factor_init in models.FACTOR_INITS:
+    for factor_init in inits.FACTOR_INITS:
         # 5 seeds: no other test compiles a program of this shape (one counts its traces)
         config = dataclasses.replace(BASE, archs=("glu", "gqu"), widths=(2, 4, 7), seeds=(0, 1, 2, 3, 4),
                                      factor_init=factor_init)
@@ -419,16 +420,16 @@ def test_placed_knots_follow_the_sweep_dtype_and_the_ahead_of_time_shapes():
     so the trained models still open at the placed knots."""
     import jax.numpy as jnp
 
-    from glu_scaling import problems, spline_init
+    from glu_scaling import inits, problems
 
     config = dataclasses.replace(BASE, archs=("glu",), problem="paper_1d", knots="placed", dtype="float32")
-    dataset = sweeps.load_dataset(config)
+    dataset = load_dataset(config)
     sweeps.precompile_bucket("glu", 2, 4, dataset, config)
     params, info, _ = sweeps.train_bucket("glu", [(2, 0), (4, 1)], 4, dataset, config)
     assert params.G.dtype == jnp.float32 and list(info["status"]) == [train.OK, train.OK]
     f = problems.scalar_target("paper_1d")
     for b, n in enumerate((2, 4)):
-        t = spline_init.placed_knots(f, n, 2).astype(np.float32)
+        t = inits.placed_knots(f, n, 2).astype(np.float32)
         np.testing.assert_allclose(-np.asarray(params.g[b, :n]) / np.asarray(params.G[b, :n, 0]), t, rtol=1e-6)
 
 
@@ -477,7 +478,7 @@ def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors(mon
     of the glu trained alone.  A width of 5 unique to this test, so that no other test's
     program is reused."""
     config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"))
-    dataset = sweeps.load_dataset(config)
+    dataset = load_dataset(config)
     traced = _training_traces(monkeypatch)
     sweeps.precompile_bucket("glu", 2, 5, dataset, config)
     assert traced == [2]
@@ -502,7 +503,7 @@ def test_compile_ahead_compiles_a_shared_program_once(monkeypatch):
     def precompile(arch, n_models, width, dataset, config, train_program=True):
         started.append((arch, width, train_program))
 
-    monkeypatch.setattr(sweeps, "_accelerator", lambda: True)
+    monkeypatch.setattr(planning, "accelerator", lambda: True)
     monkeypatch.setattr(sweeps, "precompile_bucket", precompile)
     todo = [(arch, width, [(width, 0), (width, 1)]) for width in (4, 8) for arch in ("mlp", "glu", "gqu")]
     pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, archs=("mlp", "glu", "gqu")))

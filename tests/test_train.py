@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glu_scaling import models, newton, problems, train
+from glu_scaling import inits, models, newton, problems, train
 from glu_scaling.errors import UsageError
 
 ARCH = "glu"
@@ -48,7 +48,7 @@ def data():
 
 
 def _batch(arch=ARCH, widths=WIDTHS, seeds=SEEDS, width=W):
-    return _stack([models.init(jax.random.PRNGKey(s), arch, 1, n, 1, width=width) for n, s in zip(widths, seeds)])
+    return _stack([inits.init(jax.random.PRNGKey(s), arch, 1, n, 1, width=width) for n, s in zip(widths, seeds)])
 
 
 def _train(params, data, optimizer, steps=3, lr=None):
@@ -156,7 +156,7 @@ def test_padded_factors_train_as_the_models_own_program(n_in):
     archs = ("mlp", "glu", "gqu", "gated3")
     own = {}
     for arch in archs:
-        params = _stack([models.init(jax.random.PRNGKey(s), arch, n_in, n, 1, width=W) for n, s in ((3, 0), (8, 1))])
+        params = _stack([inits.init(jax.random.PRNGKey(s), arch, n_in, n, 1, width=W) for n, s in ((3, 0), (8, 1))])
         own[arch] = (params, *train.train_batch(params, data, config))
     padded = _stack([models.with_constant_factors(_index(own[arch][0], b), 3) for arch in archs for b in range(2)])
     trained, info = train.train_batch(padded, data, config, factors=jnp.asarray([0, 0, 1, 1, 2, 2, 3, 3]))
@@ -213,7 +213,7 @@ def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_anoth
         assert np.any(np.asarray(looped.U[:, k_moved]) != np.asarray(params.U[:, k_moved]))
 
     def qr_count(arch, fun):
-        p = models.init(jax.random.PRNGKey(0), arch, 1, 5, 1, width=W)
+        p = inits.init(jax.random.PRNGKey(0), arch, 1, 5, 1, width=W)
         return _count_primitives(jax.make_jaxpr(fun)(p).jaxpr, "qr")
 
     looped_qr = {arch: qr_count(arch, lambda p: train.train_newton(p, data, config)) for arch in ("gqu", "gated3")}
@@ -230,7 +230,7 @@ def test_model_in_mixed_batch_equals_solo_run(data, cascade):
     _, out, info = cascade
     i = 0
     n, s = WIDTHS[i], SEEDS[i]
-    solo0 = models.init(jax.random.PRNGKey(s), ARCH, 1, n, 1)
+    solo0 = inits.init(jax.random.PRNGKey(s), ARCH, 1, n, 1)
     solo, solo_info = _train(_stack([solo0]), data, "newton-cascade")
     for key in ("train_rmse", "test_rmse", "loss"):
         assert _rel(info[key][i], solo_info[key][0]) < 1e-9, key
@@ -438,7 +438,7 @@ def test_cascade_starts_from_the_spline_stages_solved_on_j():
     digits and the cascade ended 3x above newton-splines (9.3e-7)."""
     dataset = problems.make_dataset("paper_1d", n_train=1000, n_test=1000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, 1000)
-    params = models.init(jax.random.PRNGKey(0), "gqu", 1, 100, 1, x_data=dataset.x_train)
+    params = inits.init(jax.random.PRNGKey(0), "gqu", 1, 100, 1, x_data=dataset.x_train)
     rmse = {}
     for optimizer in ("newton-splines", "newton-cascade"):
         config = train.TrainConfig(optimizer, steps=2, chunk=chunk)
@@ -462,7 +462,7 @@ def test_default_config_trains_data_of_any_size():
     t = jnp.sin(3 * x)
     data, chunk = train.prepare_data(x, t, x, t, 2048)
     assert chunk == 300 and data.x.shape == (300, 1)
-    params = models.init(jax.random.PRNGKey(0), "glu", 1, 6, 1)
+    params = inits.init(jax.random.PRNGKey(0), "glu", 1, 6, 1)
     _, default = train.train_one(params, data, train.TrainConfig("newton-splines"))
     _, explicit = train.train_one(params, data, train.TrainConfig("newton-splines", chunk=chunk))
     assert float(default["train_rmse"]) == float(explicit["train_rmse"]) < 0.05

@@ -1,4 +1,4 @@
-"""Tests for glu_scaling.spline_init (paper.md §3); expected values are derived here."""
+"""Tests for glu_scaling.inits (paper.md §3); expected values are derived here."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from scipy.stats import norm
 
 import glu_scaling
-from glu_scaling import models, spline_init
+from glu_scaling import inits
 
 # jit with the shape-like arguments static: one compile per configuration instead of
-# one per eager op (the eager path is exercised through models.init below).
-_gates_jit = jax.jit(spline_init.spline_gates, static_argnums=(1, 2), static_argnames=("facing", "dtype"))
+# one per eager op (the eager path is exercised through inits.init below).
+_gates_jit = jax.jit(inits.spline_gates, static_argnums=(1, 2), static_argnames=("facing", "dtype"))
 
 
 def _gates(key, n, n_in, *, interval=(-1.0, 1.0), pad=0.001, facing="alternate", scale=1.0,
@@ -39,7 +39,7 @@ def _sign_pattern(n, facing):
 def test_knots_are_the_padded_linspace(n, interval, pad):
     lo, hi = interval
     expected = np.linspace(lo - pad, hi + pad, n)
-    np.testing.assert_allclose(spline_init.knots_1d(n, interval, pad, dtype=jnp.float64), expected,
+    np.testing.assert_allclose(inits.knots_1d(n, interval, pad, dtype=jnp.float64), expected,
                                rtol=0, atol=1e-14)
     G, g = _gates(jax.random.key(0), n, 1, interval=interval, pad=pad, dtype=jnp.float64)
     assert G.shape == (n, 1) and g.shape == (n,)
@@ -53,7 +53,7 @@ def test_facing_and_gate_scale(facing, scale):
     G, g = _gates(jax.random.key(0), n, 1, facing=facing, scale=scale, dtype=jnp.float64)
     G1, g1 = _gates(jax.random.key(0), n, 1, facing=facing, dtype=jnp.float64)
     sign = _sign_pattern(n, facing)
-    np.testing.assert_array_equal(spline_init.facing_signs(n, facing), sign)
+    np.testing.assert_array_equal(inits.facing_signs(n, facing), sign)
     np.testing.assert_allclose(np.asarray(G)[:, 0], scale * sign, rtol=1e-15)
     np.testing.assert_allclose(G, scale * np.asarray(G1), rtol=1e-15)
     np.testing.assert_allclose(g, scale * np.asarray(g1), rtol=1e-15, atol=1e-15)
@@ -63,8 +63,8 @@ def test_facing_and_gate_scale(facing, scale):
     # a right-facing unit is open just right of its knot and closed just left of it, and vice versa
     knots = np.linspace(-1.001, 1.001, n)
     eps = 1e-6
-    right_of = np.asarray(spline_init.open_mask(G, g, jnp.asarray(knots + eps)[:, None]))
-    left_of = np.asarray(spline_init.open_mask(G, g, jnp.asarray(knots - eps)[:, None]))
+    right_of = np.asarray(inits.open_mask(G, g, jnp.asarray(knots + eps)[:, None]))
+    left_of = np.asarray(inits.open_mask(G, g, jnp.asarray(knots - eps)[:, None]))
     np.testing.assert_array_equal(np.diag(right_of), sign > 0)
     np.testing.assert_array_equal(np.diag(left_of), sign < 0)
 
@@ -73,7 +73,7 @@ def test_open_mask_is_the_relu_support():
     G, g = _gates(jax.random.key(0), 6, 1, dtype=jnp.float64)
     x = np.linspace(-1.5, 1.5, 301)[:, None]
     expected = x @ np.asarray(G).T + np.asarray(g) > 0
-    np.testing.assert_array_equal(spline_init.open_mask(G, g, jnp.asarray(x)), expected)
+    np.testing.assert_array_equal(inits.open_mask(G, g, jnp.asarray(x)), expected)
     # open exactly where the ReLU gate is nonzero
     np.testing.assert_array_equal(np.asarray(jax.nn.relu(x @ np.asarray(G).T + np.asarray(g))) > 0, expected)
 
@@ -115,7 +115,7 @@ def test_same_facing_open_counts_per_cell(facing):
     G, g = _gates(jax.random.key(0), n, 1, facing=facing, dtype=jnp.float64)
     knots = np.linspace(-1.001, 1.001, n)
     mids = (knots[:-1] + knots[1:]) / 2
-    counts = np.asarray(spline_init.open_mask(G, g, jnp.asarray(mids)[:, None])).sum(axis=1)
+    counts = np.asarray(inits.open_mask(G, g, jnp.asarray(mids)[:, None])).sum(axis=1)
     np.testing.assert_array_equal(counts, [_open_count_formula(n, facing, k) for k in range(n - 1)])
 
 
@@ -144,7 +144,7 @@ def test_nd_directions_unit_norm_and_knots_at_data_quantiles(n_in, facing):
     below = (proj < t).mean(axis=0)
     np.testing.assert_allclose(below, levels, atol=1.5 / len(x_data))
     # the facing decides which side of each hyperplane is open
-    is_open = np.asarray(spline_init.open_mask(G, g, jnp.asarray(x_data))).mean(axis=0)
+    is_open = np.asarray(inits.open_mask(G, g, jnp.asarray(x_data))).mean(axis=0)
     sign = _sign_pattern(n, facing)
     np.testing.assert_allclose(is_open, np.where(sign > 0, 1 - levels, levels), atol=1.5 / len(x_data))
     # same key, different scale: same directions and knots
@@ -183,31 +183,31 @@ def test_dtype_preserved(dtype):
         G, g = _gates(jax.random.key(0), n, n_in, x_data=xd, facing="alternate", dtype=dtype)
         assert G.dtype == dtype and g.dtype == dtype
         assert np.all(np.isfinite(np.asarray(G))) and np.all(np.isfinite(np.asarray(g)))
-    assert spline_init.knots_1d(9, dtype=dtype).dtype == dtype
-    assert spline_init.facing_signs(9, dtype=dtype).dtype == dtype
+    assert inits.knots_1d(9, dtype=dtype).dtype == dtype
+    assert inits.facing_signs(9, dtype=dtype).dtype == dtype
 
 
 def test_unknown_facing_names_value_and_accepted():
     with pytest.raises(glu_scaling.UsageError) as info:
-        spline_init.spline_gates(jax.random.key(0), 3, 1, facing="outward")
+        inits.spline_gates(jax.random.key(0), 3, 1, facing="outward")
     msg = str(info.value)
     assert "'outward'" in msg
-    for name in spline_init.FACINGS:
+    for name in inits.FACINGS:
         assert name in msg
     with pytest.raises(ValueError, match="facing"):
-        models.init(jax.random.key(0), "glu", 1, 3, 1, facing="both")
+        inits.init(jax.random.key(0), "glu", 1, 3, 1, facing="both")
 
 
-# ---------------------------------------------------------------- through models.init
+# ---------------------------------------------------------------- through inits.init
 
 
 def test_init_uses_the_spline_gates_and_passes_options():
     n = 5  # the shape used by the models tests (cached compiles)
-    p = models.init(jax.random.key(0), "glu", 1, n, 1, width=9)
+    p = inits.init(jax.random.key(0), "glu", 1, n, 1, width=9)
     np.testing.assert_array_equal(np.asarray(p.G)[:n, 0], _sign_pattern(n, "alternate"))
     np.testing.assert_allclose(-np.asarray(p.g)[:n] / np.asarray(p.G)[:n, 0], np.linspace(-1.001, 1.001, n),
                                atol=1e-14)
-    q = models.init(jax.random.key(0), "glu", 1, n, 1, width=9, interval=(0.0, 2.0), knot_pad=0.0,
+    q = inits.init(jax.random.key(0), "glu", 1, n, 1, width=9, interval=(0.0, 2.0), knot_pad=0.0,
                     facing="left", gate_scale=3.0)
     np.testing.assert_array_equal(np.asarray(q.G)[:n, 0], -3.0 * np.ones(n))
     np.testing.assert_allclose(-np.asarray(q.g)[:n] / np.asarray(q.G)[:n, 0], np.linspace(0, 2, n), atol=1e-14)
@@ -215,16 +215,16 @@ def test_init_uses_the_spline_gates_and_passes_options():
     for name in ("U", "u", "D", "d"):
         np.testing.assert_array_equal(getattr(p, name), getattr(q, name))
     # spline_init=False draws gates at random instead
-    r = models.init(jax.random.key(0), "glu", 1, n, 1, width=9, spline_init=False)
+    r = inits.init(jax.random.key(0), "glu", 1, n, 1, width=9, spline_init=False)
     assert not np.allclose(np.abs(np.asarray(r.G)[:n, 0]), 1.0)
 
 
 @pytest.mark.parametrize("n_in,with_data", [(1, False), (3, False), (3, True)])
 def test_a_units_gate_does_not_depend_on_the_padded_width(n_in, with_data):
     # spline_gates(..., width=W) computes W rows; the first n must be exactly the unpadded gates
-    # (the rows past n are placeholders that models.init masks and zeroes).
+    # (the rows past n are placeholders that inits.init masks and zeroes).
     n, width = 6, 10
-    gates = jax.jit(spline_init.spline_gates, static_argnums=(1, 2), static_argnames=("width",))
+    gates = jax.jit(inits.spline_gates, static_argnums=(1, 2), static_argnames=("width",))
     x_data = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (300, n_in))) if with_data else None
     G, g = gates(jax.random.key(5), n, n_in, x_data=x_data)
     Gw, gw = gates(jax.random.key(5), n, n_in, x_data=x_data, width=width)
@@ -240,8 +240,8 @@ def test_a_units_gate_does_not_depend_on_the_padded_width(n_in, with_data):
 @pytest.mark.parametrize("n", [1, 2, 5, 17])
 def test_placed_knots_are_the_even_ones_when_the_top_derivative_is_constant(f, degree, n):
     # f^(p+1) constant: every cell has the same mass, so the knots are knots_1d's
-    t = spline_init.placed_knots(f, n, degree, width=n + 3)
-    even = np.asarray(spline_init.knots_1d(n, (-1.0, 1.0), 0.001, jnp.float64))
+    t = inits.placed_knots(f, n, degree, width=n + 3)
+    even = np.asarray(inits.knots_1d(n, (-1.0, 1.0), 0.001, jnp.float64))
     np.testing.assert_allclose(t[:n], even, atol=1e-12)
     np.testing.assert_array_equal(t[n:], np.full(3, t[n - 1]))  # padding repeats the last knot
 
@@ -252,7 +252,7 @@ def test_placed_knots_split_the_density_into_equal_masses():
     # M(x) = 5/2 (e^(2x/5) - e^(2a/5)) + 1e-3 m (x - a), and the n - 1 cells between the n
     # knots hold M(b) / (n - 1) each
     n, a, b = 9, -1.001, 1.001
-    t = spline_init.placed_knots(jnp.exp, n, 1, pad=0.001)
+    t = inits.placed_knots(jnp.exp, n, 1, pad=0.001)
     assert t[0] == a and t[-1] == b
     m = 2.5 * (np.exp(0.4 * b) - np.exp(0.4 * a)) / (b - a)
     mass = 2.5 * (np.exp(0.4 * t) - np.exp(0.4 * a)) + 1e-3 * m * (t - a)
@@ -262,20 +262,20 @@ def test_placed_knots_split_the_density_into_equal_masses():
 
 def test_given_knots_are_where_the_units_open():
     t = np.array([-1.001, -0.3, 0.2, 0.9, 1.001])
-    G, g = spline_init.spline_gates(None, 5, 1, knots=jnp.asarray(t), dtype=jnp.float64)
+    G, g = inits.spline_gates(None, 5, 1, knots=jnp.asarray(t), dtype=jnp.float64)
     np.testing.assert_array_equal(np.asarray(G)[:, 0], _sign_pattern(5, "alternate"))
     np.testing.assert_allclose(-np.asarray(g) / np.asarray(G)[:, 0], t, atol=1e-15)
 
 
 def test_init_with_knots():
     n = 5
-    even = np.asarray(spline_init.knots_1d(n, (-1.0, 1.0), 0.001, jnp.float64))
-    p = models.init(jax.random.key(0), "glu", 1, n, 1, width=9)
-    q = models.init(jax.random.key(0), "glu", 1, n, 1, width=9, knots=even)
+    even = np.asarray(inits.knots_1d(n, (-1.0, 1.0), 0.001, jnp.float64))
+    p = inits.init(jax.random.key(0), "glu", 1, n, 1, width=9)
+    q = inits.init(jax.random.key(0), "glu", 1, n, 1, width=9, knots=even)
     for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q)):  # the even knots given explicitly: the same model
         np.testing.assert_array_equal(a, b)
-    t = spline_init.placed_knots(lambda x: 1 / (1 + 9 * x**2), n, 2)
-    r = models.init(jax.random.key(0), "glu", 1, n, 1, width=9, knots=t)
+    t = inits.placed_knots(lambda x: 1 / (1 + 9 * x**2), n, 2)
+    r = inits.init(jax.random.key(0), "glu", 1, n, 1, width=9, knots=t)
     np.testing.assert_allclose(-np.asarray(r.g)[:n] / np.asarray(r.G)[:n, 0], t, atol=1e-15)
     assert np.all(np.asarray(r.G)[n:] == 0) and np.all(np.asarray(r.mask)[n:] == 0)
     for name in ("U", "u", "D", "d"):  # only the gates move
@@ -289,13 +289,13 @@ def test_init_with_knots():
 ])
 def test_init_rejects_bad_knots(kwargs, match):
     with pytest.raises(glu_scaling.UsageError, match=match):
-        models.init(jax.random.key(0), "glu", 1, 5, 1, **kwargs)
+        inits.init(jax.random.key(0), "glu", 1, 5, 1, **kwargs)
     with pytest.raises(glu_scaling.UsageError, match="n_in=2"):
-        models.init(jax.random.key(0), "glu", 2, 5, 1, knots=np.zeros(5))
+        inits.init(jax.random.key(0), "glu", 2, 5, 1, knots=np.zeros(5))
 
 
 def test_placed_knots_rejects_bad_sizes():
     with pytest.raises(glu_scaling.UsageError, match="width must be >= n = 5, got 3"):
-        spline_init.placed_knots(jnp.exp, 5, 1, width=3)
+        inits.placed_knots(jnp.exp, 5, 1, width=3)
     with pytest.raises(glu_scaling.UsageError, match="n must be a positive integer"):
-        spline_init.placed_knots(jnp.exp, 0, 1)
+        inits.placed_knots(jnp.exp, 0, 1)
