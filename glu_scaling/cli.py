@@ -16,16 +16,6 @@ from pathlib import Path
 
 from glu_scaling.errors import UsageError, did_you_mean, suggest
 
-SPEEDRUN = {
-    "archs": ("mlp", "glu", "gqu"),
-    "widths": "1:101:3",  # 1, 4, ..., 100: the reference's 34 widths
-    "seeds": "0",
-    "problem": "one_over_1_p_9x2",
-    "optimizer": "newton-splines",
-    "n_data": 2000,
-    "n_test": 2000,
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports mistakes on one line (exit 2) instead of usage + error, with
@@ -125,6 +115,7 @@ def _run_sweep(config, out: Path, **kwargs) -> list[dict]:
 def cmd_speedrun(args) -> int:
     from glu_scaling import plots, slopes, specs
     from glu_scaling.config import SweepConfig
+    from glu_scaling.paper.experiments import SPEEDRUN
 
     t0 = time.perf_counter()
     # matplotlib's import (0.4 s) and a warm-up drawing overlap the training, whose main thread
@@ -219,7 +210,7 @@ def cmd_construct(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from glu_scaling import reproduce
+    from glu_scaling.paper import reproduce
 
     names = reproduce.parse_only(args.only)
     figures = tuple(n for n in names if n != "table1")

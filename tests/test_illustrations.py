@@ -10,16 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glu_scaling import illustrations as I
 from glu_scaling import inits, models
 from glu_scaling.errors import UsageError
+from glu_scaling.paper import cells
+from glu_scaling.paper import illustrations as I
 
 ORDER = ("fig1", "fig2", "fig8", "fig9", "fig10", "fig11")
 
 
 @pytest.fixture(scope="module")
 def trained():
-    return I.fig2_models(seed=0)
+    return cells.fig2_models(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_fig2_needs_float64(tmp_path):
         with pytest.raises(UsageError, match="jax_enable_x64"):
             I.fig2(tmp_path)
         with pytest.raises(UsageError, match="jax_enable_x64"):
-            I.fig2_models()
+            cells.fig2_models()
     assert not list(tmp_path.iterdir())
 
 
@@ -89,21 +90,21 @@ def test_fig2_needs_float64(tmp_path):
 
 
 def test_mlp_and_glu_share_gates_and_cells():
-    mlp, glu = I.random_2d_models(0, 8)
+    mlp, glu = cells.random_2d_models(0, 8)
     assert mlp.n_factors == 0 and glu.n_factors == 1
     for name in ("G", "g", "D", "d", "mask"):
         np.testing.assert_array_equal(getattr(mlp, name), getattr(glu, name))
     x = _grid(61)
-    np.testing.assert_array_equal(I.cell_labels(mlp, x), I.cell_labels(glu, x))
+    np.testing.assert_array_equal(cells.cell_labels(mlp, x), cells.cell_labels(glu, x))
 
 
 def test_glu_is_exactly_quadratic_and_mlp_exactly_linear_on_every_cell():
-    mlp, glu = I.random_2d_models(0, 8)
+    mlp, glu = cells.random_2d_models(0, 8)
     x = _grid()
     y_mlp = np.asarray(models.apply("mlp", mlp, jnp.asarray(x)))[:, 0]
     y_glu = np.asarray(models.apply("glu", glu, jnp.asarray(x)))[:, 0]
-    labels = I.cell_labels(glu, x)
-    pattern = I.activation_pattern(glu, x)
+    labels = cells.cell_labels(glu, x)
+    pattern = cells.activation_pattern(glu, x)
     counts = np.bincount(labels)
     assert np.all(np.diff(counts) <= 0)  # label 0 is the most populous cell
     big = np.flatnonzero(counts >= 30)
@@ -123,16 +124,16 @@ def test_glu_is_exactly_quadratic_and_mlp_exactly_linear_on_every_cell():
 def test_activation_boundaries_by_hand():
     # x1 = 0.5; x2 = 0; x1 + x2 = 3 (misses); x1 + x2 = 2 (touches a corner only); masked unit
     params = _mlp([[1, 0], [0, 1], [1, 1], [1, 1], [1, 0]], [-0.5, 0, -3, -2, 0], mask=[1, 1, 1, 1, 0])
-    b = I.activation_boundaries(params)
+    b = cells.activation_boundaries(params)
     assert sorted(b) == [0, 1]
     np.testing.assert_allclose(sorted(map(tuple, b[0])), [(0.5, -1), (0.5, 1)])
     np.testing.assert_allclose(sorted(map(tuple, b[1])), [(-1, 0), (1, 0)])
 
 
 def test_activation_boundaries_of_random_models_lie_on_the_lines_and_the_square():
-    _, glu = I.random_2d_models(4, 12)
+    _, glu = cells.random_2d_models(4, 12)
     G, g = np.asarray(glu.G), np.asarray(glu.g)
-    b = I.activation_boundaries(glu)
+    b = cells.activation_boundaries(glu)
     x = _grid(101)
     for i in range(12):
         z = x @ G[i] + g[i]
@@ -146,18 +147,18 @@ def test_activation_boundaries_of_random_models_lie_on_the_lines_and_the_square(
     assert len(b) >= 6
     # the factor's zero lines likewise
     U, u = np.asarray(glu.U[0]), np.asarray(glu.u[0])
-    for i, seg in I.factor_boundaries(glu).items():
+    for i, seg in cells.factor_boundaries(glu).items():
         np.testing.assert_allclose(seg @ U[i] + u[i], 0, atol=1e-12)
 
 
 def test_boundaries_need_2d_inputs():
     params = _mlp(np.ones((4, 3)), np.zeros(4))
     with pytest.raises(UsageError, match="2D"):
-        I.activation_boundaries(params)
+        cells.activation_boundaries(params)
 
 
 def test_random_units_1d_have_knots_in_range_and_are_quadratic_on_the_open_side():
-    units = I.random_units_1d(0, 4)
+    units = cells.random_units_1d(0, 4)
     knots = -np.asarray(units.g) / np.asarray(units.G)[:, 0]
     assert units.width == 4 and np.all(np.abs(knots) < 1.2)
     s = np.linspace(-2, 2, 401)
@@ -177,10 +178,10 @@ def test_fig2_frozen_gates_keep_the_spline_init_knots(trained):
     for arch in ("mlp", "glu"):
         frozen, info = trained[arch, "newton-splines"]
         assert info["status"] == "ok"
-        np.testing.assert_allclose(I.cell_knots(frozen), expected, rtol=0, atol=1e-12)
-        np.testing.assert_allclose(I.cell_knots(frozen), inits.knots_1d(6, dtype=jnp.float64), atol=1e-12)
+        np.testing.assert_allclose(cells.cell_knots(frozen), expected, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(cells.cell_knots(frozen), inits.knots_1d(6, dtype=jnp.float64), atol=1e-12)
         full, _ = trained[arch, "newton-cascade"]
-        assert np.max(np.abs(I.cell_knots(full) - expected)) > 1e-3  # full training moves the knots
+        assert np.max(np.abs(cells.cell_knots(full) - expected)) > 1e-3  # full training moves the knots
 
 
 def test_fig2_training_improves_and_glu_beats_mlp(trained):
@@ -216,10 +217,10 @@ def test_fig2_unit_contributions_sum_to_the_output_and_cells_are_polynomials(tra
     params, _ = trained[arch, "newton-cascade"]
     s = np.linspace(-1, 1, 2001)
     y = np.asarray(models.apply(arch, params, jnp.asarray(s[:, None])))
-    parts = I.unit_contributions(params, s[:, None])
+    parts = cells.unit_contributions(params, s[:, None])
     assert parts.shape == (2001, 6, 1)
     np.testing.assert_allclose(parts.sum(axis=1) + np.asarray(params.d), y, atol=1e-12)
-    edges = np.concatenate([[-1.0], [k for k in I.cell_knots(params) if -1 < k < 1], [1.0]])
+    edges = np.concatenate([[-1.0], [k for k in cells.cell_knots(params) if -1 < k < 1], [1.0]])
     for lo, hi in itertools.pairwise(edges):
         inside = (s > lo + 1e-9) & (s < hi - 1e-9)
         if inside.sum() > degree + 2:
@@ -230,9 +231,9 @@ def test_fig2_unit_contributions_sum_to_the_output_and_cells_are_polynomials(tra
 def test_cell_knots_skip_masked_and_flat_gates():
     # knots 0.5, (none: G = 0), -0.25 (facing left), masked
     params = _mlp([[2.0], [0.0], [-4.0], [1.0]], [-1.0, 3.0, -1.0, 0.7], mask=[1, 1, 1, 0])
-    np.testing.assert_allclose(I.cell_knots(params), [-0.25, 0.5], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(cells.cell_knots(params), [-0.25, 0.5], rtol=0, atol=1e-15)
     with pytest.raises(UsageError, match="1D"):
-        I.cell_knots(_mlp(np.ones((3, 2)), np.zeros(3)))
+        cells.cell_knots(_mlp(np.ones((3, 2)), np.zeros(3)))
 
 
 # ------------------------------------------------------------------ Fig. 8: facing
@@ -240,16 +241,16 @@ def test_cell_knots_skip_masked_and_flat_gates():
 
 def test_same_facing_leaves_a_dead_unit_and_a_thin_end_alternating_does_not():
     x = np.linspace(-1, 1, 4001)[:, None]
-    G, g = I.facing_gates(6, "right")
-    assert I.dead_units(G, g).tolist() == [5]  # its knot 1.001 lies right of the data
-    counts = I.open_counts(G, g, x)
+    G, g = cells.facing_gates(6, "right")
+    assert cells.dead_units(G, g).tolist() == [5]  # its knot 1.001 lies right of the data
+    counts = cells.open_counts(G, g, x)
     assert counts.min() == 1 and counts.max() == 5
     assert np.all(counts[x[:, 0] < -0.61] == 1)  # the left end hangs on unit 0 alone
-    G, g = I.facing_gates(6, "left")
-    assert I.dead_units(G, g).tolist() == [0]
-    G, g = I.facing_gates(6, "alternate")
-    assert I.dead_units(G, g).size == 0
-    counts = I.open_counts(G, g, x)
+    G, g = cells.facing_gates(6, "left")
+    assert cells.dead_units(G, g).tolist() == [0]
+    G, g = cells.facing_gates(6, "alternate")
+    assert cells.dead_units(G, g).size == 0
+    counts = cells.open_counts(G, g, x)
     assert counts.min() == 3 and counts.max() == 4  # every x is seen by about n/2 open units
 
 
@@ -257,11 +258,11 @@ def test_same_facing_leaves_a_dead_unit_and_a_thin_end_alternating_does_not():
 def test_alternating_facing_dead_units_depend_on_the_parity_of_n(n):
     # knots linspace(-1.001, 1.001, n): the last unit sits right of the data, and with
     # alternating facing it opens to the right when n is odd (index n - 1 even): dead.
-    G, g = I.facing_gates(n, "alternate")
-    assert I.dead_units(G, g).tolist() == ([] if n % 2 == 0 else [n - 1])
-    assert I.open_counts(G, g, np.linspace(-1, 1, 1001)[:, None]).min() >= max(1, (n - 1) // 2)
-    G, g = I.facing_gates(n, "right")
-    assert I.dead_units(G, g).tolist() == [n - 1]
+    G, g = cells.facing_gates(n, "alternate")
+    assert cells.dead_units(G, g).tolist() == ([] if n % 2 == 0 else [n - 1])
+    assert cells.open_counts(G, g, np.linspace(-1, 1, 1001)[:, None]).min() >= max(1, (n - 1) // 2)
+    G, g = cells.facing_gates(n, "right")
+    assert cells.dead_units(G, g).tolist() == [n - 1]
 
 
 def test_dead_units_closed_form_matches_a_grid():
@@ -269,5 +270,5 @@ def test_dead_units_closed_form_matches_a_grid():
     G, g = rng.normal(size=(40, 2)), rng.normal(size=40) * 2
     x = _grid(101)
     brute = np.flatnonzero((x @ G.T + g).max(axis=0) <= 0)
-    np.testing.assert_array_equal(I.dead_units(G, g), brute)
+    np.testing.assert_array_equal(cells.dead_units(G, g), brute)
     assert 0 < brute.size < 40

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from conftest import CountingTrainBucket
 
-from glu_scaling import reproduce, sweeps
+from glu_scaling import plots, sweeps
 from glu_scaling.cli import main
 from glu_scaling.config import SweepConfig
 from glu_scaling.errors import UsageError
+from glu_scaling.paper import experiments, figures, reproduce, table1
 
 
 def synthetic_records(problem, arch, slope, train_slope, widths=(4, 8, 16, 32, 64), seeds=(0, 1, 2, 3),
@@ -34,9 +35,9 @@ def tiny_config(problem="paper_1d", archs=("mlp", "glu")):
 
 
 def test_table1_rows_recover_known_slopes():
-    exp = reproduce.Experiment("1d", tiny_config(), fit_range=(4, 64))
+    exp = experiments.Experiment("1d", tiny_config(), fit_range=(4, 64))
     recs = synthetic_records("paper_1d", "mlp", -2.0, -2.1) + synthetic_records("paper_1d", "glu", -3.0, -3.2)
-    rows = reproduce.table1_rows([exp], {"1d": recs})
+    rows = table1.table1_rows([exp], {"1d": recs})
     by_arch = {r["arch"]: r for r in rows}
     for arch, slope, train_slope, paper, theory in (("mlp", -2.0, -2.1, -2.13, -2.0), ("glu", -3.0, -3.2, -3.08, -3.0)):
         r = by_arch[arch]
@@ -53,30 +54,30 @@ def test_table1_ci_matches_the_t_interval_over_seeds():
     """Without noise inside a seed, every seed's slope is exact: the CI is mean +- t sd / sqrt(G)."""
     from scipy import stats
 
-    exp = reproduce.Experiment("1d", tiny_config(archs=("mlp",)))
+    exp = experiments.Experiment("1d", tiny_config(archs=("mlp",)))
     per_seed = [-1.9, -2.0, -2.1, -2.2]
     recs = []
     for s, k in enumerate(per_seed):
         for n in (2, 4, 8):
             recs.append({"arch": "mlp", "problem": "paper_1d", "n_in": 1, "n_hidden": n, "n_params": 3 * n + 1,
                          "seed": s, "status": "ok", "test_rmse": 0.5 * n**k, "train_rmse": 0.5 * n**k})
-    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    (row,) = table1.table1_rows([exp], {"1d": recs})
     half = stats.t.ppf(0.975, 3) * np.std(per_seed, ddof=1) / 2
     assert row["slope"] == pytest.approx(np.mean(per_seed), abs=1e-12)
     assert row["ci_high"] - row["slope"] == pytest.approx(half, rel=1e-9)
 
 
 def test_table1_leaves_out_diverged_models_keeps_stalled_ones_and_counts_them():
-    exp = reproduce.Experiment("1d", tiny_config(archs=("glu",)))
+    exp = experiments.Experiment("1d", tiny_config(archs=("glu",)))
     recs = synthetic_records("paper_1d", "glu", -3.0, -3.0, noise=0.0)
     recs[0] = {**recs[0], "status": "diverged", "test_rmse": 1e9}
-    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    (row,) = table1.table1_rows([exp], {"1d": recs})
     assert row["slope"] == pytest.approx(-3.0, abs=1e-9)
     assert row["statuses"] == {"ok": 19, "diverged": 1, "stalled": 0}
     # a stalled model at the widest n, 10x worse than the trend, enters the fit of its seed
     widest = max(range(len(recs)), key=lambda i: (recs[i]["seed"] == 1, recs[i]["n_hidden"]))
     recs[widest] = {**recs[widest], "status": "stalled", "test_rmse": 10 * recs[widest]["test_rmse"]}
-    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    (row,) = table1.table1_rows([exp], {"1d": recs})
     assert row["statuses"] == {"ok": 18, "diverged": 1, "stalled": 1}
     widths = np.log([4, 8, 16, 32, 64])
     bump = np.zeros(5)
@@ -86,9 +87,9 @@ def test_table1_leaves_out_diverged_models_keeps_stalled_ones_and_counts_them():
 
 
 def test_frozen_gate_rows_carry_no_paper_slope():
-    exp = reproduce.Experiment("1d_frozen", dataclasses.replace(tiny_config(archs=("glu",)),
+    exp = experiments.Experiment("1d_frozen", dataclasses.replace(tiny_config(archs=("glu",)),
                                                                 optimizer="newton-splines"))
-    (row,) = reproduce.table1_rows([exp], {"1d_frozen": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
+    (row,) = table1.table1_rows([exp], {"1d_frozen": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-splines"
     assert row["label"] == "1/(1 + cos^2(pi x)), newton-splines"
     assert "gates frozen" in row["protocol"]
@@ -98,36 +99,36 @@ def test_rows_before_the_all_parameter_steps_carry_no_paper_slope():
     """`newton-cascade` with 0 all-parameter steps (Table 1's `1d_stages` row) is labelled
     as such and, not being trained models, gets no paper slope beside it."""
     config = dataclasses.replace(tiny_config(archs=("glu",)), steps=0)
-    (row,) = reproduce.table1_rows([reproduce.Experiment("1d_stages", config)],
+    (row,) = table1.table1_rows([experiments.Experiment("1d_stages", config)],
                                    {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-cascade"
     assert row["label"] == "1/(1 + cos^2(pi x)), 0 all-parameter steps"
     assert "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)" in row["protocol"]
-    assert reproduce.row_label(dataclasses.replace(config, steps=None)) == "1/(1 + cos^2(pi x))"
+    assert table1.row_label(dataclasses.replace(config, steps=None)) == "1/(1 + cos^2(pi x))"
     three = dataclasses.replace(config, gate_steps=3)  # the reference's code: 3 steps on {G, g}
-    assert reproduce.row_label(three) == "1/(1 + cos^2(pi x)), 0 all-parameter steps, 3 gate steps"
-    (row,) = reproduce.table1_rows([reproduce.Experiment("1d_stages", three)],
+    assert table1.row_label(three) == "1/(1 + cos^2(pi x)), 0 all-parameter steps, 3 gate steps"
+    (row,) = table1.table1_rows([experiments.Experiment("1d_stages", three)],
                                    {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert "(its spline stages and 3 {G, g} steps)" in row["protocol"]
 
 
 def test_placed_knot_rows_are_labelled_and_compared_with_the_paper():
     config = dataclasses.replace(tiny_config(archs=("glu",)), knots="placed")
-    exp = reproduce.Experiment("1d_placed", config)
-    (row,) = reproduce.table1_rows([exp], {"1d_placed": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
+    exp = experiments.Experiment("1d_placed", config)
+    (row,) = table1.table1_rows([exp], {"1d_placed": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["label"] == "1/(1 + cos^2(pi x)), knots placed" and row["knots"] == "placed"
     assert row["paper"] == -3.08 and row["theory"] == -3.0  # trained models: the paper's slope is the reference
     assert "knots placed for the target" in row["protocol"]
     frozen = dataclasses.replace(config, optimizer="newton-splines")
-    assert reproduce.row_label(frozen) == "1/(1 + cos^2(pi x)), newton-splines, knots placed"
+    assert table1.row_label(frozen) == "1/(1 + cos^2(pi x)), newton-splines, knots placed"
 
 
 def test_markdown_table_has_a_row_per_arch_and_the_protocol():
-    exp = reproduce.Experiment("table1_friedman1", tiny_config("friedman1"))
+    exp = experiments.Experiment("table1_friedman1", tiny_config("friedman1"))
     recs = synthetic_records("friedman1", "mlp", -0.5, -0.6, n_in=5) + synthetic_records("friedman1", "glu", -1.0,
                                                                                           -1.1, n_in=5)
-    rows = reproduce.table1_rows([exp], {"table1_friedman1": recs})
-    text = reproduce.table1_markdown(rows, quick=True, seconds=12.0)
+    rows = table1.table1_rows([exp], {"table1_friedman1": recs})
+    text = table1.table1_markdown(rows, quick=True, seconds=12.0)
     lines = [ln for ln in text.splitlines() if ln.startswith("| Friedman #1")]
     assert len(lines) == 2
     assert "| MLP | -0.55 |" in lines[0] and "| GLU | -1.00 |" in lines[1]
@@ -142,25 +143,25 @@ def test_protocol_names_how_a_gqus_second_factor_starts():
 
     data = types.SimpleNamespace(x_train=np.zeros((64, 1)), x_test=np.zeros((32, 1)))
     gqu = dataclasses.replace(tiny_config("paper_1d"), archs=("mlp", "gqu"))
-    assert reproduce.protocol(gqu, data).endswith("; GQU factor 2 starts at the constant 1 (factor_init 'one')")
-    drawn = reproduce.protocol(dataclasses.replace(gqu, factor_init="random"), data)
+    assert table1.protocol(gqu, data).endswith("; GQU factor 2 starts at the constant 1 (factor_init 'one')")
+    drawn = table1.protocol(dataclasses.replace(gqu, factor_init="random"), data)
     assert drawn.endswith("; GQU factor 2 starts at N(0, 1) draws (factor_init 'random')")
-    assert "factor" not in reproduce.protocol(dataclasses.replace(gqu, archs=("mlp", "glu")), data)
+    assert "factor" not in table1.protocol(dataclasses.replace(gqu, archs=("mlp", "glu")), data)
     # --factor-init random: every sweep of the reproduction (resumes a runs folder of drawn GQUs)
     for quick in (False, True):
-        assert {e.config.factor_init for e in reproduce.experiments(quick)} == {"one"}
-        assert {e.config.factor_init for e in reproduce.experiments(quick, "random")} == {"random"}
+        assert {e.config.factor_init for e in experiments.experiments(quick)} == {"one"}
+        assert {e.config.factor_init for e in experiments.experiments(quick, "random")} == {"random"}
     with pytest.raises(UsageError, match="unknown factor_init 'won'"):
         reproduce.reproduce("unused", factor_init="won")
 
 
 def test_experiments_follow_the_paper_protocol():
-    full = {e.name: e for e in reproduce.experiments(quick=False)}
+    full = {e.name: e for e in experiments.experiments(quick=False)}
     one_d = full["1d"].config
     assert one_d.problem == "paper_1d" and one_d.n_data == 10_000 and one_d.dtype == "float64"
     assert set(range(1, 51)) <= set(one_d.widths) and len(one_d.seeds) >= 4 and max(one_d.widths) == 100
     assert one_d.optimizer == "newton-cascade" and one_d.archs == ("mlp", "glu", "gqu")
-    for p in reproduce.PAPER_SLOPES:
+    for p in experiments.PAPER_SLOPES:
         name = "1d" if p == "paper_1d" else f"table1_{p}"
         assert full[name].problem == p
         assert min(full[name].config.widths) == 1 and len(full[name].config.seeds) == 4
@@ -170,19 +171,19 @@ def test_experiments_follow_the_paper_protocol():
     assert full["1d_placed_frozen"].config == dataclasses.replace(full["1d_frozen"].config, knots="placed")
     assert full["1d_placed"].fit_range == full["1d"].fit_range == full["1d_stages"].fit_range == (4, 50)
     assert full["1d_stages"].config == dataclasses.replace(one_d, steps=0)  # the cascade's stages only
-    for p in reproduce.PAPER_SLOPES:
+    for p in experiments.PAPER_SLOPES:
         if p != "paper_1d":
             assert full[f"table1_{p}_stages"].config == dataclasses.replace(full[f"table1_{p}"].config, steps=0)
-    quick = reproduce.experiments(quick=True)
+    quick = experiments.experiments(quick=True)
     assert [e.name for e in quick] == list(full)
 
 
 def test_figure_selection():
-    assert reproduce.parse_only(None) == reproduce.FIGURES
+    assert reproduce.parse_only(None) == experiments.FIGURES
     assert reproduce.parse_only("fig3, FIG5") == ("fig3", "fig5")
     with pytest.raises(UsageError, match="unknown figure 'fig14'.*accepted: fig1, "):
         reproduce.parse_only("fig3,fig14")
-    exps = reproduce.experiments(quick=True)
+    exps = experiments.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig4",), table=False)] == ["1d"]
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig7",), table=False)] == [
         "table1_airfoil", "table1_california"]
@@ -194,25 +195,25 @@ def test_figure_selection():
 def drawn(monkeypatch):
     """The series each panel drawn by `plots.convergence_axes` shows (a list per panel)."""
     panels = []
-    inner = reproduce.plots.convergence_axes
+    inner = plots.convergence_axes
 
     def spy(ax, records, x="n_hidden", **kw):
         panels.append(list(dict.fromkeys(r["arch"] for r in records)))
         return inner(ax, records, x, **kw)
 
-    monkeypatch.setattr(reproduce.plots, "convergence_axes", spy)
+    monkeypatch.setattr(plots, "convergence_axes", spy)
     return panels
 
 
 def test_fig12_draws_every_knot_series(tmp_path, drawn):
     recs = {name: synthetic_records("paper_1d", "glu", -3.0 - i / 4, -3.0)
-            + synthetic_records("paper_1d", "gqu", -3.5, -3.5) for i, (name, _) in enumerate(reproduce.KNOT_SERIES)}
-    paths = reproduce.fig12(recs, tmp_path, fit_range=(4, 64))
+            + synthetic_records("paper_1d", "gqu", -3.5, -3.5) for i, (name, _) in enumerate(experiments.KNOT_SERIES)}
+    paths = figures.fig12(recs, tmp_path, fit_range=(4, 64))
     assert [p.name for p in paths] == ["fig12_knot_placement.png", "fig12_knot_placement.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
-    assert drawn == [[label for _, label in reproduce.KNOT_SERIES]] * 2  # a GLU panel and a GQU panel
-    assert reproduce.fig12({}, tmp_path) == []
-    exps = reproduce.experiments(quick=True)
+    assert drawn == [[label for _, label in experiments.KNOT_SERIES]] * 2  # a GLU panel and a GQU panel
+    assert figures.fig12({}, tmp_path) == []
+    exps = experiments.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig12",), table=False)] == [
         "1d", "1d_frozen", "1d_placed", "1d_placed_frozen"]
 
@@ -221,13 +222,13 @@ def test_fig13_draws_each_architecture_before_and_after_the_all_parameter_steps(
     recs = {name: [r for arch, slope in (("mlp", -2.0), ("glu", -3.0), ("gqu", -3.5))
                    for r in synthetic_records("paper_1d", arch, slope + shift, slope)]
             for name, shift in (("1d_stages", -0.5), ("1d", 0.0))}
-    paths = reproduce.fig13(recs, tmp_path, 100, fit_range=(4, 64))
+    paths = figures.fig13(recs, tmp_path, 100, fit_range=(4, 64))
     assert [p.name for p in paths] == ["fig13_all_parameter_steps.png", "fig13_all_parameter_steps.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert drawn == [["0 all-parameter steps", "100 all-parameter steps"]] * 3  # MLP, GLU and GQU panels
-    assert reproduce.fig13({}, tmp_path, 100) == []
-    assert reproduce.fig13({"1d": recs["1d"]}, tmp_path / "one", 100) == []  # both series or none
-    exps = reproduce.experiments(quick=True)
+    assert figures.fig13({}, tmp_path, 100) == []
+    assert figures.fig13({"1d": recs["1d"]}, tmp_path / "one", 100) == []  # both series or none
+    exps = experiments.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig13",), table=False)] == ["1d", "1d_stages"]
 
 
@@ -239,8 +240,8 @@ def test_cli_rejects_an_unknown_figure(capsys):
 
 @pytest.fixture
 def tiny_experiments(monkeypatch):
-    exps = [reproduce.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
-            reproduce.Experiment("table1_sin_x_sin_y", tiny_config("sin_x_sin_y"))]
+    exps = [experiments.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
+            experiments.Experiment("table1_sin_x_sin_y", tiny_config("sin_x_sin_y"))]
     monkeypatch.setattr(reproduce, "experiments", lambda quick=False, factor_init="one": exps)
     return exps
 
@@ -271,10 +272,10 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch
 
 
 def test_table1_survives_a_widest_width_that_diverged_everywhere():
-    exp = reproduce.Experiment("1d", tiny_config(archs=("glu",)), fit_range=(4, 64))
+    exp = experiments.Experiment("1d", tiny_config(archs=("glu",)), fit_range=(4, 64))
     recs = [{**r, "status": "diverged", "test_rmse": float("nan")} if r["n_hidden"] == 64 else r
             for r in synthetic_records("paper_1d", "glu", -3.0, -3.0, noise=0.0)]
-    (row,) = reproduce.table1_rows([exp], {"1d": recs})
+    (row,) = table1.table1_rows([exp], {"1d": recs})
     assert row["slope"] == pytest.approx(-3.0, abs=1e-9) and row["fit_range"] == [4.0, 32.0]
     assert row["octave_range"] == [16.0, 32.0]  # the last octave of the widths that did not diverge
     assert row["statuses"]["diverged"] == 4
@@ -328,8 +329,8 @@ def test_redraw_uses_the_written_records_and_trains_nothing(tmp_path, tiny_exper
 def test_redraw_leaves_out_optional_experiments_an_older_folder_lacks(tmp_path, monkeypatch):
     """A results folder written before the 0-step experiments existed still redraws: their
     rows and Fig. 13 are left out with a note, everything else is drawn as before."""
-    exps = [reproduce.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
-            reproduce.Experiment("1d_stages", dataclasses.replace(tiny_config(archs=("mlp", "glu", "gqu")), steps=0),
+    exps = [experiments.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
+            experiments.Experiment("1d_stages", dataclasses.replace(tiny_config(archs=("mlp", "glu", "gqu")), steps=0),
                                  fit_range=(2, 8), optional=True)]
     monkeypatch.setattr(reproduce, "experiments", lambda quick=False, factor_init="one": exps)
     out = tmp_path / "figs"
