@@ -65,8 +65,6 @@ def _flag_hint(extras: list[str], parser: argparse.ArgumentParser) -> str:
 def _configure_jax() -> None:
     """float64 for convergence studies, and a persistent compilation cache so that a
     rerun skips XLA compilation (GLU_SCALING_CACHE=DIR moves it, =off disables it)."""
-    import os
-
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -114,18 +112,19 @@ def _run_sweep(config, out: Path, **kwargs) -> list[dict]:
 
 def cmd_speedrun(args) -> int:
     from glu_scaling import plots, slopes, specs
-    from glu_scaling.config import SweepConfig
+    from glu_scaling.config import sweep_config
     from glu_scaling.paper.experiments import SPEEDRUN
 
     t0 = time.perf_counter()
-    # matplotlib's import (0.4 s) and a warm-up drawing overlap the training, whose main thread
+    # matplotlib's import and a warm-up drawing overlap the training, whose main thread
     # mostly waits on XLA
     preload = threading.Thread(target=plots.import_pyplot, args=(True,), name="glu_scaling-import-pyplot",
                                daemon=True)
     preload.start()
-    config = SweepConfig(archs=SPEEDRUN["archs"], widths=tuple(specs.parse_spec(SPEEDRUN["widths"])),
-                               seeds=(0,), problem=SPEEDRUN["problem"], optimizer=SPEEDRUN["optimizer"],
-                               n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"], factor_init=args.factor_init)
+    config = sweep_config(SPEEDRUN["archs"], tuple(specs.parse_spec(SPEEDRUN["widths"])),
+                          tuple(specs.parse_spec(SPEEDRUN["seeds"], "seeds", minimum=0)), problem=SPEEDRUN["problem"],
+                          optimizer=SPEEDRUN["optimizer"], n_data=SPEEDRUN["n_data"], n_test=SPEEDRUN["n_test"],
+                          factor_init=args.factor_init)
     out = Path(args.out)
     # n = 1 is a single global polynomial, not yet a spline: fit the order from n >= 4
     fit_range = (4, max(config.widths))
@@ -141,15 +140,15 @@ def cmd_speedrun(args) -> int:
 
 def cmd_sweep(args) -> int:
     from glu_scaling import distributed, specs
-    from glu_scaling.config import SweepConfig
+    from glu_scaling.config import sweep_config
 
-    distributed.initialize()  # multi-host when JAX_COORDINATOR_ADDRESS etc. say so (README: Scale-out)
+    distributed.initialize()  # multi-host when JAX_COORDINATOR_ADDRESS etc. say so (docs/scale-out.md)
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     if not archs:
         raise UsageError(f"--arch {args.arch!r} names no architecture; e.g. --arch mlp,glu")
-    config = SweepConfig(
-        archs=archs, widths=tuple(specs.parse_spec(args.widths, "widths")),
-        seeds=tuple(specs.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
+    config = sweep_config(
+        archs, tuple(specs.parse_spec(args.widths, "widths")),
+        tuple(specs.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
         optimizer=args.optimizer, steps=args.steps, gate_steps=args.gate_steps, learning_rate=args.lr,
         n_data=args.n_data, n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
         spline_init=not args.random_init, knots=args.knots, factor_init=args.factor_init, eval=args.eval,
@@ -211,6 +210,7 @@ def cmd_construct(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from glu_scaling.paper import reproduce
+    from glu_scaling.paper.table1 import print_table
 
     names = reproduce.parse_only(args.only)
     figures = tuple(n for n in names if n != "table1")
@@ -219,7 +219,7 @@ def cmd_reproduce(args) -> int:
     summary = reproduce.reproduce(out, runs=args.runs, quick=args.quick, figures=figures, table=table,
                                   progress=not args.quiet, redraw=args.redraw, factor_init=args.factor_init)
     if summary["rows"]:
-        reproduce.print_table(summary["rows"])
+        print_table(summary["rows"])
     print(f"wrote {len(summary['paths'])} files to {out}/ in {summary['seconds']:.1f} s")
     return 0
 
@@ -272,7 +272,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from glu_scaling import models, problems, train
+    from glu_scaling import models, problems, schedules
 
     parser = _Parser(prog="glu-scaling", description="Convergence-order studies of shallow MLP/GLU/GQU networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="lo:hi[:step] or a comma list (default 0)")
     p.add_argument("--problem", default="one_over_1_p_9x2",
                    help="a name from `glu-scaling problems`, or file:PATH (default one_over_1_p_9x2)")
-    p.add_argument("--optimizer", default="newton-cascade", help=f"one of {', '.join(train.OPTIMIZERS)}")
+    p.add_argument("--optimizer", default="newton-cascade", help=f"one of {', '.join(schedules.OPTIMIZERS)}")
     p.add_argument("--steps", type=int, default=None,
                    help="all-parameter Newton steps or first-order steps (newton-cascade --steps 0: only its "
                         "spline and {G, g} stages)")
@@ -397,7 +397,7 @@ def run() -> None:
     """The `glu-scaling` console command: `main`, then a fast exit.
 
     Every result is written, closed and fsynced by the time `main` returns; what is left
-    is the interpreter's teardown of JAX and XLA (about 0.5 s on a 2-core machine), which
+    is the interpreter's teardown of JAX and XLA (a noticeable part of a short run), which
     `os._exit` skips once stdout and stderr are flushed.  Any other ending (an error, an
     interrupt, which may leave a compile-ahead thread writing to the compilation cache)
     and a multi-process run (so that `jax.distributed` shuts down in step with the other

@@ -16,48 +16,19 @@ method                         what it is
                                (`splines.equidistributed_breakpoints`): what moving knots can buy
 ``newton-splines``             `sweeps.run_sweep` from the spline init, gates frozen
 ``newton-cascade``             `sweeps.run_sweep` from the spline init, the reference's cascade
-``cascade-from-construction``  `train.train_batch` started from the construction with
-                               ``TrainConfig("newton-cascade", steps)``: the layer stages
-                               ({D, d}, then {U, u}, {Q, q}, then {G, g}) and then `steps`
-                               all-parameter Newton steps
-``newton-from-construction``   (optional, not in `DEFAULT_METHODS`) the same start with
-                               ``TrainConfig("newton", steps)``: all-parameter steps only
+``cascade-from-construction``  `train.train_batch` from the construction, ``newton-cascade``
+``newton-from-construction``   (optional) the same start, ``newton``: all-parameter steps only
 =============================  ==============================================================
 
-Which schedule to start from a construction.  The construction already places the
-gates on the knots, which suggests skipping the layer stages and taking joint
-Newton steps on every parameter ("newton-from-construction").  Measured, the layer
-cascade is the better start: its first stages are exact linear least-squares
-solves for D (and d), then for each factor, with the knots held where the
-construction put them, so after two or three steps the model is the best
-piecewise polynomial on the construction's knots (for the MLP the {D, d} solve *is*
-the LSQ linear spline on those knots).  Joint steps from the construction instead
-start from a badly scaled point (D = 1 and small factor weights for the GLU) and
-converge slowly.  On one_over_1_p_9x2, 2000 points, widths 16, 32, 64, train RMSE
-after 100 all-parameter steps:  GLU newton 2.7e-4, 8.1e-5, 1.8e-5 vs
-newton-cascade 3.3e-4, 4.8e-5, 7.0e-6;  GQU newton 1.6e-3, 4.1e-4, 3.9e-5 vs
-newton-cascade 1.0e-4, 2.4e-5, 5.9e-6 (300 plain Newton steps still do not reach
-the cascade).  So "cascade-from-construction" runs the cascade, and the
-all-parameter variant is kept as an option for comparison.  Either way every
-Newton step's line search accepts only decreases of the training loss, so the
-result is never above the construction's training error (`tests/test_compare.py`
-checks this for both).
-
-Deterministic methods (construction, spline, from-construction) do not depend on
-the model seed and are written once, with ``seed = seeds[0]``; the methods trained
-from the spline init are written once per seed.
-
-A results folder (``out``) holds config.json (``"kind": "construct"`` and
-everything needed to rerun), results.jsonl (one record per method, arch, width and
-seed: the fields of `results.RECORD_FIELDS` plus ``method`` and the extras listed
-in `run_construct`), slopes.json (`slopes.slopes_table` rows per method, each
-with ``"method"``) and fig4_construction.png / .pdf.  A rerun rewrites them; a
-folder written by a sweep is refused.
+From a construction the layer cascade is the better start (docs/constructions.md,
+"Training from a construction"), and never ends above the construction's training error.
+Deterministic methods are written once (``seed = seeds[0]``), trained ones per seed.
+A results folder holds config.json (``"kind": "construct"``), results.jsonl (one record
+per method, arch, width and seed), slopes.json (rows per method) and fig4_construction.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -67,9 +38,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation, models, planning, plots, problems, results, slopes, specs, splines, sweeps, train
+from glu_scaling import (
+    compilation,
+    models,
+    planning,
+    plots,
+    problems,
+    results,
+    schedules,
+    slopes,
+    specs,
+    splines,
+    sweeps,
+    train,
+)
 from glu_scaling import constructions as C
-from glu_scaling.config import MAX_POINTS, SweepConfig, check_sweep, load_dataset
+from glu_scaling.config import MAX_POINTS, check_sweep, load_dataset, sweep_config
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
 METHODS = ("construction", "lsq-spline", "placed-spline", "newton-splines", "newton-cascade",
@@ -172,7 +156,7 @@ def load_data(problem: str, *, n_data: int = 2000, n_test: int = 2000,
     if check_positive_int("n_data", n_data, maximum=MAX_POINTS) < 2:
         raise UsageError(f"n_data must be at least 2, got {n_data!r}")
     check_positive_int("n_test", n_test, maximum=MAX_POINTS)
-    config = SweepConfig(archs=("mlp",), widths=(1,), seeds=(0,), problem=problem, n_data=n_data,
+    config = sweep_config(archs=("mlp",), widths=(1,), seeds=(0,), problem=problem, n_data=n_data,
                                n_test=n_test, chunk=chunk)
     dataset = load_dataset(config)  # checks n_data, n_test and float64 (jax_enable_x64)
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, chunk)
@@ -253,7 +237,7 @@ def spline_records(problem: str, arch: str, widths: Sequence[int], dataset: prob
 
 
 def train_from_constructions(arch: str, f, widths: Sequence[int], width: int, data: train.TrainData,
-                             config: train.TrainConfig, *, curvature: str = "left", dtype=None,
+                             config: schedules.TrainConfig, *, curvature: str = "left", dtype=None,
                              batch_size: int | None = None) -> tuple[models.Params, dict, float]:
     """Train the constructions of `widths` (each padded to `width`) in one compiled call.
 
@@ -282,9 +266,9 @@ def from_construction_records(problem: str, arch: str, widths: Sequence[int], da
     check_choice("from-construction method", method, FROM_CONSTRUCTION)
     optimizer = FROM_CONSTRUCTION[method]
     curv = arch_curvature(arch, curvature)
-    config = train.TrainConfig(optimizer, steps, chunk=chunk)
+    config = schedules.TrainConfig(optimizer, steps, chunk=chunk)
     n_points = int(np.asarray(data.weight).sum())
-    cost = planning.seconds_per_w2(arch, 1, 1, n_points, 1, optimizer, steps)
+    cost = planning.seconds_per_w2(arch, 1, 1, n_points, 1, config)
     recs = []
     for bucket in planning.plan_buckets(widths, seconds_per_w2=cost):
         width = max(bucket)
@@ -451,7 +435,7 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
     methods = _check_methods(methods)
     check_choice("curvature", curvature, C.CURVATURES)
     check_choice("spline_knots", spline_knots, SPLINE_KNOTS)
-    base = SweepConfig(archs=archs, widths=widths, seeds=seeds, problem=problem, optimizer="newton-cascade",
+    base = sweep_config(archs=archs, widths=widths, seeds=seeds, problem=problem, optimizer="newton-cascade",
                              steps=steps, n_data=n_data, n_test=n_test)
     check_sweep(base)  # steps, n_data, n_test with the sweep's limits, before anything is written
     dataset, data, chunk = load_data(problem, n_data=n_data, n_test=n_test)
@@ -485,7 +469,7 @@ def run_construct(problem: str, archs, widths, *, out, seeds=(0,), n_data: int =
     for optimizer in ("newton-splines", "newton-cascade"):
         if optimizer in methods:
             _say(progress, f"{optimizer} from the spline init")
-            recs = sweeps.run_sweep(dataclasses.replace(base, optimizer=optimizer), None, progress=progress)
+            recs = sweeps.run_sweep(base.replace(optimizer=optimizer), None, progress=progress)
             add([{**r, "method": optimizer} for r in recs])
     for method in FROM_CONSTRUCTION:
         if method in methods:

@@ -2,25 +2,20 @@
 compilation faster without changing a bit of what the programs compute.
 
 XLA:CPU compiles loop fusions with its MLIR "fusion emitters" by default.  Its classic
-elemental emitters compile this package's Newton programs 25-40 % faster (the speedrun's
-three training programs 1.4 / 2.4 / 3.0 s -> 0.9 / 1.6 / 2.5 s; a cold `glu-scaling
-speedrun` 13.3 s -> 9.8-10.4 s on the 2-core CPU), run them as fast, and give
-bit-for-bit the same results (checked on the speedrun's 102 models and on the
-`newton-cascade` benchmark's parameters; `tests/test_compilation.py`).
+elemental emitters compile this package's Newton programs markedly faster, run them as
+fast, and give bit-for-bit the same results (`tests/test_compilation.py`).
 
-Programs compiled for a GPU get GPU_OPTIONS instead: XLA:GPU's fusion autotuner (on by
-default in the jaxlib 0.11.2 measured) compiles big fusions a second time, with another
-emitter (Triton), to time the two.  On this package's Newton programs its compiles of
-reduction fusions took 4 minutes each on an H200 (2026-11-29: `scripts/bench_gpu.sh`
-trained nothing in its budget; benchmarks/bench_gpu_h200_autotuner.log).  Without it
-XLA keeps its native emitters and the same sweep compiled its first program in 20 s.
-Programs for other accelerators get no options.
+Programs compiled for a GPU get GPU_OPTIONS instead: XLA:GPU's fusion autotuner
+compiles big fusions a second time, with another emitter, to time the two, and on this
+package's Newton programs those compiles took minutes each; without it XLA keeps its
+native emitters.  Programs for other accelerators get no options.
 
 Programs that run once and briefly (the init's draws and assembly: `brief=True`) are
-also compiled with LLVM's optimisation level 1 instead of 2 (BRIEF_PROGRAM_OPTIONS):
-the speedrun's init draws compile in 0.36-0.39 s instead of 0.68 s, again bit for bit
-the same (`tests/test_compilation.py`).  Level 0 would change bits; level 1 in the
-Newton programs changes their last digits and slows them 10-15 %, so they keep level 2.
+also compiled with LLVM's optimisation level 1 instead of 2 (BRIEF_PROGRAM_OPTIONS),
+again bit for bit the same (`tests/test_compilation.py`).  Level 0 would change bits;
+level 1 in the Newton programs changes their last digits and slows them, so they keep
+level 2.  The measurements behind these choices are in docs/design.md and
+docs/benchmarks.md.
 
 An XLA that does not know an option rejects it at compile time (it would abort the
 process if it came through XLA_FLAGS), so the options are tried once on a trivial

@@ -10,48 +10,73 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from glu_scaling import distributed, inits, models, newton, problems, splines, train
-from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int, unknown
+from glu_scaling import distributed, models, problems, splines
+from glu_scaling.errors import UsageError, check_positive_int, unknown
+from glu_scaling.inits import InitConfig, has_later_factors
+from glu_scaling.schedules import OPTIMIZERS, TrainConfig
 from glu_scaling.specs import SEED_LIMIT, parse_spec
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    """Everything that defines a sweep (written to config.json)."""
+    """Everything that defines a sweep: which models, how they start and train, on what data.
+
+    config.json holds it flat (`to_json`); `sweep_config` and `replace` take the same flat
+    names and route each to the one place it belongs.
+    """
 
     archs: tuple[str, ...]
     widths: tuple[int, ...]
     seeds: tuple[int, ...]
-    problem: str = "one_over_1_p_9x2"
-    optimizer: str = "newton-cascade"
-    steps: int | None = None
-    gate_steps: int = 1  # newton-cascade's Newton steps on {G, g} (the reference's code takes 3)
-    learning_rate: float | None = None
-    n_data: int | None = None
-    n_test: int | None = None
-    data_seed: int = 0
+    problem: str = "one_over_1_p_9x2"  # a registered name or "file:PATH"
+    train: TrainConfig = TrainConfig()  # optimizer, steps, learning rate, gate steps, chunk
+    init: InitConfig = InitConfig()  # spline or random gates, their knots, later factors
+    n_data: int | None = None  # training points of a generated problem, or a cap on a table's rows
+    n_test: int | None = None  # test points likewise
+    data_seed: int = 0  # seed of the data (generated inputs, a table's split)
     activation: str = "relu"
-    spline_init: bool = True
-    knots: str = "uniform"  # the 1D spline init's knots: evenly spaced, or placed for the target
-    factor_init: str = "one"  # how factors 2..k start: the constant 1, or N(0, 1) (inits.FACTOR_INITS)
-    eval: str = "test"
-    target: str | None = None
+    eval: str = "test"  # score on held-out data, or on the training data ("train", as the reference)
+    target: str | None = None  # a file:PATH table's target column (None: the last)
     dtype: str = "float64"
-    chunk: int = 2048
-    batch_size: int | None = None  # models vmapped together on one device (None: auto)
-    devices: int | None = None  # devices the batch is sharded over (None: all visible); not part of a model
-    rungs_per_round: int = 1  # damping rungs factored per round (`newton.damped_cholesky_solve`); not part of a model
-    cholesky_block: int = 0  # > 0: blocked Cholesky, blocks of this many columns (`newton.Ladder`); not part of a model
+    batch_size: int | None = None  # models vmapped together on one device (None: planned); not part of a model
+    devices: int | None = None  # devices a bucket is sharded over (None: all visible); not part of a model
 
-    @property
-    def ladder(self) -> newton.Ladder:
-        return newton.Ladder(self.rungs_per_round, self.cholesky_block)
+    def replace(self, **settings) -> SweepConfig:
+        """A copy with the given flat settings changed (steps=0, knots="placed", n_data=..., ...)."""
+        own, train, init = _route(settings)
+        return dataclasses.replace(self, **own, train=dataclasses.replace(self.train, **train),
+                                   init=dataclasses.replace(self.init, **init))
 
     def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
+        """The flat settings of config.json."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("train", "init")}
         for key in ("archs", "widths", "seeds"):
             d[key] = list(d[key])
-        return d
+        return {**d, **dataclasses.asdict(self.train), **dataclasses.asdict(self.init)}
+
+
+_TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_INIT_KEYS = tuple(f.name for f in dataclasses.fields(InitConfig))
+_OWN_KEYS = tuple(f.name for f in dataclasses.fields(SweepConfig) if f.name not in ("train", "init"))
+
+
+def _route(settings: dict) -> tuple[dict, dict, dict]:
+    """Flat settings split into (SweepConfig's own, TrainConfig's, InitConfig's)."""
+    accepted = (*_OWN_KEYS[3:], *_TRAIN_KEYS, *_INIT_KEYS)
+    unknown_keys = [k for k in settings if k not in (*_OWN_KEYS, *_TRAIN_KEYS, *_INIT_KEYS)]
+    if unknown_keys:  # a TypeError, as Python's own for an unexpected keyword argument
+        raise TypeError(str(unknown("sweep setting", unknown_keys[0], accepted)))
+    pick = lambda keys: {k: v for k, v in settings.items() if k in keys}  # noqa: E731
+    return pick(_OWN_KEYS), pick(_TRAIN_KEYS), pick(_INIT_KEYS)
+
+
+def sweep_config(archs, widths, seeds, **settings) -> SweepConfig:
+    """A SweepConfig from flat settings (the names of config.json and `gs.sweep`'s keywords):
+    optimizer, steps, learning_rate, gate_steps and chunk make its TrainConfig; spline_init,
+    knots and factor_init its InitConfig; the rest are its own."""
+    own, train, init = _route(settings)
+    return SweepConfig(archs=archs, widths=widths, seeds=seeds, **own, train=TrainConfig(**train),
+                       init=InitConfig(**init))
 
 
 MAX_POINTS = 10**8  # training or test points of one sweep (1e8 1D points are 1.6 GB of float64 data)
@@ -65,8 +90,9 @@ def check_sweep(config: SweepConfig) -> None:
     for arch in config.archs:
         models.n_factors(arch)  # "unknown architecture ... (did you mean ...)" for a bad name
     models.activation_fn(config.activation)
-    train.TrainConfig(config.optimizer, rungs_per_round=config.rungs_per_round, cholesky_block=config.cholesky_block,
-                      gate_steps=config.gate_steps)
+    if not isinstance(config.train, TrainConfig) or not isinstance(config.init, InitConfig):
+        raise UsageError("SweepConfig.train and .init must be a TrainConfig and an InitConfig; build a SweepConfig "
+                         "from flat settings with config.sweep_config(archs, widths, seeds, optimizer=..., ...)")
     if config.dtype not in ("float32", "float64"):
         raise unknown("dtype", config.dtype, ("float32", "float64"))
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -77,15 +103,7 @@ def check_sweep(config: SweepConfig) -> None:
                          "your own target with problems.register(problems.Problem(name, n_in, description, make))")
     if config.batch_size is not None:
         check_positive_int("batch_size", config.batch_size)
-    check_positive_int("chunk", config.chunk)
     distributed.resolve_devices(config.devices)
-    if config.steps is not None and (isinstance(config.steps, bool) or not isinstance(config.steps, int | np.integer)
-                                     or not 0 <= config.steps <= MAX_COUNT):
-        raise UsageError(f"steps must be an integer in [0, {MAX_COUNT}], got {config.steps!r}")
-    lr = config.learning_rate
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float | np.number)
-                           or not np.isfinite(lr) or lr <= 0):
-        raise UsageError(f"learning rate (--lr) must be a positive finite number, got {lr!r}")
     for name in ("n_data", "n_test"):
         value = getattr(config, name)
         if value is not None:
@@ -95,28 +113,23 @@ def check_sweep(config: SweepConfig) -> None:
     parse_spec(config.widths, "widths")
     parse_spec(config.seeds, "seeds", minimum=0)
     check_knots(config)
-    check_choice("factor_init", config.factor_init, inits.FACTOR_INITS)
     ds = config.data_seed
     if isinstance(ds, bool) or not isinstance(ds, int | np.integer) or not 0 <= ds < SEED_LIMIT:
         raise UsageError(f"data_seed (--data-seed) must be an integer in [0, 2**32), got {ds!r}")
 
 
 def check_knots(config: SweepConfig) -> None:
-    """knots "placed" needs the spline init, a registered 1D target f and spline degrees
-    k + 1 <= splines.MAX_PLACED_DEGREE."""
-    check_choice("knots", config.knots, inits.KNOT_PLACEMENTS)
-    if config.knots == "uniform":
+    """knots "placed" needs a registered 1D target f and spline degrees k + 1 <=
+    splines.MAX_PLACED_DEGREE (the init's own settings are checked by InitConfig)."""
+    if config.init.knots == "uniform":
         return
-    if not config.spline_init:
-        raise UsageError("knots 'placed' positions the spline init's knots; it cannot go with the random init "
-                         "(--random-init)")
     if config.problem not in problems.TARGETS_1D:
         raise UsageError(f"knots 'placed' needs a 1D problem with a known target f (one of "
                          f"{', '.join(problems.TARGETS_1D)}), got problem {config.problem!r}")
     for arch in config.archs:
         if models.n_factors(arch) + 1 > splines.MAX_PLACED_DEGREE:
-            raise UsageError(f"knots 'placed' works for spline degrees up to {splines.MAX_PLACED_DEGREE} (mlp, glu, gqu), "
-                             f"got arch {arch!r} (degree {models.n_factors(arch) + 1})")
+            raise UsageError(f"knots 'placed' works for spline degrees up to {splines.MAX_PLACED_DEGREE} "
+                             f"(mlp, glu, gqu), got arch {arch!r} (degree {models.n_factors(arch) + 1})")
 
 
 def effective_settings(settings: dict) -> dict:
@@ -129,16 +142,15 @@ def effective_settings(settings: dict) -> dict:
     with an explicit default, or with an ignored setting, is not a different run."""
     s = dict(settings)
     optimizer = s.get("optimizer")
-    if optimizer == "newton-splines":  # one step per layer: there is no step count
-        s["steps"] = None
-    elif s.get("steps") is None:
-        s["steps"] = train.DEFAULT_STEPS.get(optimizer)
-    if optimizer != "newton-cascade":  # only the cascade has a gate stage
+    if optimizer in OPTIMIZERS:  # (a hand-edited config may name none: compared as it is)
+        train = TrainConfig(optimizer)
+        s["steps"] = (train.n_steps if s.get("steps") is None else s["steps"]) if train.uses_steps else None
+        if not train.has_gate_stage:
+            s["gate_steps"] = None
+        s["learning_rate"] = (train.lr if s.get("learning_rate") is None else s["learning_rate"]) \
+            if not train.newton else None
+    else:
         s["gate_steps"] = None
-    if optimizer in train.NEWTON_SCHEDULES:
-        s["learning_rate"] = None
-    elif s.get("learning_rate") is None:
-        s["learning_rate"] = train.DEFAULT_LR.get(optimizer)
     spec = problems.REGISTRY.get(s.get("problem")) if isinstance(s.get("problem"), str) else None
     if spec is not None and not spec.tabular:  # generated data: None means the default count
         s["n_data"] = problems.DEFAULT_N_TRAIN if s.get("n_data") is None else s["n_data"]
@@ -146,7 +158,7 @@ def effective_settings(settings: dict) -> dict:
     if s.get("eval") == "train":  # the test points are the training points
         s["n_test"] = None
     archs = s.get("archs")
-    if isinstance(archs, list | tuple) and not inits.has_later_factors(archs):
+    if isinstance(archs, list | tuple) and not has_later_factors(archs):
         s["factor_init"] = None  # mlp and glu have no factor 2 to start
     return s
 

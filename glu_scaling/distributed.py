@@ -107,7 +107,7 @@ def simulated_cpu_env(n_devices: int, cpus: int | None = None) -> dict[str, str]
     XLA:CPU's shared thread pool) N + cpus: a vmapped Cholesky (jaxlib's LAPACK kernel)
     blocks its pool thread while its batch runs on that same pool, so with no more pool
     threads than devices all of them can block at once and the program hangs (seen with
-    4 devices on a 2-core machine); N + cpus leaves `cpus` threads working.  The pool size
+    more simulated devices than cores); N + cpus leaves `cpus` threads working.  The pool size
     also sets how XLA:CPU splits large matrix products, so results agree to the last bit
     only between runs with the same PJRT_NPROC (scripts/bench_devices.py).
     """

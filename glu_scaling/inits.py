@@ -18,6 +18,7 @@ models in one compiled call (`init_batch`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -155,8 +156,32 @@ def open_mask(G: jax.Array, g: jax.Array, x: jax.Array) -> jax.Array:
 #             gates the frozen model's training error is then never above the GLU's
 #             (`tests/test_sweep.py`);
 #   "random"  N(0, 1) like U_1 and u_1 (the reference's GQU): the stage on U_1 then fits
-#             around a random root of U_2 x + u_2 (README, "Later factors").
+#             around a random root of U_2 x + u_2 (docs/investigations.md).
 FACTOR_INITS = ("one", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    """How a sweep's models start: one choice in three parts, checked here once.
+
+    spline_init: gates from the spline init (`spline_gates`), or N(0, 1) like the rest.
+    knots: the 1D spline init's knots, "uniform" (evenly spaced) or "placed" for the
+      problem's target (`placed_knots`; the sweep checks the problem has one).
+    factor_init: how factors 2..k start (`FACTOR_INITS`).
+    """
+
+    spline_init: bool = True
+    knots: str = "uniform"
+    factor_init: str = "one"
+
+    def __post_init__(self):
+        if not isinstance(self.spline_init, bool | np.bool_):
+            raise UsageError(f"spline_init must be True or False, got {self.spline_init!r}")
+        check_choice("knots", self.knots, KNOT_PLACEMENTS)
+        check_choice("factor_init", self.factor_init, FACTOR_INITS)
+        if self.knots == "placed" and not self.spline_init:
+            raise UsageError("knots 'placed' positions the spline init's knots; it cannot go with the random init "
+                             "(--random-init)")
 
 
 def has_later_factors(archs) -> bool:
@@ -280,7 +305,7 @@ def init_draws_batch(keys, n_in: int, n_out: int, width: int, size: int, dtype=j
     k_bias, with (k_gate, k_units, k_bias) = split(keys[b], 3).  The per-unit keys of all
     models are drawn from as one flat batch (M keys, one row each) rather than under a
     vmap over models: the generator then runs on 2-D arrays, which XLA:CPU compiles
-    about 2x faster than the 3-D (models, units, row) ones.  With the partitionable
+    faster than the 3-D (models, units, row) ones.  With the partitionable
     threefry, the unit rows, directions and biases are the first columns of one draw.
     """
     n_keys = keys.shape[0]

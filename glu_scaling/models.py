@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -305,22 +306,62 @@ def unit_output(row: jax.Array, x: jax.Array, *, k: int, n_in: int, activation: 
     return h * row[(k + 1) * (n_in + 1):]
 
 
-def group_columns(k: int, n_in: int, n_out: int, group: str) -> list[int]:
-    """Columns of a packed unit row that belong to a parameter group.
+class Group(NamedTuple):
+    """A parameter group of a unit row: the gate {G, g} ("gate"), linear factor j
+    {U_j, u_j} ("factor", j >= 1), or the output {D} with the bias d ("out").
 
-    Groups: "gate" ({G, g}), "factor1".."factorK" ({U_j, u_j}; "U" and "Q" alias
-    factor1 and factor2 as in the paper), "out" ({D}; d goes with it).
+    The Newton schedules move parameters group by group (`train`); with the others
+    fixed the output is linear in every group but the gate (`linear`), which makes that
+    group's Newton step one linear least-squares solve.
     """
-    aliases = {"U": "factor1", "Q": "factor2"}
-    given, group = group, aliases.get(group, group)
-    if group == "gate":
+
+    kind: str
+    index: int = 0
+
+    @property
+    def linear(self) -> bool:
+        return self.kind != "gate"
+
+    @classmethod
+    def parse(cls, name: str, k: int) -> Group:
+        """The group a user names: "gate", "factor1".."factorK" ("U" and "Q" alias factor1
+        and factor2 as in the paper) or "out"; anything else is a UsageError."""
+        aliases = {"U": "factor1", "Q": "factor2"}
+        text = aliases.get(name, name) if isinstance(name, str) else ""
+        match = re.fullmatch(r"factor(\d+)", text)
+        if text in ("gate", "out"):
+            return cls(text)
+        if match and 1 <= int(match.group(1)) <= k:
+            return factor(int(match.group(1)))
+        accepted = ["gate", "out"] + [f"factor{j}" for j in range(1, k + 1)]
+        raise UsageError(f"unknown parameter group {name!r} for k={k}; accepted: {', '.join(accepted)}")
+
+    def __str__(self) -> str:
+        return f"factor{self.index}" if self.kind == "factor" else self.kind
+
+
+GATE = Group("gate")
+OUT = Group("out")
+
+
+def factor(j: int) -> Group:
+    """Linear factor j's group {U_j, u_j} (j = 1..k)."""
+    return Group("factor", j)
+
+
+def all_groups(k: int) -> tuple[Group, ...]:
+    """Every parameter group of a model with k linear factors, in row order."""
+    return (GATE, *[factor(j) for j in range(1, k + 1)], OUT)
+
+
+def group_columns(k: int, n_in: int, n_out: int, group: Group) -> list[int]:
+    """Columns of a packed unit row [G_i, g_i, U_1i, u_1i, ..., D_i] that belong to `group`."""
+    if group.kind == "gate":
         return list(range(0, n_in + 1))
-    if group == "out":
+    if group.kind == "out":
         start = (k + 1) * (n_in + 1)
         return list(range(start, start + n_out))
-    match = re.fullmatch(r"factor(\d+)", group)
-    if match and 1 <= int(match.group(1)) <= k:
-        j = int(match.group(1))
+    if group.kind == "factor" and 1 <= group.index <= k:
+        j = group.index
         return list(range(j * (n_in + 1), (j + 1) * (n_in + 1)))
-    accepted = ["gate", "out"] + [f"factor{j}" for j in range(1, k + 1)]
-    raise UsageError(f"unknown parameter group {given!r} for k={k}; accepted: {', '.join(accepted)}")
+    raise UsageError(f"no parameter group {group} in a model with k={k} factors")

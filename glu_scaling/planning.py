@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from glu_scaling import models, newton, problems, train
+from glu_scaling import linsolve, models, problems
 from glu_scaling.config import SweepConfig
 from glu_scaling.errors import UsageError
+from glu_scaling.schedules import TrainConfig
 from glu_scaling.specs import parse_spec
 
 
@@ -55,16 +56,9 @@ def plan_buckets(widths: Sequence[int], *, seconds_per_w2: float = 0.0, compile_
 
 
 # The bucket planner's guesses: sustained Newton flop rate (float64) and seconds to
-# compile one bucket, per backend (scripts/bench_gpu.py measures both on a GPU).  On one
-# H200 (benchmarks/bench_gpu_h200.json) the paper-scale cascade ran its buckets at 4-11
-# TFLOP/s executed (9.4 overall) and compiled its first program in 20 s, the others in
-# worker threads behind training (33 s of waiting in a 165 s sweep).  The "gpu" guesses
-# stay: with them the planner picks the 11 buckets of least padded work (an estimated
-# 127 s of training at 1e13 flop/s, against 143 s for the 8 buckets that 1e13 and 8 s
-# would pick and 180 s for the 5 of 1e13 and 20 s).
+# compile one bucket, per backend (scripts/bench_gpu.py measures both on a GPU; why the
+# GPU guesses stay as they are: docs/scale-out.md).
 FLOP_RATE = {"cpu": 2e10, "gpu": 5e12, "tpu": 5e12}
-
-
 COMPILE_SECONDS = {"cpu": 3.0, "gpu": 8.0, "tpu": 8.0}
 
 
@@ -86,24 +80,24 @@ class Planner:
         return cls(FLOP_RATE.get(backend, FLOP_RATE["cpu"]), COMPILE_SECONDS.get(backend, COMPILE_SECONDS["cpu"]))
 
 
-def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int, optimizer: str,
-                   steps: int | None, flop_rate: float | None = None, gate_steps: int = 1) -> float:
+def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int, train: TrainConfig,
+                   flop_rate: float | None = None) -> float:
     """Rough training seconds of the `n_seeds` models of one width per unit of W^2
-    (at `flop_rate` flop/s; None: the default backend's guess; `gate_steps`: newton-cascade's)."""
+    (at `flop_rate` flop/s; None: the default backend's guess)."""
     k = models.n_factors(arch)
     p = models.unit_size(k, n_in, n_out)
-    n_steps = (k + 1) if optimizer == "newton-splines" else (train.TrainConfig(optimizer, steps).n_steps + k + 1
-                                                             + (gate_steps if optimizer == "newton-cascade" else 1))
-    if optimizer == "newton-splines":
-        p = n_in + 1  # each stage moves one group of a unit
-    if optimizer in train.FIRST_ORDER:
+    if train.splines_only:
+        n_steps, p = k + 1, n_in + 1  # one step a stage, each on one group of a unit
+    else:
+        n_steps = train.n_steps + k + 1 + (train.gate_steps if train.has_gate_stage else 1)
+    if not train.newton:
         n_steps = n_steps * 3 / (p * n_out)  # gradient steps cost ~ a forward pass each, not P^2
     flop_rate = Planner.for_backend().flop_rate if flop_rate is None else flop_rate
     return n_seeds * n_steps * 2.0 * n_points * n_out * p * p / flop_rate
 
 
 def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8,
-                ladder: newton.Ladder = newton.DEFAULT_LADDER) -> int:
+                ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> int:
     """Rough peak bytes one model of padded width W holds while it trains (vmapped on a device).
 
     With p = unit_size, P = W p + dy, C = chunk points and N (padded) points:
@@ -115,11 +109,9 @@ def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk:
       the line search's forward passes over all points ~ (k + 3) N W;
     doubled for XLA's temporaries.  GQU (k = 2, 1D), W = 100, C = 2048, N = 10240,
     float64: P = 701, 3 C P = 4.3 M, 8 C W = 1.6 M, 6 P^2 = 2.9 M, 5 N W = 5.1 M
-    elements = 112 MB, doubled 224 MB; a paper-scale bucket of 30 widths x 16 seeds
-    (480 models) then needs ~107 GB at once, so on a 141 GB H200 (allocator limit 127 GB
-    with XLA_PYTHON_CLIENT_MEM_FRACTION=0.9, budget half of it: cap 283 models)
-    `default_batch_size` splits it into 2 vmapped groups of 240 (53 GB).  A GLU bucket at
-    W = 30 (P = 151) needs ~44 MB a model: all 480 at once (21 GB).
+    elements = 112 MB, doubled 224 MB; a bucket of 480 such models then needs ~107 GB at
+    once, so on a device with a 127 GB allocator limit (budget half of it: cap 283 models)
+    `default_batch_size` splits it into 2 vmapped groups of 240 (53 GB).
     """
     p = models.unit_size(k, n_in, n_out)
     P = width * p + n_out
@@ -131,23 +123,26 @@ def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk:
     return 2 * itemsize * elements
 
 
+def _allocator_limit() -> float | None:
+    """The allocator limit (bytes) the first local device reports; None where it reports
+    none (CPUs): the planner's one device-memory query."""
+    try:
+        limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+    except Exception:  # some backends (and CPU) report nothing
+        limit = None
+    return float(limit) if limit else None
+
+
 def memory_budget(fraction: float = 0.5) -> float:
     """Bytes one device may spend on a vmapped group: `fraction` of its allocator limit
     (16 GB x fraction when the backend does not report one)."""
-    try:
-        stats = jax.local_devices()[0].memory_stats() or {}
-    except Exception:  # some backends (and CPU) report nothing
-        stats = {}
-    return fraction * float(stats.get("bytes_limit", 16e9))
+    return fraction * (_allocator_limit() or 16e9)
 
 
 # Models vmapped together on a CPU.  Every lane of a vmapped while loop (the Newton steps,
 # the damping ladder, the line search) runs until the slowest lane is done, and a CPU
-# gains nothing from batching the already large per-model products: one model at a time.
-# On the 2-core AVX-512 machine of 2026-11-29, alternating runs: a 3-arch x 7-width x
-# 4-seed 30-step newton-cascade sweep 9.6-9.9 s against 9.8-10.9 s with groups of 2
-# (and 8.3-8.5 against 9.2-9.9 s for groups of 2 against 4, earlier that day), the cold
-# speedrun 4.60-4.65 s against 4.79-4.94 s; the bench.py cascade is within the noise.
+# gains nothing from batching the already large per-model products: one model at a time
+# (measured against groups of 2 and 4: docs/benchmarks.md).
 CPU_BATCH = 1
 
 
@@ -174,28 +169,26 @@ def default_batch_size(n_models: int, *, n_devices: int = 1, bytes_per_model: fl
 def device_memory() -> float:
     """Bytes of memory of one device: the allocator limit an accelerator reports, else the
     host's physical memory (0 if neither is known)."""
-    try:
-        limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
-    except Exception:  # CPU backends report nothing
-        limit = None
+    limit = _allocator_limit()
     if limit:
-        return float(limit)
+        return limit
     try:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
         return 0.0
 
 
-def check_memory(config: SweepConfig, dataset: problems.Dataset) -> None:
+def check_memory(config: SweepConfig, dataset: problems.Dataset,
+                 ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> None:
     """Refuse, before anything is written, a Newton sweep whose widest model alone would not
     fit in one device's memory (`model_bytes`: its Hessian and Jacobian chunks)."""
-    if config.optimizer not in train.NEWTON_SCHEDULES:
+    if not config.train.newton:
         return
     memory = device_memory()
     width = max(parse_spec(config.widths, "widths"))
     for arch in config.archs:
         need = model_bytes(models.n_factors(arch), dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0],
-                           config.chunk, jnp.dtype(config.dtype).itemsize, config.ladder)
+                           config.train.chunk, jnp.dtype(config.dtype).itemsize, ladder)
         if memory and need > memory:
             raise UsageError(f"width {width} needs about {need / 1e9:.3g} GB for one {arch} model's Newton step, "
                              f"more than this device's {memory / 1e9:.3g} GB; use smaller --widths")

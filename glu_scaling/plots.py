@@ -24,8 +24,7 @@ def import_pyplot(warm_up: bool = False) -> None:
 
     warm_up: also import scipy.special (the slope fits' t quantile, `slopes.t_quantile`)
     and draw a small log-log figure into memory, as PNG and PDF, so that the first real
-    figure finds the fonts loaded and the text layout cached (0.15 s less on the 2-core
-    CPU).  Nothing else may use matplotlib until this returns."""
+    figure finds the fonts loaded and the text layout cached.  Nothing else may use matplotlib until this returns."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,7 +16,7 @@ continuity C^(p-1) at the interior knots, of dimension n_knots + p.
 * an n-unit GLU also has n knots (`n_knots = n`), but its space (continuous piecewise
   quadratics, dimension 2n + 1) is larger than the C^1 quadratic spline space
   (n + 2): the LSQ quadratic spline is not guaranteed to beat the GLU construction.
-* a GQU's cells are `construct.n_cells("gqu", n, curvature)` (n // 2 with Taylor data,
+* a GQU's cells are `constructions.n_cells("gqu", n, curvature)` (n // 2 with Taylor data,
   n - 1 for "hermite"); its construction is C^0 (C^1 for "hermite") piecewise cubic,
   again a larger space than the C^2 cubic spline.
 

@@ -16,7 +16,6 @@ and slopes.json (`glu-scaling merge DIR` folds the host files into results.jsonl
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import functools
 import os
 import time
@@ -29,8 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import distributed, inits, models, planning, problems, results, slopes, specs, train
-from glu_scaling.config import SweepConfig, check_sweep, data_fingerprint, effective_settings, load_dataset
+from glu_scaling import distributed, inits, linsolve, models, planning, problems, results, slopes, specs, train
+from glu_scaling.config import (
+    SweepConfig,
+    check_sweep,
+    data_fingerprint,
+    effective_settings,
+    load_dataset,
+    sweep_config,
+)
 
 
 def _is_out_of_memory(err: Exception) -> bool:
@@ -41,27 +47,24 @@ def _is_out_of_memory(err: Exception) -> bool:
 class _BucketSetup(NamedTuple):
     k: int
     shared: int | None  # factors of the program every architecture shares (`shared_factors`)
-    tconf: train.TrainConfig
     data: train.TrainData
     batch: int
     n_devices: int
     mesh: jax.sharding.Mesh | None
 
 
-def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Dataset,
-                  config: SweepConfig) -> _BucketSetup:
+def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
+                  ladder: linsolve.Ladder) -> _BucketSetup:
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
     k, shared = models.n_factors(arch), shared_factors(config)
-    tconf = train.TrainConfig(config.optimizer, config.steps, config.learning_rate, config.chunk,
-                              config.rungs_per_round, config.cholesky_block, config.gate_steps)
-    data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, config.chunk)
-    tconf = dataclasses.replace(tconf, chunk=chunk)
+    data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
+                                     config.train.chunk)
     n_devices = distributed.resolve_devices(config.devices)
     mesh = distributed.make_mesh(n_devices)
     need = planning.model_bytes(shared or k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
-                       jnp.dtype(config.dtype).itemsize, config.ladder)
+                                jnp.dtype(config.dtype).itemsize, ladder)
     batch = config.batch_size or planning.default_batch_size(n_models, n_devices=n_devices, bytes_per_model=need)
-    return _BucketSetup(k, shared, tconf, distributed.replicate(data, mesh), batch, n_devices, mesh)
+    return _BucketSetup(k, shared, distributed.replicate(data, mesh), batch, n_devices, mesh)
 
 
 MAX_SHARED_FACTORS = 2  # `shared_factors`: architectures up to the GQU share a program
@@ -74,13 +77,13 @@ def shared_factors(config: SweepConfig) -> int | None:
     (`models.with_constant_factors`) and skip their stages (`train.train_batch`'s
     `factors`): a speedrun compiles one training program instead of three.  The numbers
     are those of each architecture's own program: bit for bit in 1D on XLA:CPU (the
-    speedrun's 102 records, jax 0.10.2); with several inputs XLA may fuse the bigger
+    speedrun's records); with several inputs XLA may fuse the bigger
     program's multiply-adds differently, a difference at rounding level
     (`tests/test_train.py`)."""
     ks = {models.n_factors(arch) for arch in config.archs}
     # up to the GQU's 2 factors the padding costs little; an mlp padded to a gated-9's
     # factors would carry 9 (and its memory estimate shrink every bucket's batch)
-    shared = config.optimizer == "newton-splines" and len(ks) > 1 and max(ks) <= MAX_SHARED_FACTORS
+    shared = config.train.splines_only and len(ks) > 1 and max(ks) <= MAX_SHARED_FACTORS
     return max(ks) if shared else None
 
 
@@ -100,11 +103,12 @@ def _own_factors(params: models.Params, setup: _BucketSetup) -> models.Params:
 
 def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
     return dict(k=k, n_in=dataset.n_in, n_out=dataset.n_out, width=width, activation=config.activation,
-                spline_init=config.spline_init, dtype=jnp.dtype(config.dtype), factor_init=config.factor_init)
+                spline_init=config.init.spline_init, dtype=jnp.dtype(config.dtype),
+                factor_init=config.init.factor_init)
 
 
 def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
-                      train_program: bool = True) -> None:
+                      train_program: bool = True, ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> None:
     """Compile a bucket's calls (the init's `inits.draw_batch` and `inits.assemble_batch`, and
     `train.train_batch` unless `train_program` is False) for `n_models` models without
     running them.
@@ -114,26 +118,27 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     thread-local setting such as `jax.default_matmul_precision(...)` used as a context
     manager is not seen there (set it with `jax.config.update` instead).
     """
-    setup = _bucket_setup(arch, n_models, width, dataset, config)
+    setup = _bucket_setup(arch, n_models, width, dataset, config, ladder)
     seeds = jax.ShapeDtypeStruct((n_models,), jnp.uint32)
     ns = jax.ShapeDtypeStruct((n_models,), jnp.asarray(0).dtype)
     kwargs = _init_kwargs(setup.k, width, dataset, config)
     draw_kwargs = inits.draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
     inits.draw_batch.lower(seeds, **draw_kwargs).compile()
     draws = jax.eval_shape(functools.partial(inits.draw_batch, **draw_kwargs), seeds)
-    knots = None if config.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
+    knots = None if config.init.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
     inits.assemble_batch.lower(ns, draws, knots, **kwargs, factors_to=setup.shared).compile()
     if not train_program:
         return
-    shapes = jax.eval_shape(functools.partial(inits.init_batch, **kwargs, factors_to=setup.shared), seeds, ns, knots=knots)
+    init = functools.partial(inits.init_batch, **kwargs, factors_to=setup.shared)
+    shapes = jax.eval_shape(init, seeds, ns, knots=knots)
     factors = _factors(n_models, setup)
     factors = None if factors is None else jax.ShapeDtypeStruct(factors.shape, factors.dtype)
     if setup.mesh is not None:
         replicated = jax.sharding.NamedSharding(setup.mesh, jax.sharding.PartitionSpec())
         shapes, factors = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
                                        (shapes, factors))
-    train.train_batch.lower(shapes, setup.data, setup.tconf, batch_size=setup.batch, mesh=setup.mesh,
-                            factors=factors).compile()
+    train.train_batch.lower(shapes, setup.data, config.train, batch_size=setup.batch, mesh=setup.mesh,
+                            factors=factors, ladder=ladder).compile()
 
 
 class LaunchedBucket(NamedTuple):
@@ -148,34 +153,37 @@ class LaunchedBucket(NamedTuple):
     n_devices: int
     mesh: jax.sharding.Mesh | None
     started: float  # perf_counter at launch
+    ladder: linsolve.Ladder
 
 
 def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: problems.Dataset,
-                  config: SweepConfig, batch: int | None = None) -> LaunchedBucket:
+                  config: SweepConfig, batch: int | None = None,
+                  ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> LaunchedBucket:
     """Initialise and dispatch the (n_hidden, seed) pairs of one bucket in one compiled call,
     the models split over `config.devices` devices (all visible when None), without waiting
     for the result: JAX dispatches asynchronously, so the caller can trace and launch the
     next bucket while this one runs (`collect_bucket` waits).
 
     `batch`: models vmapped together on a device (None: `planning.default_batch_size`); an
-    out-of-memory error already at dispatch is retried with half as many.
+    out-of-memory error already at dispatch is retried with half as many.  `ladder`: how the
+    Newton solver's damping ladder factors (`linsolve.Ladder`).
     """
     t0 = time.perf_counter()
-    setup = _bucket_setup(arch, len(pairs), width, dataset, config)
+    setup = _bucket_setup(arch, len(pairs), width, dataset, config, ladder)
     batch = setup.batch if batch is None else batch
     seeds = jnp.asarray([s for _, s in pairs], dtype=jnp.uint32)
     ns = jnp.asarray([n for n, _ in pairs])
     kwargs = _init_kwargs(setup.k, width, dataset, config)
-    knots = inits.knot_table(config.knots, config.problem, arch, [n for n, _ in pairs], width)
+    knots = inits.knot_table(config.init.knots, config.problem, arch, [n for n, _ in pairs], width)
     knots = None if knots is None else jnp.asarray(knots, kwargs["dtype"])
     params = inits.init_batch(seeds, ns, **kwargs, knots=knots, factors_to=setup.shared)
     params, factors = distributed.replicate((params, _factors(len(pairs), setup)), setup.mesh)
     while True:
         try:
-            trained, info = train.train_batch(params, setup.data, setup.tconf, batch_size=batch, mesh=setup.mesh,
-                                              factors=factors)
+            trained, info = train.train_batch(params, setup.data, config.train, batch_size=batch, mesh=setup.mesh,
+                                              factors=factors, ladder=ladder)
             return LaunchedBucket(arch, list(pairs), width, _own_factors(trained, setup), info, batch,
-                                  setup.n_devices, setup.mesh, t0)
+                                  setup.n_devices, setup.mesh, t0, ladder)
         except jax.errors.JaxRuntimeError as err:
             batch = _halved_batch(err, arch, width, batch)
 
@@ -203,7 +211,8 @@ def collect_bucket(launched: LaunchedBucket, dataset: problems.Dataset,
             break
         except jax.errors.JaxRuntimeError as err:
             half = _halved_batch(err, launched.arch, launched.width, launched.batch)
-            retry = launch_bucket(launched.arch, launched.pairs, launched.width, dataset, config, batch=half)
+            retry = launch_bucket(launched.arch, launched.pairs, launched.width, dataset, config, batch=half,
+                                  ladder=launched.ladder)
             launched = retry._replace(started=launched.started)
     n_total, _ = train.padded_size(len(launched.pairs), launched.n_devices, launched.batch)
     info["process"] = distributed.device_owners(n_total, launched.mesh)[:len(launched.pairs)]
@@ -211,15 +220,17 @@ def collect_bucket(launched: LaunchedBucket, dataset: problems.Dataset,
 
 
 def train_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: problems.Dataset,
-                 config: SweepConfig) -> tuple[models.Params, dict, float]:
+                 config: SweepConfig, ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER
+                 ) -> tuple[models.Params, dict, float]:
     """Train the (n_hidden, seed) pairs of one bucket in one compiled call and wait for it:
     `collect_bucket(launch_bucket(...))`.  Returns (params with a leading batch axis, info
     arrays (B,), wall seconds)."""
-    return collect_bucket(launch_bucket(arch, pairs, width, dataset, config), dataset, config)
+    return collect_bucket(launch_bucket(arch, pairs, width, dataset, config, ladder=ladder), dataset, config)
 
 
 def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset, config: SweepConfig,
-                   workers: int | None = None) -> tuple[concurrent.futures.Executor | None, list]:
+                   ladder: linsolve.Ladder, workers: int | None = None
+                   ) -> tuple[concurrent.futures.Executor | None, list]:
     """On an accelerator, start compiling every bucket after the first in worker threads
     (`precompile_bucket`), so that compilation overlaps training and other compilations
     (on a CPU the cores that would compile are the ones training).  Returns (pool, futures
@@ -237,18 +248,20 @@ def _compile_ahead(todo: list[tuple[str, int, list]], dataset: problems.Dataset,
         first_of_shape = not shared or (width, len(pairs)) not in seen
         seen.add((width, len(pairs)))
         futures.append(pool.submit(precompile_bucket, arch, len(pairs), width, dataset, config,
-                                   train_program=first_of_shape))
+                                   train_program=first_of_shape, ladder=ladder))
     return pool, futures
 
 
 def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: bool = True,
               on_bucket: Callable[[list[dict]], None] | None = None, fit_range=None,
-              planner: planning.Planner | None = None, trainer: Callable | None = None) -> list[dict]:
+              planner: planning.Planner | None = None, trainer: Callable | None = None,
+              ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> list[dict]:
     """Train every model of `config` not already in `out`; returns all records.
 
     `planner` overrides the bucket planner's guesses (`planning.Planner.for_backend()` by default);
     `trainer` replaces `train_bucket` (same signature and returns), e.g. to time or guard
-    each bucket as scripts/bench_gpu.py does.
+    each bucket as scripts/bench_gpu.py does; `ladder` is a Newton solver option
+    (`linsolve.Ladder`: the same models, factored another way), not part of a model.
 
     With `out`, config.json is written (or checked against the existing one),
     records are appended after each bucket, and slopes.json (fitted over
@@ -259,7 +272,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     """
     check_sweep(config)
     dataset = load_dataset(config)
-    planning.check_memory(config, dataset)
+    planning.check_memory(config, dataset, ladder)
     folder = None
     done: dict[tuple, dict] = {}
     first = jax.process_index() == 0
@@ -280,17 +293,18 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     planner = planning.Planner.for_backend() if planner is None else planner
     todo = []
     for arch in config.archs:
-        cost = planning.seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0], len(config.seeds),
-                              config.optimizer, config.steps, planner.flop_rate, config.gate_steps)
+        cost = planning.seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0],
+                                       len(config.seeds), config.train, planner.flop_rate)
         for bucket in planning.plan_buckets(config.widths, seconds_per_w2=cost,
                                             compile_seconds=planner.compile_seconds):
             pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
             if pairs:
                 todo.append((arch, max(bucket), pairs))
     bar = _progress(len(todo), progress)
-    pool, compiling = _compile_ahead(todo, dataset, config)
+    pool, compiling = _compile_ahead(todo, dataset, config, ladder)
     try:
-        new_records = _train_todo(todo, bar, compiling, dataset, config, folder, filename, on_bucket, trainer)
+        new_records = _train_todo(todo, bar, compiling, dataset, config, folder, filename, on_bucket, trainer,
+                                  ladder)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -307,7 +321,8 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
 
 
 def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, config: SweepConfig,
-                folder: Path | None, filename: str, on_bucket, trainer: Callable | None) -> list[dict]:
+                folder: Path | None, filename: str, on_bucket, trainer: Callable | None,
+                ladder: linsolve.Ladder) -> list[dict]:
     """Train the (arch, width, pairs) buckets of `todo` in order (each once its ahead-of-time
     compilation is done), appending this process's records after each; returns them.
 
@@ -332,7 +347,7 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
                 "arch": arch, "activation": config.activation, "problem": config.problem,
                 "n_in": dataset.n_in, "n_out": dataset.n_out, "n_hidden": n,
                 "n_params": models.param_count(arch, dataset.n_in, n, dataset.n_out), "seed": s,
-                "optimizer": config.optimizer, "train_rmse": float(info["train_rmse"][b]),
+                "optimizer": config.train.optimizer, "train_rmse": float(info["train_rmse"][b]),
                 "test_rmse": float(info["test_rmse"][b]), "status": train.STATUSES[int(info["status"][b])],
                 "seconds": seconds / len(pairs), "steps": int(info["steps"][b]), "bucket_width": width,
             })
@@ -346,7 +361,7 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
             bar.update(1)
 
     pipelined = trainer is None and not planning.accelerator()
-    trainer = train_bucket if trainer is None else trainer
+    trainer = functools.partial(train_bucket, ladder=ladder) if trainer is None else trainer
     running, last_done = None, time.perf_counter()
 
     def wait_for_running():
@@ -367,7 +382,7 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
             finish(arch, width, pairs, info, seconds)
             continue
         try:
-            launched = launch_bucket(arch, pairs, width, dataset, config)
+            launched = launch_bucket(arch, pairs, width, dataset, config, ladder=ladder)
         except BaseException:
             if running is not None:  # finished models are saved before the error goes on
                 wait_for_running()
@@ -399,19 +414,20 @@ def _progress(n_buckets: int, enabled: bool):
 
 
 def sweep(archs, widths, seeds=(0,), problem: str = "one_over_1_p_9x2", optimizer: str = "newton-cascade", *,
-          out=None, progress: bool = False, **options) -> list[dict]:
+          out=None, progress: bool = False, **settings) -> list[dict]:
     """Python entry point: train every (arch, width, seed) and return one record per model.
 
     archs: a name or a list; widths, seeds: lists or SPEC strings ('1:104:3', '0,1,2').
-    Other keyword options are the fields of `SweepConfig` (steps, n_data, activation, ...).
+    Other keywords are flat settings (`config.sweep_config`: steps, n_data, activation,
+    knots, ...).  Returns the records of results.jsonl, one dict per model.
     """
     archs = (archs,) if isinstance(archs, str) else tuple(archs)
-    if "dtype" in options and not isinstance(options["dtype"], str):  # np.float64, jnp.float32, a dtype
+    if "dtype" in settings and not isinstance(settings["dtype"], str):  # np.float64, jnp.float32, a dtype
         try:
-            options["dtype"] = jnp.dtype(options["dtype"]).name
+            settings["dtype"] = jnp.dtype(settings["dtype"]).name
         except TypeError:
-            pass  # _check names the bad value
-    config = SweepConfig(archs=archs, widths=tuple(specs.parse_spec(widths, "widths")),
-                         seeds=tuple(specs.parse_spec(seeds, "seeds", minimum=0)), problem=problem,
-                         optimizer=optimizer, **options)
+            pass  # check_sweep names the bad value
+    config = sweep_config(archs, tuple(specs.parse_spec(widths, "widths")),
+                          tuple(specs.parse_spec(seeds, "seeds", minimum=0)), problem=problem,
+                          optimizer=optimizer, **settings)
     return run_sweep(config, out, progress=progress)

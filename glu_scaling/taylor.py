@@ -41,7 +41,7 @@ def _derivative_table(f: Callable, x: jax.Array) -> jax.Array:
 
 
 # f is a static argument: jax caches the compiled table per (f, dtype), keeping a
-# reference to f.  A new lambda per call therefore compiles again (~0.1-0.5 s).
+# reference to f.  A new lambda per call therefore compiles again.
 _derivative_chunk = compilation.jit(_derivative_table, static_argnums=(0,))
 
 

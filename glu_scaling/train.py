@@ -1,15 +1,11 @@
-"""Training schedules for one model, and the compiled call that trains a batch of them.
+"""Training one model by its `TrainConfig`, and the compiled call that trains a batch.
 
-Optimisers, selected by name (`OPTIMIZERS`):
-
-* ``newton-splines``: one Newton step each on {D, d}, then {U, u}, then {Q, q}, ...;
-  gates frozen at the spline init (the reference's "newton_only_splines").
-* ``newton-cascade``: the above, then one step on {G, g} (`gate_steps`: the reference's
-  code takes 3), then `steps` steps on all parameters (default 100; the reference's
-  "newton_layer_cascade").
-* ``newton``: `steps` steps on all parameters from the start.
-* ``adam``, ``adamw``, ``lbfgs``: full-batch optax baselines (adam/adamw default
-  lr 1e-4 and 1000 steps, as the reference).
+A Newton schedule (`schedules`) runs stage by stage: the leading linear least-squares
+stages each on their own columns, solved by QR of J (the factor groups' in one loop
+around one compiled step whose columns shift at run time), and the remaining stages in
+one loop around one compiled all-parameter step, a run-time mask picking each stage's
+entries (half the compile time of one program per stage).  The optax baselines train
+the packed unit rows directly.
 
 Every model ends with a status: "ok", "diverged" (its loss or parameters became
 non-finite; it is frozen at its last finite point) or "stalled" (the line search
@@ -19,8 +15,6 @@ Models in a batch are independent: one that fails never changes the others.
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from typing import NamedTuple
 
 import jax
@@ -28,61 +22,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from glu_scaling import compilation, newton
-from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int
-from glu_scaling.models import Params, group_columns, pack_units, unit_size, unpack_units
+from glu_scaling import compilation, linsolve, newton
+from glu_scaling.errors import UsageError
+from glu_scaling.models import (
+    OUT,
+    Group,
+    Params,
+    all_groups,
+    factor,
+    group_columns,
+    pack_units,
+    unit_size,
+    unpack_units,
+)
+from glu_scaling.schedules import FIRST_ORDER, Stage, TrainConfig
 
-NEWTON_SCHEDULES = ("newton-splines", "newton-cascade", "newton")
-FIRST_ORDER = ("adam", "adamw", "lbfgs")
-OPTIMIZERS = NEWTON_SCHEDULES + FIRST_ORDER
 STATUSES = ("ok", "diverged", "stalled")
 OK, DIVERGED, STALLED = 0, 1, 2
-DEFAULT_STEPS = {"newton-splines": 0, "newton-cascade": 100, "newton": 100, "adam": 1000, "adamw": 1000,
-                 "lbfgs": 1000}
-DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "lbfgs": 1.0}
 STALL_RATIO = 1e-6  # a failed line search with decrement > STALL_RATIO * loss is a stall
 MODELS_AXIS = "models"  # the vmap axis of `train_batch`'s models
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Static description of how to train (hashable: it keys the jit cache)."""
-
-    optimizer: str = "newton-cascade"
-    steps: int | None = None  # all-parameter Newton steps, or first-order steps
-    learning_rate: float | None = None
-    chunk: int = 2048  # data points per Jacobian chunk in the Hessian build
-    rungs_per_round: int = 1  # damping-ladder rungs factored per round (`newton.damped_cholesky_solve`)
-    cholesky_block: int = 0  # > 0: the ladder factors by `newton.blocked_cholesky` with blocks of this many columns
-    gate_steps: int = 1  # newton-cascade: Newton steps on {G, g} before the all-parameter ones
-
-    def __post_init__(self):
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int | np.integer)
-                                       or self.steps < 0):
-            raise UsageError(f"steps must be a non-negative integer or None, got {self.steps!r}")
-        check_positive_int("chunk", self.chunk)
-        check_positive_int("rungs_per_round", self.rungs_per_round)
-        if isinstance(self.cholesky_block, bool) or not isinstance(self.cholesky_block, int | np.integer) \
-                or self.cholesky_block < 0:
-            raise UsageError(f"cholesky_block must be a non-negative integer (0: unblocked), "
-                             f"got {self.cholesky_block!r}")
-        check_gate_steps(self.gate_steps)
-        if self.gate_steps != 1 and self.optimizer != "newton-cascade":
-            raise UsageError(f"gate_steps (--gate-steps) counts newton-cascade's steps on the gates; optimizer "
-                             f"{self.optimizer!r} has no gate stage, so leave it at 1 (got {self.gate_steps!r})")
-
-    @property
-    def n_steps(self) -> int:
-        return DEFAULT_STEPS[self.optimizer] if self.steps is None else self.steps
-
-    @property
-    def ladder(self) -> newton.Ladder:
-        return newton.Ladder(self.rungs_per_round, self.cholesky_block)
-
-    @property
-    def lr(self) -> float:
-        return DEFAULT_LR.get(self.optimizer, 0.0) if self.learning_rate is None else self.learning_rate
 
 
 class TrainData(NamedTuple):
@@ -121,45 +79,11 @@ def prepare_data(x, t, x_test, t_test, chunk: int) -> tuple[TrainData, int]:
     return TrainData(x, t, weight, x_test, t_test), chunk
 
 
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """A Newton stage: which groups move, for how many steps."""
-
-    groups: tuple[str, ...]
-    steps: int
-
-
-def all_groups(k: int) -> tuple[str, ...]:
-    """Every parameter group of a model with k linear factors."""
-    return ("gate", *[f"factor{j}" for j in range(1, k + 1)], "out")
-
-
-def check_gate_steps(gate_steps) -> int:
-    """`gate_steps` if it is an integer in [0, MAX_COUNT], else a one-line UsageError."""
-    if isinstance(gate_steps, bool) or not isinstance(gate_steps, int | np.integer) \
-            or not 0 <= gate_steps <= MAX_COUNT:
-        raise UsageError(f"gate_steps (--gate-steps) must be an integer in [0, {MAX_COUNT}] (newton-cascade's "
-                         f"Newton steps on the gates; 1 by default, the reference's code takes 3), got {gate_steps!r}")
-    return int(gate_steps)
-
-
-def newton_stages(optimizer: str, k: int, steps: int, gate_steps: int = 1) -> list[Stage]:
-    """The stages of a Newton schedule for a model with k linear factors; `gate_steps`:
-    newton-cascade's steps on {G, g} (a stage of 0 steps is skipped by the trainer)."""
-    splines = [Stage(("out",), 1)] + [Stage((f"factor{j}",), 1) for j in range(1, k + 1)]
-    everything = all_groups(k)
-    if optimizer == "newton-splines":
-        return splines
-    if optimizer == "newton-cascade":
-        return splines + [Stage(("gate",), gate_steps), Stage(everything, steps)]
-    return [Stage(everything, steps)]
-
-
-def selection(groups: tuple[str, ...], k: int, n_in: int, n_out: int) -> newton.Selection:
+def selection(groups: tuple[Group, ...], k: int, n_in: int, n_out: int) -> newton.Selection:
     """The Newton `Selection` for a set of parameter groups."""
     columns = sorted({c for grp in groups for c in group_columns(k, n_in, n_out, grp)})
-    linear = len(groups) == 1 and groups[0] != "gate"  # y is linear in one factor group or in D
-    return newton.Selection(tuple(columns), with_d="out" in groups, second_order=not linear)
+    linear = len(groups) == 1 and groups[0].linear  # y is linear in one factor group or in D
+    return newton.Selection(tuple(columns), with_d=OUT in groups, second_order=not linear)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -184,7 +108,7 @@ class _NewtonCarry(NamedTuple):
 
 def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
                    free: jax.Array | None = None, batch_axis: str | None = None,
-                   offset: jax.Array | None = None, ladder: newton.Ladder = newton.DEFAULT_LADDER
+                   offset: jax.Array | None = None, ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER
                    ) -> tuple[_NewtonCarry, jax.Array]:
     """One Newton step on `sel` (and the run-time mask `free`, or column `offset`, see
     `newton.newton_step`); returns (carry, failed)."""
@@ -206,7 +130,7 @@ def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chun
 
 def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int,
                   batch_axis: str | None = None, offset: jax.Array | None = None,
-                  ladder: newton.Ladder = newton.DEFAULT_LADDER):
+                  ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER):
     """Up to `steps` steps on one selection (its columns shifted by a run-time `offset`,
     if given: `newton.newton_step`), compiled for its own (smaller) Hessian."""
     def cond(c):
@@ -233,7 +157,7 @@ def _factor_stages(carry: _NewtonCarry, data: TrainData, first: int, count: int,
     constant padding (`train_batch(..., factors=)`): their stages are skipped."""
     params = carry.params
     k, dx, dy = params.n_factors, params.n_in, params.n_out
-    sel = selection(("factor1",), k, dx, dy)
+    sel = selection((factor(1),), k, dx, dy)
     width = dx + 1  # columns of one factor group in a packed unit row
 
     def body(j, c):
@@ -259,10 +183,10 @@ def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) 
 
 
 def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], chunk: int,
-                     ladder: newton.Ladder = newton.DEFAULT_LADDER):
+                     ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER):
     """All `stages` in one loop over steps: every step builds the all-parameter Hessian
     and a run-time mask picks the stage's entries.  One compiled Newton step instead of
-    one per stage (compiles about 2x faster) at the price of a full-size Hessian for a
+    one per stage (half the compile time) at the price of a full-size Hessian for a
     single step such as the cascade's gate step.  Every step goes through J^T J, so
     `train_newton` runs the linear least-squares stages before it on their own (QR)."""
     params = carry.params
@@ -312,27 +236,28 @@ def _factor_run(stages: list[Stage]) -> tuple[int, int]:
     of them (count 0 if the first is not one)."""
     first, count = 0, 0
     for stage in stages:
-        match = re.fullmatch(r"factor(\d+)", stage.groups[0]) if stage.steps == 1 and len(stage.groups) == 1 else None
-        if match is None or (count and int(match.group(1)) != first + count):
+        group = stage.groups[0] if stage.steps == 1 and len(stage.groups) == 1 else None
+        if group is None or group.kind != "factor" or (count and group.index != first + count):
             break
-        first = first or int(match.group(1))
+        first = first or group.index
         count += 1
     return first, count
 
 
 def _check_factors(config: TrainConfig, factors) -> None:
-    if factors is not None and config.optimizer != "newton-splines":
+    if factors is not None and not config.splines_only:
         raise ValueError(f"factors= (constant padding factors) needs optimizer 'newton-splines', whose stages "
                          f"leave them alone; got {config.optimizer!r}")
 
 
-def train_newton(params: Params, data: TrainData, config: TrainConfig,
-                 batch_axis: str | None = None, factors: jax.Array | None = None) -> tuple[Params, dict]:
+def train_newton(params: Params, data: TrainData, config: TrainConfig, batch_axis: str | None = None,
+                 factors: jax.Array | None = None,
+                 ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> tuple[Params, dict]:
     """Run a Newton schedule on one model. Returns (params, info) with scalar info.
 
     batch_axis: the name of the `jax.vmap` axis over models this runs under, if any; the
     models of the batch then skip the rank-deficient least-squares fallback together when
-    none of them needs it (`newton.least_squares_direction`).  Results do not depend on it.
+    none of them needs it (`linsolve.least_squares_direction`).  Results do not depend on it.
     factors: the number of factor groups the model really has (an int array <= k), for
     a model padded with constant factors (`models.with_constant_factors`); their stages are
     skipped.  `newton-splines` only (every other schedule would train them).
@@ -342,8 +267,7 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
     chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
     loss0 = carry.loss
-    stages = [stage for stage in newton_stages(config.optimizer, k, config.n_steps, config.gate_steps)
-              if stage.steps > 0]
+    stages = config.stages(k)
     # The leading single steps that are linear least squares (the spline stages) each run on
     # the columns of one group (the factor groups' in one loop, `_factor_stages`), solved by
     # QR of J: the masked all-parameter loop would solve them
@@ -363,21 +287,13 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig,
             continue
         stage = separate[i]
         carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis,
-                              ladder=config.ladder)
+                              ladder=ladder)
         i += 1
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
-        carry = _newton_schedule(carry, data, rest, chunk, config.ladder)
+        carry = _newton_schedule(carry, data, rest, chunk, ladder)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
     status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)
     return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted}
-
-
-def _optax_transform(config: TrainConfig) -> optax.GradientTransformation:
-    if config.optimizer == "adam":
-        return optax.adam(config.lr)
-    if config.optimizer == "adamw":
-        return optax.adamw(config.lr)
-    return optax.lbfgs(config.lr)
 
 
 def train_first_order(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
@@ -388,15 +304,16 @@ def train_first_order(params: Params, data: TrainData, config: TrainConfig) -> t
         rows, d = theta
         return newton.loss_fn(unpack_units(params, rows, d), data.x, data.t, data.weight)
 
-    tx = _optax_transform(config)
+    method = FIRST_ORDER[config.optimizer]
+    tx = method.transform(config.lr)
     theta0 = (pack_units(params), params.d)
-    value_and_grad = optax.value_and_grad_from_state(loss_of) if config.optimizer == "lbfgs" \
+    value_and_grad = optax.value_and_grad_from_state(loss_of) if method.needs_value \
         else jax.value_and_grad(loss_of)
     loss0 = loss_of(theta0)
 
     def body(i, carry):
         theta, state, status, loss = carry
-        if config.optimizer == "lbfgs":
+        if method.needs_value:
             value, grad = value_and_grad(theta, state=state)
             updates, new_state = tx.update(grad, state, theta, value=value, grad=grad, value_fn=loss_of)
         else:
@@ -429,13 +346,14 @@ def rmse(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array | None = 
     return jnp.sqrt(jnp.sum(weight * r2) / jnp.sum(weight))
 
 
-def train_one(params: Params, data: TrainData, config: TrainConfig,
-              batch_axis: str | None = None, factors: jax.Array | None = None) -> tuple[Params, dict]:
+def train_one(params: Params, data: TrainData, config: TrainConfig, batch_axis: str | None = None,
+              factors: jax.Array | None = None,
+              ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> tuple[Params, dict]:
     """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars).
     batch_axis, factors: as `train_newton`."""
     _check_factors(config, factors)
-    if config.optimizer in NEWTON_SCHEDULES:
-        params, info = train_newton(params, data, config, batch_axis, factors)
+    if config.newton:
+        params, info = train_newton(params, data, config, batch_axis, factors, ladder)
     else:
         params, info = train_first_order(params, data, config)
     info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
@@ -467,9 +385,10 @@ def pad_models(params: Params, n_total: int) -> Params:
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, dummy)
 
 
-@compilation.jit_with(static_argnames=("config", "batch_size", "mesh"))
+@compilation.jit_with(static_argnames=("config", "batch_size", "mesh", "ladder"))
 def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size: int | None = None,
-                mesh: jax.sharding.Mesh | None = None, factors: jax.Array | None = None):
+                mesh: jax.sharding.Mesh | None = None, factors: jax.Array | None = None,
+                ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER):
     """Train a batch of models (leading axis B on every Params leaf) in one compiled call.
 
     Models are vmapped in groups of `batch_size` (None: all of a device's models at
@@ -501,7 +420,7 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
     def one(nonempty, data):
         own = None if factors is None else nonempty[-1]
         nonempty = nonempty if factors is None else nonempty[:-1]
-        trained, info = train_one(rebuild(nonempty, ()), data, config, MODELS_AXIS, own)
+        trained, info = train_one(rebuild(nonempty, ()), data, config, MODELS_AXIS, own, ladder)
         return [leaf for leaf in jax.tree.leaves(trained) if leaf.size], info
 
     def local(inputs, data):  # the models of one device, `batch` at a time (a whole number of groups)
@@ -529,11 +448,3 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
     return rebuild(nonempty, (n_models,)), info
 
 
-def status_names(codes) -> list[str]:
-    return [STATUSES[int(c)] for c in codes]
-
-
-def flops_per_newton_step(width: int, k: int, n_in: int, n_out: int, n_points: int) -> float:
-    """Dominant flops of one all-parameter Newton step: J^T J (2 N dy P^2) + Cholesky (P^3 / 3)."""
-    P = width * unit_size(k, n_in, n_out) + n_out
-    return 2.0 * n_points * n_out * P * P + P**3 / 3.0

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchlib import full_newton_steps, machine, matmul_gflops
+from benchlib import flops_per_newton_step, full_newton_steps, machine, matmul_gflops
 
 import glu_scaling  # noqa: F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -62,11 +62,11 @@ def run_speedrun(cache: str) -> dict:
 
 
 def cascade_bench(jax, jnp, repeats: int = 3) -> dict:
-    from glu_scaling import inits, planning, problems, train
+    from glu_scaling import inits, planning, problems, schedules, train
 
     ds = problems.make_dataset("one_over_1_p_9x2", n_train=2000, n_test=2000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 2048)
-    config = train.TrainConfig("newton-cascade", steps=100, chunk=chunk)
+    config = schedules.TrainConfig("newton-cascade", steps=100, chunk=chunk)
     seeds = list(range(8))
     out = {"per_width": {}}
     total_run = total_first = flops = 0.0
@@ -87,14 +87,14 @@ def cascade_bench(jax, jnp, repeats: int = 3) -> dict:
             runs.append(time.perf_counter() - t0)
         run = min(runs)
         executed = sum(full_newton_steps(int(s), config.optimizer, 1, config.n_steps) for s in info["steps"])
-        flops += executed * train.flops_per_newton_step(width, 1, 1, 1, 2000)
+        flops += executed * flops_per_newton_step(width, 1, 1, 1, 2000)
         test = np.asarray(info["test_rmse"])
         ref_s, ref_rmse = REF_CASCADE[width]
         out["per_width"][width] = {
             "seconds_first_call": first, "seconds": run, "seconds_every_run": runs, "models": len(seeds),
             "test_rmse_median": float(np.median(test)), "test_rmse_max": float(np.max(test)),
             "test_rmse_min": float(np.min(test)), "reference_test_rmse": ref_rmse,
-            "statuses": train.status_names(np.asarray(info["status"])),
+            "statuses": [train.STATUSES[int(c)] for c in np.asarray(info["status"])],
             "speedup_vs_reference": ref_s * len(seeds) / run,
         }
         total_run += run

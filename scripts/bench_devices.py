@@ -35,8 +35,8 @@ import json, sys, time
 import jax
 jax.config.update("jax_enable_x64", True)
 from glu_scaling import sweeps
-from glu_scaling.config import SweepConfig
-config = SweepConfig(**json.loads(sys.argv[1]))
+from glu_scaling.config import sweep_config
+config = sweep_config(**json.loads(sys.argv[1]))
 times, records = [], None
 for _ in range(1 + int(sys.argv[2])):
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ Measures, in one process:
      wall time, compile time (JAX's own compile events), models per second and the
      achieved GFLOP/s of the all-parameter-size Newton steps each model took
      (`benchlib.full_newton_steps`: the cascade's gate step included, since it builds
-     the all-parameter Hessian too; `train.flops_per_newton_step` at the
+     the all-parameter Hessian too; `benchlib.flops_per_newton_step` at the
      model's width: "useful"; at the bucket's padded width: "executed").
 With no GPU/TPU the defaults shrink (widths 1..20 step 3, 2 seeds, 2000 points, 10 steps)
 so it finishes in a minute or two on a small CPU; every flag overrides.  A time budget
@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, without installing it
 
-from benchlib import full_newton_steps, machine, matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
+from benchlib import flops_per_newton_step, full_newton_steps, machine, matmul_gflops  # noqa: E402  (scripts/ is on the path: this script's folder)
 
 import glu_scaling  # noqa: E402,F401  (sets OPENBLAS_NUM_THREADS before jax loads LAPACK)
 
@@ -92,13 +92,14 @@ def _drop_failed(folder: str, errors: list[dict]) -> None:
     results.write_records_atomic(Path(folder) / "results.jsonl", kept)
 
 
-def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, planner, results_dir=None) -> dict:
+def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, planner, ladder,
+              results_dir=None) -> dict:
     """One sweep, bucket by bucket, until done or past `budget_end` (perf_counter seconds);
     with `results_dir`, its records go to results_dir/<dtype>/ as a sweep's results folder."""
     from glu_scaling import models, sweeps, train
 
     k_of = {a: models.n_factors(a) for a in config.archs}
-    n_steps = train.TrainConfig(config.optimizer, config.steps).n_steps
+    n_steps = config.train.n_steps
     row = {"dtype": config.dtype, "complete": False, "buckets": [], "errors": [], "models": 0, "wall_s": 0.0,
            "run_s": 0.0, "compile_s": 0.0, "flops_useful": 0.0, "flops_executed": 0.0, "full_steps": 0,
            "models_planned": len(config.archs) * len(config.widths) * len(config.seeds)}
@@ -112,7 +113,7 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
             raise OutOfTime
         t0, c0 = time.perf_counter(), clock.main
         try:
-            out = sweeps.train_bucket(arch, pairs, width, dataset, cfg)
+            out = sweeps.train_bucket(arch, pairs, width, dataset, cfg, ladder)
             state["compile"] = clock.main - c0
             state["run"] = time.perf_counter() - t0 - state["compile"]
             return out
@@ -138,10 +139,10 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
         useful = executed = 0.0
         steps = 0
         for r in recs:
-            s = full_newton_steps(r["steps"], config.optimizer, k, n_steps)
+            s = full_newton_steps(r["steps"], config.train.optimizer, k, n_steps)
             steps += s
-            useful += s * train.flops_per_newton_step(r["n_hidden"], k, 1, 1, config.n_data)
-            executed += s * train.flops_per_newton_step(width, k, 1, 1, config.n_data)
+            useful += s * flops_per_newton_step(r["n_hidden"], k, 1, 1, config.n_data)
+            executed += s * flops_per_newton_step(width, k, 1, 1, config.n_data)
         rmse = [r["test_rmse"] for r in recs if r["test_rmse"] is not None]
         bucket = {"arch": arch, "width": width, "n_hidden": sorted({r["n_hidden"] for r in recs}),
                   "models": len(recs), "wall_s": wall, "run_s": run, "compile_main_thread_s": compile_s,
@@ -163,7 +164,8 @@ def run_sweep(jax, config, budget_end: float, clock: CompileClock, on_progress, 
 
     try:
         out = None if results_dir is None else f"{results_dir}/{config.dtype}"
-        sweeps.run_sweep(config, out, progress=False, on_bucket=on_bucket, planner=planner, trainer=guarded)
+        sweeps.run_sweep(config, out, progress=False, on_bucket=on_bucket, planner=planner, trainer=guarded,
+                         ladder=ladder)
         row["complete"] = not row["errors"]
     except OutOfTime:
         row["stopped"] = "time budget spent"
@@ -204,9 +206,9 @@ def parse_args(accelerator: bool) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="models vmapped together (default: auto)")
     parser.add_argument("--devices", type=int, default=None, help="devices to shard over (default: all)")
     parser.add_argument("--rungs-per-round", type=int, default=1,
-                        help="damping rungs factored per round (newton.damped_cholesky_solve; same models)")
+                        help="damping rungs factored per round (linsolve.damped_cholesky_solve; same models)")
     parser.add_argument("--cholesky-block", type=int, default=0,
-                        help="> 0: factor by newton.blocked_cholesky with blocks of this many columns (0: unblocked)")
+                        help="> 0: factor by linsolve.blocked_cholesky with blocks of this many columns (0: unblocked)")
     parser.add_argument("--flop-rate", type=float, default=None, help="override the bucket planner's flop rate")
     parser.add_argument("--compile-seconds", type=float, default=None,
                         help="override the bucket planner's compile seconds per bucket")
@@ -232,8 +234,8 @@ def main() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     else:
         cache = None
-    from glu_scaling import compilation, planning, specs
-    from glu_scaling.config import SweepConfig
+    from glu_scaling import compilation, linsolve, planning, specs
+    from glu_scaling.config import sweep_config
 
     planner = planning.Planner.for_backend(backend)
     if args.flop_rate:
@@ -273,24 +275,24 @@ def main() -> None:
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for i, dtype in enumerate(dtypes):
-        config = SweepConfig(
+        config = sweep_config(
             archs=tuple(a.strip() for a in args.archs.split(",")), widths=tuple(specs.parse_spec(args.widths)),
             seeds=tuple(specs.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
             optimizer=args.optimizer, steps=args.steps, n_data=args.n_data, dtype=dtype,
-            batch_size=args.batch_size, devices=args.devices, rungs_per_round=args.rungs_per_round,
-            cholesky_block=args.cholesky_block)
+            batch_size=args.batch_size, devices=args.devices)
+        ladder = linsolve.Ladder(args.rungs_per_round, args.cholesky_block)
         # share what is left between the sweeps still to run (float64 first)
         left = budget_end - time.perf_counter()
         sweep_end = time.perf_counter() + left * (0.55 if i < len(dtypes) - 1 else 1.0)
         print(f"{dtype} sweep: {len(config.archs)} archs x {len(config.widths)} widths x {len(config.seeds)} seeds, "
-              f"{config.n_data} points, {config.optimizer} {config.steps} steps; "
+              f"{config.n_data} points, {config.train.optimizer} {config.train.steps} steps; "
               f"{sweep_end - time.perf_counter():.0f} s of budget", flush=True)
         try:
             if dtype == "float32":
                 with f32_precision(jax, args.f32_precision):
-                    row = run_sweep(jax, config, sweep_end, clock, save, planner, args.results_dir)
+                    row = run_sweep(jax, config, sweep_end, clock, save, planner, ladder, args.results_dir)
             else:
-                row = run_sweep(jax, config, sweep_end, clock, save, planner, args.results_dir)
+                row = run_sweep(jax, config, sweep_end, clock, save, planner, ladder, args.results_dir)
         except Exception as err:  # keep the other dtype's numbers
             traceback.print_exc()
             row = {"dtype": dtype, "error": f"{type(err).__name__}: {str(err)[:1000]}"}

@@ -8,21 +8,21 @@ by the cascade's stages and --warm-steps all-parameter steps, each part compiled
 its own and timed as the fastest of --repeats runs after a warm-up:
 
   hessian     the exact Hessian and gradient (`newton.hessian_and_gradient`: J^T J in chunks)
-  scale       Jacobi scaling (`newton.jacobi_scaled`)
+  scale       Jacobi scaling (`linsolve.jacobi_scaled`)
   cholesky    one factorisation that succeeds (`jnp.linalg.cholesky` of Hs + lambda I at
               the rung the ladder found for each lane)
   chol_fail   one that fails at its first pivot (what a lane already factored pays
               under vmap on every further rung of the damping ladder)
   blocked     a right-looking blocked Cholesky from batched matrix products and
-              triangular solves (`newton.blocked_cholesky`, --block columns a block: a
+              triangular solves (`linsolve.blocked_cholesky`, --block columns a block: a
               candidate for accelerators)
-  ladder      `newton.damped_cholesky_solve` from rung 0, with the rungs it took per lane
+  ladder      `linsolve.damped_cholesky_solve` from rung 0, with the rungs it took per lane
               (ladder_2below: from two rungs below each lane's rung, as training starts it)
   ladder_k4   the same with 4 rungs factored per round (`rungs_per_round=4`: the same
               rungs and bits in a quarter of the rounds, for up to 3 more factorisations)
   step        one whole `newton.newton_step` from rung 0 (line search included); step_k4
               with 4 rungs per round, step_blocked with the blocked Cholesky
-              (`newton.Ladder(cholesky_block=--block)`, as `bench_gpu.py --cholesky-block`)
+              (`linsolve.Ladder(cholesky_block=--block)`, as `bench_gpu.py --cholesky-block`)
 
 and writes them with flop rates to JSON, after every part (the whole steps first; "complete"
 is false until the last part is timed).  Defaults: GQU, width 100, 240 models, 10 000
@@ -68,7 +68,7 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from glu_scaling import compilation, inits, models, newton, problems, train
+    from glu_scaling import compilation, inits, linsolve, models, newton, problems, schedules, train
 
     accelerator = jax.default_backend() in ("gpu", "tpu")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -93,10 +93,10 @@ def main() -> None:
     params = jax.tree.map(lambda *a: jnp.stack(a), *[
         inits.init(key, args.arch, 1, args.width, 1, dtype=dtype) for key in keys])
     t0 = time.perf_counter()
-    params, _ = jax.block_until_ready(train.train_batch(params, data, train.TrainConfig(
+    params, _ = jax.block_until_ready(train.train_batch(params, data, schedules.TrainConfig(
         "newton-cascade", args.warm_steps, chunk=chunk)))
     warm_s = time.perf_counter() - t0
-    sel = train.selection(train.all_groups(k), k, 1, 1)
+    sel = train.selection(models.all_groups(k), k, 1, 1)
     P = newton.n_selected(jax.tree.map(lambda a: a[0], params), sel)
     B, N = args.models, data.x.shape[0]
     jit = compilation.jit  # the package's compiler options (GPU: no fusion autotuner)
@@ -105,18 +105,18 @@ def main() -> None:
         return jit(jax.vmap(fn))
 
     hessian = batched(lambda p: newton.hessian_and_gradient(p, data.x, data.t, data.weight, sel, chunk))
-    scale = batched(newton.jacobi_scaled)
+    scale = batched(linsolve.jacobi_scaled)
     eye = jnp.eye(P, dtype=dtype)
     chol = batched(lambda h, lam: jnp.linalg.cholesky(h + lam * eye))
     chol_fail = batched(lambda h: jnp.linalg.cholesky(h - jnp.finfo(dtype).max * eye))
-    blocked = batched(lambda h, lam: newton.blocked_cholesky(h + lam * eye, args.block))
+    blocked = batched(lambda h, lam: linsolve.blocked_cholesky(h + lam * eye, args.block))
 
     def ladder_of(k):
-        return batched(lambda h, g, start: newton.damped_cholesky_solve(h, -g, start, ladder=newton.Ladder(k)))
+        return batched(lambda h, g, start: linsolve.damped_cholesky_solve(h, -g, start, ladder=linsolve.Ladder(k)))
 
     def step_of(k, block=0):
         return batched(lambda p: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk,
-                                                    ladder=newton.Ladder(k, block)))
+                                                    ladder=linsolve.Ladder(k, block)))
 
     rows = {}
     out_path = Path(args.out)
@@ -159,7 +159,7 @@ def main() -> None:
     timed("ladder_2below_k4", ladder_of(4), Hs, gs, below)
     same_rungs = bool(np.array_equal(np.asarray(rungs), np.asarray(rungs4)))
     same_bits = bool(np.array_equal(np.asarray(z).view(np.uint8), np.asarray(z4).view(np.uint8)))
-    lam = newton.damping_of(rungs, dtype)
+    lam = linsolve.damping_of(rungs, dtype)
     L = timed("cholesky", chol, Hs, lam, flops=B * P**3 / 3)
     timed("chol_fail", chol_fail, Hs)
     Lb = timed("blocked", blocked, Hs, lam, flops=B * P**3 / 3)

@@ -7,6 +7,8 @@ import os
 import platform
 import time
 
+from glu_scaling.models import unit_size
+
 
 def machine() -> dict:
     """What the numbers were measured on: OS, CPU count, the CPU's model and widest vector
@@ -46,7 +48,7 @@ def matmul_gflops(dtype, n: int = 2048, repeats: int = 5) -> float:
 
 
 def full_newton_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) -> int:
-    """Newton steps a model executed on its all-parameter Hessian (`train.flops_per_newton_step`).
+    """Newton steps a model executed on its all-parameter Hessian (`flops_per_newton_step`).
 
     `newton` builds that Hessian at every step.  `newton-cascade` solves its k + 1 spline
     steps on their own small selections (QR, `train._newton_stage`) and builds it for the
@@ -63,3 +65,9 @@ def full_newton_steps(steps_taken: int, optimizer: str, k: int, n_steps: int) ->
     total = n_steps + (k + 2 if optimizer == "newton-cascade" else 0) - before
     accepted = max(steps_taken - before, 0)
     return min(accepted + (accepted < total), total)
+
+
+def flops_per_newton_step(width: int, k: int, n_in: int, n_out: int, n_points: int) -> float:
+    """Dominant flops of one all-parameter Newton step: J^T J (2 N dy P^2) + Cholesky (P^3 / 3)."""
+    P = width * unit_size(k, n_in, n_out) + n_out
+    return 2.0 * n_points * n_out * P * P + P**3 / 3.0

@@ -40,11 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     from glu_scaling import models, specs, sweeps
-    from glu_scaling.config import SweepConfig, load_dataset
+    from glu_scaling.config import load_dataset, sweep_config
 
     widths = specs.parse_spec(args.widths)
     seeds = specs.parse_spec(args.seeds, "seeds", minimum=0)
-    config = SweepConfig(archs=(args.arch,), widths=tuple(widths), seeds=tuple(seeds), problem=args.problem,
+    config = sweep_config(archs=(args.arch,), widths=tuple(widths), seeds=tuple(seeds), problem=args.problem,
                                 optimizer=args.optimizer, n_data=args.n_data, n_test=args.n_test, knots=args.knots,
                                 factor_init=args.factor_init)
     dataset = load_dataset(config)

@@ -5,7 +5,7 @@ Each model (1D target paper_1d, 10 000 points) first takes the spline stages
 (`newton-splines`), then up to 100 all-parameter Newton steps, each starting the ladder
 two rungs below the last step's rung as training does (`train._newton_update`).  A step
 that settles on rung i from start s factors i - s + 1 times.  Under vmap a batch runs as
-many ladder rounds a step as its slowest lane (`newton.damped_cholesky_solve`'s
+many ladder rounds a step as its slowest lane (`linsolve.damped_cholesky_solve`'s
 rungs_per_round).  On the 2-core CPU, 2026-11-29 (57 s): 1200 steps, 3.09 factorisations
 a step on average, extra rungs 0:500 1:103 2:136 3:81 4:192 5:92 6:53 7:21 8:10 9:6 10:2
 11:2 12:2 (so up to 13 factorisations).
@@ -25,7 +25,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from glu_scaling import inits, models, newton, problems, train  # noqa: E402
+from glu_scaling import inits, models, newton, problems, schedules, train  # noqa: E402
 
 MODELS = [("glu", 10), ("glu", 25), ("glu", 50), ("gqu", 25), ("gqu", 50), ("mlp", 50)]
 
@@ -35,8 +35,8 @@ def extra_rungs(arch: str, n: int, seed: int, data: train.TrainData, chunk: int,
     """{i - s: count} over the all-parameter steps of one model (until the line search fails)."""
     k = models.n_factors(arch)
     params = inits.init(jax.random.PRNGKey(seed), arch, 1, n, 1)
-    params, _ = train.train_newton(params, data, train.TrainConfig("newton-splines"))
-    sel = train.selection(train.all_groups(k), k, 1, 1)
+    params, _ = train.train_newton(params, data, schedules.TrainConfig("newton-splines"))
+    sel = train.selection(models.all_groups(k), k, 1, 1)
     step = jax.jit(lambda p, start: newton.newton_step(p, data.x, data.t, data.weight, sel, chunk, start))
     last, counts = 0, collections.Counter()
     for _ in range(steps):

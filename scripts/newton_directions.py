@@ -24,7 +24,7 @@ import jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 
 import glu_scaling as gs  # noqa: E402
-from glu_scaling import newton, problems, train  # noqa: E402
+from glu_scaling import linsolve, models, newton, problems, schedules, train  # noqa: E402
 from glu_scaling.models import pack_units  # noqa: E402
 
 METHODS = ("cholesky", "saddle-free", "gauss-newton", "no-symmetry")
@@ -36,7 +36,7 @@ def make_step(method: str, data, chunk: int, sel: newton.Selection, unit_size: i
         if method == "gauss-newton":
             H, _ = newton.hessian_and_gradient(params, data.x, data.t, data.weight,
                                                dataclasses.replace(sel, second_order=False), chunk)
-        Hs, scale = newton.jacobi_scaled(H)  # as the engine's newton_direction
+        Hs, scale = linsolve.jacobi_scaled(H)  # as the engine's newton_direction
         gs_ = scale * g
         if method == "no-symmetry":  # G (column 0) and D (last column) of every unit stay put
             column = jnp.arange(Hs.shape[0]) % unit_size
@@ -49,7 +49,7 @@ def make_step(method: str, data, chunk: int, sel: newton.Selection, unit_size: i
             mu, V = jnp.linalg.eigh(Hs)
             z = -(V @ ((V.T @ gs_) / jnp.maximum(jnp.abs(mu), 1e-12 * jnp.max(jnp.abs(mu)))))
         else:
-            z, _ = newton.damped_cholesky_solve(Hs, -gs_, 0)
+            z, _ = linsolve.damped_cholesky_solve(Hs, -gs_, 0)
         p = scale * z
         p = jnp.where(jnp.dot(g, p) < 0, p, -g)  # the engine's steepest-descent fallback
         return p, g, eigenvalues
@@ -78,9 +78,9 @@ def main() -> None:
     ds = problems.make_dataset("paper_1d", n_train=10000, n_test=10000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 2048)
     params = gs.init(jax.random.PRNGKey(0), "glu", 1, args.width, 1, dtype=jnp.float64)
-    config = train.TrainConfig("newton-cascade", steps=0, chunk=chunk)  # spline and gate steps only
+    config = schedules.TrainConfig("newton-cascade", steps=0, chunk=chunk)  # spline and gate steps only
     start, _ = jax.jit(lambda p: train.train_one(p, data, config))(params)
-    sel = train.selection(train.all_groups(1), 1, 1, 1)
+    sel = train.selection(models.all_groups(1), 1, 1, 1)
     rmse = jax.jit(lambda p: train.rmse(p, data.x_test, data.t_test))
     print(f"GLU n = {args.width}: test RMSE {float(rmse(start)):.3e} after the spline and gate steps")
     for method in METHODS:

@@ -3,7 +3,7 @@
 paper.md section 5 describes the reference's optimiser: Jacobi-preconditioned Newton on
 all parameters with singular rows removed, *no damping*, a strong-Wolfe line search
 and a fallback to -gradient when the Newton direction is not a descent direction.  The
-engine instead damps an indefinite Hessian (Cholesky ladder, `newton.damped_cholesky_solve`)
+engine instead damps an indefinite Hessian (Cholesky ladder, `linsolve.damped_cholesky_solve`)
 and backtracks from a unit step.  Does that difference explain why Table 1's 1D cascade
 slopes are shallower than the paper's (figures/README.md)?
 
@@ -57,7 +57,7 @@ import optax
 jax.config.update("jax_enable_x64", True)
 
 import glu_scaling as gs  # noqa: E402
-from glu_scaling import newton, problems, slopes, specs, train  # noqa: E402
+from glu_scaling import linsolve, newton, problems, schedules, slopes, specs, train  # noqa: E402
 from glu_scaling.inits import facing_signs, knots_1d  # noqa: E402
 from glu_scaling.models import n_factors, pack_units, zero_masked  # noqa: E402
 
@@ -89,7 +89,7 @@ def initial_model(key, init: str, arch: str, n_in: int, n_hidden: int, n_out: in
 def reference_step(params, data: train.TrainData, sel: newton.Selection, chunk: int):
     """One undamped, strong-Wolfe Newton step on the selection.  Returns (params, alpha, fallback)."""
     H, g = newton.hessian_and_gradient(params, data.x, data.t, data.weight, sel, chunk)
-    Hs, scale = newton.jacobi_scaled(H)
+    Hs, scale = linsolve.jacobi_scaled(H)
     p = scale * jnp.linalg.solve(Hs, -(scale * g))
     fallback = ~(jnp.all(jnp.isfinite(p)) & (jnp.dot(g, p) < 0))
     p = jnp.where(fallback, -g, p)
@@ -132,7 +132,7 @@ def main() -> None:
         initial_model(jax.random.PRNGKey(s), args.init, args.arch, n_in, n, n_out, width, ds.x_train)
         for n, s in models])
     k = n_factors(args.arch)
-    sel = train.selection(train.all_groups(k), k, n_in, n_out)
+    sel = train.selection(models.all_groups(k), k, n_in, n_out)
     if args.rmse == "test":
         rmse = jax.vmap(lambda p: train.rmse(p, data.x_test, data.t_test))
     else:
@@ -144,9 +144,9 @@ def main() -> None:
         print(f"{label}: {time.perf_counter() - t0:.1f} s for {len(models)} models", flush=True)
         return out
 
-    start = run(lambda p: train.train_one(p, data, train.TrainConfig("newton-cascade", steps=0, chunk=chunk))[0],
+    start = run(lambda p: train.train_one(p, data, schedules.TrainConfig("newton-cascade", steps=0, chunk=chunk))[0],
                 "spline and gate stages")
-    engine = run(lambda p: train.train_one(p, data, train.TrainConfig("newton-cascade", steps=args.steps,
+    engine = run(lambda p: train.train_one(p, data, schedules.TrainConfig("newton-cascade", steps=args.steps,
                                                                       chunk=chunk))[0], "engine")
 
     def reference(p):

@@ -30,8 +30,8 @@ class CountingTrainBucket:
         self.fail_on = set(fail_on)
         self.inner = sweeps.launch_bucket
 
-    def __call__(self, arch, pairs, width, dataset, config, batch=None):
+    def __call__(self, arch, pairs, width, dataset, config, batch=None, **kwargs):
         self.calls.append((arch, width, list(pairs)))
         if len(self.calls) in self.fail_on:
             raise RuntimeError("simulated crash")
-        return self.inner(arch, pairs, width, dataset, config, batch=batch)
+        return self.inner(arch, pairs, width, dataset, config, batch=batch, **kwargs)

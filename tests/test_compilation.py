@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glu_scaling import compilation, inits, problems, train
+from glu_scaling import compilation, inits, problems, schedules, train
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_fast_compile_options_change_no_bit_of_training(arch, optimizer):
     data, chunk = train.prepare_data(ds.x_train, ds.y_train, ds.x_test, ds.y_test, 64)
     params = jax.tree.map(lambda *a: jnp.stack(a), *[
         inits.init(jax.random.PRNGKey(seed), arch, 1, n, 1, width=8) for seed, n in ((0, 3), (1, 5), (2, 8))])
-    config = train.TrainConfig(optimizer, steps=3, chunk=chunk)
+    config = schedules.TrainConfig(optimizer, steps=3, chunk=chunk)
     fast = train.train_batch(params, data, config)
     plain = _plain_jit(train.train_batch, static_argnames=("config", "batch_size", "mesh"))(params, data, config)
     _assert_same_bits(fast, plain)

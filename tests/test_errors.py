@@ -27,9 +27,21 @@ import numpy as np
 import pytest
 
 import glu_scaling as gs
-from glu_scaling import cli, compare, constructions, datasets, errors, results, slopes, sweeps, train
+from glu_scaling import (
+    cli,
+    compare,
+    constructions,
+    datasets,
+    errors,
+    linsolve,
+    results,
+    schedules,
+    slopes,
+    sweeps,
+    train,
+)
 from glu_scaling import nnx as gs_nnx
-from glu_scaling.config import SweepConfig, effective_settings
+from glu_scaling.config import effective_settings, sweep_config
 
 SWEEP = ["sweep", "--arch", "mlp", "--widths", "2", "--steps", "0", "--optimizer", "newton-splines",
          "--n-data", "8", "--n-test", "8", "--quiet"]
@@ -60,7 +72,7 @@ def d(tmp_path_factory) -> Path:
     np.savez(d / "objects.npz", x=np.array([1, "a", None], dtype=object), y=np.ones(3))
     (d / "afile").write_text("precious")
     # results folders: another problem, another kind of run, a broken config.json
-    config = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem="cos", **API)
+    config = sweep_config(archs=("mlp",), widths=(2,), seeds=(0,), problem="cos", **API)
     for name, cfg in (("cos_run", config.to_json()), ("construct_run", {"kind": "construct", "problem": "sin"})):
         (d / name).mkdir()
         results.write_json_atomic(d / name / "config.json", cfg)
@@ -68,7 +80,7 @@ def d(tmp_path_factory) -> Path:
     (d / "broken_run" / "config.json").write_text("{not json")
     (d / "construct_run" / "results.jsonl").write_text('{"arch": "glu", "n_hidden": 2, "seed": 0}\n')
     # a file:PATH folder whose data file has changed since (another sha256)
-    ok = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem=f"file:{d}/ok.csv", **API)
+    ok = sweep_config(archs=("mlp",), widths=(2,), seeds=(0,), problem=f"file:{d}/ok.csv", **API)
     for name, cfg in (("changed_file_run", {**ok.to_json(), "data_sha256": "0" * 64}),
                       ("bad_widths_run", {**config.to_json(), "problem": "one_over_1_p_9x2", "widths": 5}),
                       ("bad_record_run", {**config.to_json(), "problem": "one_over_1_p_9x2"})):
@@ -297,6 +309,8 @@ def test_bad_input(row, d, capsys):
 def test_api_misspelt_option_is_a_type_error():
     with pytest.raises(TypeError, match="'stepz'"):
         gs.sweep("mlp", "2", stepz=3)
+    with pytest.raises(TypeError, match=r"unknown sweep setting 'stpes' \(did you mean 'steps'\?\)"):
+        gs.sweep("mlp", "2", stpes=3)
 
 
 def test_packaged_data_failing_its_checksum(d, capsys, monkeypatch):
@@ -350,7 +364,7 @@ def test_unknown_lists_accepted_and_suggests_from_candidates():
 # ---------------------------------------------------------------- results are never lost
 
 
-def _folder_with_results(folder: Path, config: SweepConfig, cut_off: bytes = b"") -> bytes:
+def _folder_with_results(folder: Path, config, cut_off: bytes = b"") -> bytes:
     folder.mkdir()
     results.check_config(folder, config.to_json())
     recs = [{"arch": "mlp", "problem": config.problem, "n_in": 1, "n_hidden": 2, "n_params": 7, "seed": 0,
@@ -365,7 +379,7 @@ def _folder_with_results(folder: Path, config: SweepConfig, cut_off: bytes = b""
                                     ["--arch", "mpl"], ["--problem", "file:nowhere.csv"]])
 def test_a_refused_command_leaves_the_results_folder_untouched(tmp_path, capsys, change):
     """Even the cut-off last line stays: repair happens only once the command is accepted."""
-    config = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), problem="one_over_1_p_9x2", **API)
+    config = sweep_config(archs=("mlp",), widths=(2,), seeds=(0,), problem="one_over_1_p_9x2", **API)
     out = tmp_path / "run"
     data = _folder_with_results(out, config, cut_off=b'{"arch": "mlp", "n_hid')
     files = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -439,7 +453,7 @@ def test_float64_without_x64_is_refused_not_downgraded():
     """docs/errors.md: dtype float64 with jax_enable_x64 off raises, never trains in float32."""
     from glu_scaling.errors import UsageError
 
-    config = SweepConfig(archs=("mlp",), widths=(2,), seeds=(0,), n_data=8, n_test=8)
+    config = sweep_config(archs=("mlp",), widths=(2,), seeds=(0,), n_data=8, n_test=8)
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(UsageError, match=r"dtype float64 needs jax_enable_x64; call jax.config.update"):
@@ -461,9 +475,10 @@ def test_float64_without_x64_is_refused_not_downgraded():
                       jnp.zeros((3, 1))), r"params carry leading batch axes \(2,\)"),
     (lambda: gs.sweep("mlp", "2", problem=lambda x: x[:, 0] ** 2, **API), "problem must be a registered name"),
     (lambda: gs.sweep("mlp", "2", chunk=0, **API), "chunk must be a positive integer, got 0"),
-    (lambda: gs.sweep("mlp", "2", cholesky_block=-8, **API),
+    (lambda: linsolve.Ladder(rungs_per_round=0), "rungs_per_round must be a positive integer, got 0"),
+    (lambda: linsolve.Ladder(cholesky_block=-8),
      r"cholesky_block must be a non-negative integer \(0: unblocked\), got -8"),
-    (lambda: train.TrainConfig("newton", steps=-1), "steps must be a non-negative integer or None, got -1"),
+    (lambda: schedules.TrainConfig("newton", steps=-1), r"steps must be an integer in \[0, 2147483647\], got -1"),
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], groups=[0, 1]), r"one label per point \(3\), got 2"),
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], confidence=1.5), r"confidence must be in \(0, 1\), got 1.5"),
     (lambda: gs.fit_slope([1, 2, 4], [1, 2, 3], fit_range=(4, 2)), r"fit_range needs lo <= hi, got \(4, 2\)"),
@@ -477,7 +492,7 @@ def test_float64_without_x64_is_refused_not_downgraded():
     (lambda: gs.apply("glu", {"G": 1}, jnp.zeros((2, 1))), "params must be a models.Params .from init., got dict"),
     (lambda: gs_nnx.GLU(1, 4, 1, rngs=0), r"GLU needs rngs=nnx.Rngs\(...\) \(or params=...\), got rngs=0"),
     (lambda: constructions.construct("glu", 3.0, 4), "f must be a callable scalar function"),
-], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "sweep-cholesky-block",
+], ids=["init-int32", "dataset-int32", "apply-batched", "sweep-callable", "sweep-chunk", "ladder-rungs", "ladder-block",
         "train-steps", "fit-groups", "fit-confidence", "fit-range-reversed", "local-slopes-lengths",
         "construct-out-none", "construct-fit-range", "prepare-data-1d", "prepare-data-nan", "apply-dict",
         "nnx-rngs-int", "construct-f-not-callable"])

@@ -429,7 +429,7 @@ def test_unit_outputs_sum_to_apply(arch, activation):
 @pytest.mark.parametrize("dx,dy", [(1, 1), (3, 2)])
 def test_group_columns_partition_the_row(k, dx, dy):
     groups = ["gate", "out"] + [f"factor{j}" for j in range(1, k + 1)]
-    cols = {gname: models.group_columns(k, dx, dy, gname) for gname in groups}
+    cols = {gname: models.group_columns(k, dx, dy, models.Group.parse(gname, k)) for gname in groups}
     flat = sorted(itertools.chain.from_iterable(cols.values()))
     assert flat == list(range(models.unit_size(k, dx, dy)))  # disjoint and complete
     # each group picks the arrays it is named after
@@ -440,21 +440,21 @@ def test_group_columns_partition_the_row(k, dx, dy):
     for j in range(1, k + 1):
         np.testing.assert_array_equal(rows[:, cols[f"factor{j}"]], np.column_stack([p.U[j - 1], p.u[j - 1]]))
     if k >= 1:
-        assert models.group_columns(k, dx, dy, "U") == cols["factor1"]
+        assert models.group_columns(k, dx, dy, models.Group.parse("U", k)) == cols["factor1"]
     if k >= 2:
-        assert models.group_columns(k, dx, dy, "Q") == cols["factor2"]
+        assert models.group_columns(k, dx, dy, models.Group.parse("Q", k)) == cols["factor2"]
     with pytest.raises(glu_scaling.UsageError, match="accepted: gate, out"):
-        models.group_columns(k, dx, dy, f"factor{k + 1}")
+        models.Group.parse(f"factor{k + 1}", k)
     with pytest.raises(glu_scaling.UsageError, match="'bias'"):
-        models.group_columns(k, dx, dy, "bias")
+        models.Group.parse("bias", k)
 
 
 @pytest.mark.parametrize("k,alias", [(0, "U"), (1, "Q")])
 def test_group_alias_error_names_the_value_given(k, alias):
     # the error names the alias given ('U'), not the group it stands for ('factor1')
-    # (models.group_columns)
+    # (models.Group.parse)
     with pytest.raises(glu_scaling.UsageError, match=f"'{alias}'"):
-        models.group_columns(k, 1, 1, alias)
+        models.Group.parse(alias, k)
 
 
 # ---------------------------------------------------------------- jit and vmap over models

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glu_scaling import models, newton, train
+from glu_scaling import linsolve, models, newton, schedules, train
 
 K = {"mlp": 0, "glu": 1, "gqu": 2}
 
@@ -159,10 +159,10 @@ def test_partial_selections_are_blocks_of_the_full_hessian():
     x, t, w = _data(1, N_REAL, N_PAD, n_in, n_out)
     full = _full(k, n_in, n_out)
     _, _, Ha, ga = _structured_and_autodiff(params, x, t, w, full, CHUNK, N_REAL)
-    gate_and_factor = newton.Selection(tuple(models.group_columns(k, n_in, n_out, "gate")
-                                             + models.group_columns(k, n_in, n_out, "factor1")), False)
-    sels = (train.selection(("gate",), k, n_in, n_out), train.selection(("out",), k, n_in, n_out),
-            train.selection(("factor1",), k, n_in, n_out), gate_and_factor)
+    gate_and_factor = newton.Selection(tuple(models.group_columns(k, n_in, n_out, models.GATE)
+                                             + models.group_columns(k, n_in, n_out, models.factor(1))), False)
+    sels = (train.selection((models.GATE,), k, n_in, n_out), train.selection((models.OUT,), k, n_in, n_out),
+            train.selection((models.factor(1),), k, n_in, n_out), gate_and_factor)
     assert [s.second_order for s in sels] == [True, False, False, True]
     p = models.unit_size(k, n_in, n_out)
     for sel, (H, g) in zip(sels, _partials(params, x, t, w, sels)):
@@ -203,7 +203,7 @@ def test_linear_stage_is_solved_in_one_step(arch, n_in, n_out):
     params = _random_params(4, arch, n_in, n_hidden, n_out, width, "relu")
     n_real, n_pad = 30, 2
     x, t, w = _data(4, n_real, n_pad, n_in, n_out)
-    sel = train.selection(("out",), k, n_in, n_out)
+    sel = train.selection((models.OUT,), k, n_in, n_out)
     assert sel.with_d and not sel.second_order
     new, info = _step(params, x, t, w, sel, 8)
     # the gates and factors did not move, the masked unit stayed untouched
@@ -235,7 +235,7 @@ def test_linear_stage_is_solved_in_one_step(arch, n_in, n_out):
     np.testing.assert_allclose(loss0 - float(info.loss), 0.5 * float(info.decrement), rtol=1e-9)
 
 
-@pytest.mark.parametrize("arch,groups,n_out", [("gqu", ("factor2",), 2), ("glu", ("out",), 1)])
+@pytest.mark.parametrize("arch,groups,n_out", [("gqu", (models.factor(2),), 2), ("glu", (models.OUT,), 1)])
 def test_least_squares_factor_reproduces_the_normal_equations(arch, groups, n_out):
     """R~ of [J, -r] accumulated over chunks (padding points included, weight 0):
     upper triangular, R^T R = J^T J and R^T z = -J^T r (both from hessian_and_gradient)."""
@@ -261,7 +261,7 @@ def _step_function_fit(eps=1e-6, a=0.2, n=1000):
     params = models.Params(G=jnp.ones((3, 1)), g=-jnp.asarray([a, a + eps, -1.001]), U=jnp.zeros((0, 3, 1)),
                            u=jnp.zeros((0, 3)), D=jnp.zeros((3, 1)), d=jnp.zeros(1), mask=jnp.ones(3),
                            activation="relu")
-    return params, x, t, jnp.ones(n), train.selection(("out",), 0, 1, 1)
+    return params, x, t, jnp.ones(n), train.selection((models.OUT,), 0, 1, 1)
 
 
 def test_ill_conditioned_linear_stage_is_solved_on_j_not_j_transpose_j():
@@ -290,11 +290,11 @@ def test_rank_deficient_linear_stage_takes_the_minimum_norm_solution():
     params, x, t, w, sel = _step_function_fit()
     params = params.replace(g=-jnp.asarray([0.2, 0.2, -1.001]))
     R_aug = jax.jit(newton.least_squares_r, static_argnums=(4, 5))(params, x, t, w, sel, 250)
-    p, g, used_svd = jax.jit(newton.least_squares_direction)(R_aug, jnp.sum(w))
+    p, g, used_svd = jax.jit(linsolve.least_squares_direction)(R_aug, jnp.sum(w))
     H, g_ref = _hg(params, x, t, w, sel, 250)
     assert bool(used_svd) and _rel(g, g_ref) < 1e-12
     one = params.replace(mask=jnp.asarray([1.0, 0.0, 1.0]))
-    q, _, solo = jax.jit(newton.least_squares_direction)(
+    q, _, solo = jax.jit(linsolve.least_squares_direction)(
         jax.jit(newton.least_squares_r, static_argnums=(4, 5))(one, x, t, w, sel, 250), jnp.sum(w))
     p, q = np.asarray(p), np.asarray(q)
     assert not bool(solo) and q[1] == 0.0
@@ -314,8 +314,8 @@ def test_batched_minimum_norm_fallback_is_shared_by_the_batch_and_changes_nothin
     deficient = r_of(params.replace(g=-jnp.asarray([0.2, 0.2, -1.001])), x, t, w, sel, 250)
     full = r_of(params, x, t, w, sel, 250)
     n = jnp.sum(w)
-    solo = jax.jit(newton.least_squares_direction)
-    named = jax.jit(jax.vmap(lambda R: newton.least_squares_direction(R, n, "models"), axis_name="models"))
+    solo = jax.jit(linsolve.least_squares_direction)
+    named = jax.jit(jax.vmap(lambda R: linsolve.least_squares_direction(R, n, "models"), axis_name="models"))
     flags = {}
     for batch in ([deficient, full], [full, full]):
         p, g, used = named(jnp.stack(batch))
@@ -328,8 +328,8 @@ def test_batched_minimum_norm_fallback_is_shared_by_the_batch_and_changes_nothin
     assert flags == {0: [True, False], 1: [False, False]}
     stacked = jnp.stack([deficient, full])
     primitives = {e.primitive.name for e in jax.make_jaxpr(
-        jax.vmap(lambda R: newton.least_squares_direction(R, n, "models"), axis_name="models"))(stacked).eqns}
-    unnamed = {e.primitive.name for e in jax.make_jaxpr(jax.vmap(lambda R: newton.least_squares_direction(R, n)))(
+        jax.vmap(lambda R: linsolve.least_squares_direction(R, n, "models"), axis_name="models"))(stacked).eqns}
+    unnamed = {e.primitive.name for e in jax.make_jaxpr(jax.vmap(lambda R: linsolve.least_squares_direction(R, n)))(
         stacked).eqns}
     assert "cond" in primitives and "cond" not in unnamed  # without the name, vmap turns it into a select
 
@@ -347,7 +347,7 @@ def _unit_diag(A):
     return s[:, None] * A * s[None, :]
 
 
-_chol = jax.jit(newton.damped_cholesky_solve)
+_chol = jax.jit(linsolve.damped_cholesky_solve)
 
 
 def _ladder_lanes(seed, n, shifts):
@@ -375,10 +375,10 @@ def test_a_run_time_column_offset_steps_exactly_as_the_static_selection():
     params = models.Params(G=a(width, n_in), g=a(width), U=a(k, width, n_in), u=a(k, width), D=a(width, n_out),
                            d=a(n_out), mask=jnp.asarray((np.arange(width) < 5).astype(float)), activation="relu")
     x, t, w = _data(3, 40, 8, n_in, n_out)  # 48 rows in 3 chunks of 16
-    factor1 = train.selection(("factor1",), k, n_in, n_out)
+    factor1 = train.selection((models.factor(1),), k, n_in, n_out)
     shifted = jax.jit(lambda p, off: newton.newton_step(p, x, t, w, factor1, 16, offset=off))
     for j in range(1, k + 1):
-        static = train.selection((f"factor{j}",), k, n_in, n_out)
+        static = train.selection((models.factor(j),), k, n_in, n_out)
         want = jax.jit(lambda p, sel=static: newton.newton_step(p, x, t, w, sel, 16))(params)
         got = shifted(params, jnp.asarray((j - 1) * (n_in + 1)))
         for u, v in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
@@ -414,13 +414,13 @@ def test_damped_cholesky_indefinite_damps_just_enough():
         b = rng.normal(size=6)
         z, i = _chol(jnp.asarray(A), jnp.asarray(b))
         i = int(i)
-        lam = float(newton.damping_of(jnp.asarray(i), jnp.float64))
+        lam = float(linsolve.damping_of(jnp.asarray(i), jnp.float64))
         assert i > 0 and np.all(np.isfinite(z))
         # the solution is that of the damped system, which is positive definite ...
         assert np.min(np.linalg.eigvalsh(A + lam * np.eye(6))) > 0
         np.testing.assert_allclose(z, np.linalg.solve(A + lam * np.eye(6), b), rtol=1e-10, atol=1e-10)
         # ... and the previous rung of the ladder was not
-        prev = float(newton.damping_of(jnp.asarray(i - 1), jnp.float64))
+        prev = float(linsolve.damping_of(jnp.asarray(i - 1), jnp.float64))
         assert np.min(np.linalg.eigvalsh(A + prev * np.eye(6))) < 0
 
 
@@ -437,7 +437,7 @@ def test_vmapped_damping_ladder_equals_each_solve_alone():
         rhs.append(rng.normal(size=6))
     mats[-1][2, 3] = mats[-1][3, 2] = np.nan
     H, b = jnp.asarray(np.stack(mats)), jnp.asarray(np.stack(rhs))
-    z_batch, i_batch = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b)
+    z_batch, i_batch = jax.jit(jax.vmap(linsolve.damped_cholesky_solve))(H, b)
     rungs = []
     for lane in range(len(mats)):
         z, i = _chol(H[lane], b[lane])
@@ -455,12 +455,12 @@ def test_cholesky_failure_shows_on_the_diagonal():
 
 
 def test_damping_ladder():
-    got = [float(newton.damping_of(jnp.asarray(i), jnp.float64)) for i in range(0, 14)]
+    got = [float(linsolve.damping_of(jnp.asarray(i), jnp.float64)) for i in range(0, 14)]
     assert got[0] == 0.0
     np.testing.assert_allclose(got[1:], [10.0 ** (i - 15) for i in range(1, 14)], rtol=1e-14)
 
 
-_direction = jax.jit(newton.newton_direction)
+_direction = jax.jit(linsolve.newton_direction)
 
 
 def test_newton_direction_descends_for_indefinite_hessians():
@@ -561,8 +561,8 @@ def _masked_step(params, x, t, w, sel, chunk, free):
     return newton.newton_step(params, x, t, w, sel, chunk, 0, free)
 
 
-@pytest.mark.parametrize("arch,groups,n_out", [("glu", ("out",), 1), ("glu", ("gate",), 1), ("gqu", ("factor2",), 2),
-                                               ("gqu", ("gate", "factor1", "out"), 2)])
+@pytest.mark.parametrize("arch,groups,n_out", [("glu", (models.OUT,), 1), ("glu", (models.GATE,), 1),
+                                               ("gqu", (models.factor(2),), 2), ("gqu", models.all_groups(1), 2)])
 def test_runtime_mask_step_equals_the_sub_selection_step(arch, groups, n_out):
     """A step on all parameters with a run-time `free` mask is the step on the sub-selection:
     the Hessian block, Jacobi scaling and Cholesky of the free entries are the same numbers
@@ -575,7 +575,7 @@ def test_runtime_mask_step_equals_the_sub_selection_step(arch, groups, n_out):
                             D=params.D.at[0, 0].set(-0.0))
     x, t, w = _data(11, 38, 2, n_in, n_out)
     sub = train.selection(groups, k, n_in, n_out)
-    free = train.stage_masks([train.Stage(groups, 1)], k, n_in, n_out, 5)[0]
+    free = train.stage_masks([schedules.Stage(groups, 1)], k, n_in, n_out, 5)[0]
     assert free.sum() == 5 * len(sub.columns) + (n_out if sub.with_d else 0)
     want, want_info = _step(params, x, t, w, sub, 8)
     got, got_info = _masked_step(params, x, t, w, _full(k, n_in, n_out), 8, jnp.asarray(free))
@@ -604,7 +604,7 @@ def test_frozen_entries_never_reach_the_direction_even_when_not_finite():
     H_bad[1, :] = H_bad[:, 1] = np.inf
     H_bad[4, 4] = np.nan
     g_bad[1], g_bad[4] = np.inf, np.nan
-    p, index, fallback = jax.jit(newton.newton_direction)(jnp.asarray(H_bad), jnp.asarray(g_bad), 0,
+    p, index, fallback = jax.jit(linsolve.newton_direction)(jnp.asarray(H_bad), jnp.asarray(g_bad), 0,
                                                          jnp.asarray(free))
     assert int(index) == int(want_index) == 0 and not bool(fallback) and not bool(want_fallback)
     np.testing.assert_array_equal(np.asarray(p)[~free], 0.0)
@@ -617,11 +617,11 @@ def test_rungs_per_round_pick_the_same_rung_and_bits_as_one_at_a_time(rungs_per_
     solution of the one-rung ladder, bit for bit, from any start, vmapped or not, also
     when no rung succeeds (a NaN matrix: the top rung, an all-NaN solution)."""
     H, b = _ladder_lanes(11, 6, (0.0, -0.02, -0.3, -1e-9, -1e-4, -40.0, 0.0))
-    rounds = jax.jit(functools.partial(newton.damped_cholesky_solve, ladder=newton.Ladder(rungs_per_round)))
+    rounds = jax.jit(functools.partial(linsolve.damped_cholesky_solve, ladder=linsolve.Ladder(rungs_per_round)))
     seen = set()
     for start in (0, 3, 7, 19, 20):
         starts = jnp.full((H.shape[0],), start)
-        z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b, starts)
+        z_one, i_one = jax.jit(jax.vmap(linsolve.damped_cholesky_solve))(H, b, starts)
         z_k, i_k = jax.jit(jax.vmap(rounds))(H, b, starts)
         np.testing.assert_array_equal(np.asarray(i_k), np.asarray(i_one))
         np.testing.assert_array_equal(np.asarray(z_k).view(np.uint64), np.asarray(z_one).view(np.uint64))
@@ -642,7 +642,7 @@ def test_a_newton_step_is_the_same_for_any_rungs_per_round():
                            d=a(n_out), mask=jnp.ones(width), activation="relu")
     x, t, w = _data(6, 60, 4, n_in, n_out)
     sel = _full(k, n_in, n_out)
-    steps = {K: jax.jit(lambda p, K=K: newton.newton_step(p, x, t, w, sel, 16, 0, ladder=newton.Ladder(K)))(params)
+    steps = {K: jax.jit(lambda p, K=K: newton.newton_step(p, x, t, w, sel, 16, 0, ladder=linsolve.Ladder(K)))(params)
              for K in (1, 4)}
     assert int(steps[1][1].damping_index) > 0  # an indefinite Hessian: the ladder climbed
     for u, v in zip(jax.tree.leaves(steps[1]), jax.tree.leaves(steps[4])):
@@ -657,7 +657,7 @@ def test_blocked_cholesky_equals_the_unblocked_factor(block):
     rng = np.random.default_rng(21)
     A = np.stack([_sym(rng, 23, rng.uniform(0.05, 4.0, 23)) for _ in range(3)])
     want = np.asarray(jnp.linalg.cholesky(jnp.asarray(A)))
-    got = np.asarray(jax.jit(functools.partial(newton.blocked_cholesky, block=block))(jnp.asarray(A)))
+    got = np.asarray(jax.jit(functools.partial(linsolve.blocked_cholesky, block=block))(jnp.asarray(A)))
     assert _rel(got, want) < 1e-13
     assert np.all(got[:, ~np.tri(23, dtype=bool)] == 0)
     np.testing.assert_allclose(got @ np.swapaxes(got, 1, 2), A, atol=1e-13)
@@ -665,7 +665,7 @@ def test_blocked_cholesky_equals_the_unblocked_factor(block):
 
 def test_blocked_cholesky_fails_on_the_diagonal_where_the_unblocked_one_fails():
     """Where a is not positive definite, the block where factoring fails and every later
-    one are NaN, so `newton._factored` (which reads the diagonal) refuses it: a negative
+    one are NaN, so `linsolve._factored` (which reads the diagonal) refuses it: a negative
     eigenvalue that only the trailing block reveals, a first pivot that fails, and the
     poisoned diagonal of lanes the ladder has finished."""
     rng = np.random.default_rng(22)
@@ -677,9 +677,9 @@ def test_blocked_cholesky_fails_on_the_diagonal_where_the_unblocked_one_fails():
     first[0, 0] = -1.0
     poisoned = np.eye(12) - np.finfo(np.float64).max * np.eye(12)
     for bad in (A, first, poisoned):
-        L = newton.blocked_cholesky(jnp.asarray(bad), 4)
-        assert not bool(newton._factored(L)) and not bool(newton._factored(jnp.linalg.cholesky(jnp.asarray(bad))))
-    L = np.asarray(newton.blocked_cholesky(jnp.asarray(A), 4))
+        L = linsolve.blocked_cholesky(jnp.asarray(bad), 4)
+        assert not bool(linsolve._factored(L)) and not bool(linsolve._factored(jnp.linalg.cholesky(jnp.asarray(bad))))
+    L = np.asarray(linsolve.blocked_cholesky(jnp.asarray(A), 4))
     assert np.all(np.isfinite(L[:8, :8])) and np.all(np.isnan(np.diag(L)[8:]))
 
 
@@ -689,8 +689,8 @@ def test_the_ladder_with_a_blocked_cholesky_stops_at_the_same_rungs(rungs_per_ro
     `jnp.linalg.cholesky` and solves the same damped system to rounding, vmapped over
     lanes that need rung 0, several rungs, or none (a NaN matrix: the top rung, NaN)."""
     H, b = _ladder_lanes(23, 10, (0.0, -0.02, -0.3, -1e-4, -40.0, 0.0))
-    z_one, i_one = jax.jit(jax.vmap(newton.damped_cholesky_solve))(H, b)
-    blocked = functools.partial(newton.damped_cholesky_solve, ladder=newton.Ladder(rungs_per_round, 4))
+    z_one, i_one = jax.jit(jax.vmap(linsolve.damped_cholesky_solve))(H, b)
+    blocked = functools.partial(linsolve.damped_cholesky_solve, ladder=linsolve.Ladder(rungs_per_round, 4))
     z_b, i_b = jax.jit(jax.vmap(blocked))(H, b)
     np.testing.assert_array_equal(np.asarray(i_b), np.asarray(i_one))
     assert len(set(np.asarray(i_one[:-1]).tolist())) >= 3 and int(i_one[-1]) == 20

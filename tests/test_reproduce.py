@@ -1,7 +1,6 @@
 """`glu-scaling reproduce`: Table 1 arithmetic on records with known slopes, the figure
 selection, and a tiny end-to-end reproduction that resumes without retraining."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +9,7 @@ from conftest import CountingTrainBucket
 
 from glu_scaling import plots, sweeps
 from glu_scaling.cli import main
-from glu_scaling.config import SweepConfig
+from glu_scaling.config import sweep_config
 from glu_scaling.errors import UsageError
 from glu_scaling.paper import experiments, figures, reproduce, table1
 
@@ -30,8 +29,8 @@ def synthetic_records(problem, arch, slope, train_slope, widths=(4, 8, 16, 32, 6
 
 
 def tiny_config(problem="paper_1d", archs=("mlp", "glu")):
-    return SweepConfig(archs=archs, widths=(2, 4, 8), seeds=(0, 1), problem=problem,
-                              optimizer="newton-cascade", steps=1, n_data=64, n_test=64)
+    return sweep_config(archs=archs, widths=(2, 4, 8), seeds=(0, 1), problem=problem,
+                        optimizer="newton-cascade", steps=1, n_data=64, n_test=64)
 
 
 def test_table1_rows_recover_known_slopes():
@@ -87,7 +86,7 @@ def test_table1_leaves_out_diverged_models_keeps_stalled_ones_and_counts_them():
 
 
 def test_frozen_gate_rows_carry_no_paper_slope():
-    exp = experiments.Experiment("1d_frozen", dataclasses.replace(tiny_config(archs=("glu",)),
+    exp = experiments.Experiment("1d_frozen", tiny_config(archs=("glu",)).replace(
                                                                 optimizer="newton-splines"))
     (row,) = table1.table1_rows([exp], {"1d_frozen": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-splines"
@@ -98,14 +97,14 @@ def test_frozen_gate_rows_carry_no_paper_slope():
 def test_rows_before_the_all_parameter_steps_carry_no_paper_slope():
     """`newton-cascade` with 0 all-parameter steps (Table 1's `1d_stages` row) is labelled
     as such and, not being trained models, gets no paper slope beside it."""
-    config = dataclasses.replace(tiny_config(archs=("glu",)), steps=0)
+    config = tiny_config(archs=("glu",)).replace(steps=0)
     (row,) = table1.table1_rows([experiments.Experiment("1d_stages", config)],
                                    {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-cascade"
     assert row["label"] == "1/(1 + cos^2(pi x)), 0 all-parameter steps"
     assert "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)" in row["protocol"]
-    assert table1.row_label(dataclasses.replace(config, steps=None)) == "1/(1 + cos^2(pi x))"
-    three = dataclasses.replace(config, gate_steps=3)  # the reference's code: 3 steps on {G, g}
+    assert table1.row_label(config.replace(steps=None)) == "1/(1 + cos^2(pi x))"
+    three = config.replace(gate_steps=3)  # the reference's code: 3 steps on {G, g}
     assert table1.row_label(three) == "1/(1 + cos^2(pi x)), 0 all-parameter steps, 3 gate steps"
     (row,) = table1.table1_rows([experiments.Experiment("1d_stages", three)],
                                    {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
@@ -113,13 +112,13 @@ def test_rows_before_the_all_parameter_steps_carry_no_paper_slope():
 
 
 def test_placed_knot_rows_are_labelled_and_compared_with_the_paper():
-    config = dataclasses.replace(tiny_config(archs=("glu",)), knots="placed")
+    config = tiny_config(archs=("glu",)).replace(knots="placed")
     exp = experiments.Experiment("1d_placed", config)
     (row,) = table1.table1_rows([exp], {"1d_placed": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["label"] == "1/(1 + cos^2(pi x)), knots placed" and row["knots"] == "placed"
     assert row["paper"] == -3.08 and row["theory"] == -3.0  # trained models: the paper's slope is the reference
     assert "knots placed for the target" in row["protocol"]
-    frozen = dataclasses.replace(config, optimizer="newton-splines")
+    frozen = config.replace(optimizer="newton-splines")
     assert table1.row_label(frozen) == "1/(1 + cos^2(pi x)), newton-splines, knots placed"
 
 
@@ -142,15 +141,15 @@ def test_protocol_names_how_a_gqus_second_factor_starts():
     import types
 
     data = types.SimpleNamespace(x_train=np.zeros((64, 1)), x_test=np.zeros((32, 1)))
-    gqu = dataclasses.replace(tiny_config("paper_1d"), archs=("mlp", "gqu"))
+    gqu = tiny_config("paper_1d").replace(archs=("mlp", "gqu"))
     assert table1.protocol(gqu, data).endswith("; GQU factor 2 starts at the constant 1 (factor_init 'one')")
-    drawn = table1.protocol(dataclasses.replace(gqu, factor_init="random"), data)
+    drawn = table1.protocol(gqu.replace(factor_init="random"), data)
     assert drawn.endswith("; GQU factor 2 starts at N(0, 1) draws (factor_init 'random')")
-    assert "factor" not in table1.protocol(dataclasses.replace(gqu, archs=("mlp", "glu")), data)
+    assert "factor" not in table1.protocol(gqu.replace(archs=("mlp", "glu")), data)
     # --factor-init random: every sweep of the reproduction (resumes a runs folder of drawn GQUs)
     for quick in (False, True):
-        assert {e.config.factor_init for e in experiments.experiments(quick)} == {"one"}
-        assert {e.config.factor_init for e in experiments.experiments(quick, "random")} == {"random"}
+        assert {e.config.init.factor_init for e in experiments.experiments(quick)} == {"one"}
+        assert {e.config.init.factor_init for e in experiments.experiments(quick, "random")} == {"random"}
     with pytest.raises(UsageError, match="unknown factor_init 'won'"):
         reproduce.reproduce("unused", factor_init="won")
 
@@ -160,20 +159,20 @@ def test_experiments_follow_the_paper_protocol():
     one_d = full["1d"].config
     assert one_d.problem == "paper_1d" and one_d.n_data == 10_000 and one_d.dtype == "float64"
     assert set(range(1, 51)) <= set(one_d.widths) and len(one_d.seeds) >= 4 and max(one_d.widths) == 100
-    assert one_d.optimizer == "newton-cascade" and one_d.archs == ("mlp", "glu", "gqu")
+    assert one_d.train.optimizer == "newton-cascade" and one_d.archs == ("mlp", "glu", "gqu")
     for p in experiments.PAPER_SLOPES:
         name = "1d" if p == "paper_1d" else f"table1_{p}"
         assert full[name].problem == p
         assert min(full[name].config.widths) == 1 and len(full[name].config.seeds) == 4
     assert max(full["table1_friedman1"].config.widths) >= 128
     # the placed-knot rows repeat the 1D protocol with only the knots (and, trained, the archs) changed
-    assert full["1d_placed"].config == dataclasses.replace(one_d, archs=("glu", "gqu"), knots="placed")
-    assert full["1d_placed_frozen"].config == dataclasses.replace(full["1d_frozen"].config, knots="placed")
+    assert full["1d_placed"].config == one_d.replace(archs=("glu", "gqu"), knots="placed")
+    assert full["1d_placed_frozen"].config == full["1d_frozen"].config.replace(knots="placed")
     assert full["1d_placed"].fit_range == full["1d"].fit_range == full["1d_stages"].fit_range == (4, 50)
-    assert full["1d_stages"].config == dataclasses.replace(one_d, steps=0)  # the cascade's stages only
+    assert full["1d_stages"].config == one_d.replace(steps=0)  # the cascade's stages only
     for p in experiments.PAPER_SLOPES:
         if p != "paper_1d":
-            assert full[f"table1_{p}_stages"].config == dataclasses.replace(full[f"table1_{p}"].config, steps=0)
+            assert full[f"table1_{p}_stages"].config == full[f"table1_{p}"].config.replace(steps=0)
     quick = experiments.experiments(quick=True)
     assert [e.name for e in quick] == list(full)
 
@@ -330,7 +329,7 @@ def test_redraw_leaves_out_optional_experiments_an_older_folder_lacks(tmp_path, 
     """A results folder written before the 0-step experiments existed still redraws: their
     rows and Fig. 13 are left out with a note, everything else is drawn as before."""
     exps = [experiments.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")), fit_range=(2, 8)),
-            experiments.Experiment("1d_stages", dataclasses.replace(tiny_config(archs=("mlp", "glu", "gqu")), steps=0),
+            experiments.Experiment("1d_stages", tiny_config(archs=("mlp", "glu", "gqu")).replace(steps=0),
                                  fit_range=(2, 8), optional=True)]
     monkeypatch.setattr(reproduce, "experiments", lambda quick=False, factor_init="one": exps)
     out = tmp_path / "figs"

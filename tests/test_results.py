@@ -6,7 +6,6 @@ The sweeps reuse the tiny study of tests/test_sweep.py (shared compiled calls).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -15,11 +14,11 @@ import pytest
 from conftest import CountingTrainBucket
 
 from glu_scaling import results, sweeps
-from glu_scaling.config import SweepConfig, effective_settings
+from glu_scaling.config import effective_settings, sweep_config
 from glu_scaling.errors import UsageError
 
 # the study of tests/test_sweep.py (same shapes and config: its compiled calls are reused)
-BASE = SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = sweep_config(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 
 
@@ -200,10 +199,10 @@ def test_interrupted_sweep_resumes_without_duplicates(reference, tmp_path, monke
 @pytest.mark.parametrize("key,value", [("problem", "cos"), ("optimizer", "newton"), ("n_data", 32)])
 def test_config_mismatch_is_refused(reference, tmp_path, key, value):
     out = tmp_path / "mismatch"
-    sweeps.run_sweep(dataclasses.replace(BASE, archs=("mlp",)), out, progress=False)
+    sweeps.run_sweep(BASE.replace(archs=("mlp",)), out, progress=False)
     before = {p: (out / p).read_text() for p in ("config.json", "results.jsonl", "slopes.json")}
     with pytest.raises(UsageError) as err:
-        sweeps.run_sweep(dataclasses.replace(BASE, archs=("mlp",), **{key: value}), out, progress=False)
+        sweeps.run_sweep(BASE.replace(archs=("mlp",), **{key: value}), out, progress=False)
     msg = str(err.value)
     assert f"{key}=" in msg and repr(value) in msg and "\n" not in msg
     assert {p: (out / p).read_text() for p in before} == before
@@ -213,7 +212,7 @@ def test_out_pointing_at_a_file_is_refused(tmp_path):
     f = tmp_path / "results.txt"
     f.write_text("precious")
     with pytest.raises(UsageError, match="is a file") as err:
-        sweeps.run_sweep(dataclasses.replace(BASE, archs=("mlp",)), f, progress=False)
+        sweeps.run_sweep(BASE.replace(archs=("mlp",)), f, progress=False)
     assert repr(str(f)) in str(err.value)
     assert f.read_text() == "precious"
 

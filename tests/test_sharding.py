@@ -11,7 +11,6 @@ single-device run shares its compiled calls with tests/test_sweep.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -27,14 +26,14 @@ import numpy as np
 import pytest
 from conftest import CountingTrainBucket
 
-from glu_scaling import cli, distributed, inits, models, newton, planning, results, sweeps, train
-from glu_scaling.config import SweepConfig
+from glu_scaling import cli, distributed, inits, linsolve, models, newton, planning, results, sweeps, train
+from glu_scaling.config import sweep_config
 from glu_scaling.errors import UsageError
 
 # the study of tests/test_sweep.py, trained with newton-cascade (the spline stages, then its
 # masked loop over the gate and all-parameter stages, `train._newton_schedule`) instead of
 # newton-splines
-BASE = SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = sweep_config(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-cascade", steps=2, n_data=64, n_test=64)
 
 
@@ -104,12 +103,13 @@ def test_default_batch_size_balances_groups(monkeypatch):
     assert gqu == 2 * 8 * (3 * 2048 * 701 + 8 * 2048 * 100 + 6 * 701**2 + 5 * 10240 * 100)
     assert 2.2e8 < gqu < 2.3e8  # ~224 MB, as the docstring's arithmetic says
     # 4 damping rungs per round: 4 shifted copies and 4 factors where 1 and 1 were
-    four_rungs = newton.Ladder(rungs_per_round=4)
+    four_rungs = linsolve.Ladder(rungs_per_round=4)
     assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, four_rungs) == gqu + 2 * 8 * 6 * 701**2
     # a blocked Cholesky: each shifted copy symmetrised and its factor's columns joined
-    blocked = newton.Ladder(cholesky_block=128)
+    blocked = linsolve.Ladder(cholesky_block=128)
     assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, blocked) == gqu + 2 * 8 * 2 * 701**2
-    assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, newton.Ladder(4, 128)) == gqu + 2 * 8 * (6 + 8) * 701**2
+    both = linsolve.Ladder(4, 128)
+    assert planning.model_bytes(2, 1, 1, 100, 10_000, 2048, 8, both) == gqu + 2 * 8 * (6 + 8) * 701**2
     assert planning.default_batch_size(480, bytes_per_model=gqu) == 240  # cap 283: two groups of 240
     assert planning.default_batch_size(480, n_devices=4, bytes_per_model=gqu) == 120
     assert planning.default_batch_size(3, bytes_per_model=1e12) == 1
@@ -183,6 +183,7 @@ _SHARDED = textwrap.dedent("""
     import jax
     jax.config.update("jax_enable_x64", True)
     from glu_scaling import sweeps, train
+    from glu_scaling.config import load_dataset, sweep_config
     compiles = collections.Counter()  # compilations of a bucket's calls, by thread
     def listen(event, duration, fun_name="", **kw):
         if event.endswith("backend_compile_duration") and fun_name in (
@@ -191,15 +192,15 @@ _SHARDED = textwrap.dedent("""
     jax.monitoring.register_event_duration_secs_listener(listen)
     meshes = []
     inner = train.train_batch
-    def spy(params, data, config, batch_size=None, mesh=None, factors=None):
+    def spy(params, data, config, batch_size=None, mesh=None, factors=None, **kwargs):
         meshes.append(None if mesh is None else mesh.size)
-        return inner(params, data, config, batch_size=batch_size, mesh=mesh, factors=factors)
+        return inner(params, data, config, batch_size=batch_size, mesh=mesh, factors=factors, **kwargs)
     spy.lower = inner.lower
     train.train_batch = spy
-    base = SweepConfig(**json.loads(sys.argv[1]))
+    base = sweep_config(**json.loads(sys.argv[1]))
     out = {"device_count": jax.device_count(), "records": []}
     for arch, devices, folder in (("mlp", None, sys.argv[2]), ("glu", 3, sys.argv[3])):
-        config = dataclasses.replace(base, archs=(arch,), devices=devices)
+        config = base.replace(archs=(arch,), devices=devices)
         if arch == "glu":  # compiled ahead in another thread, as run_sweep does on an accelerator
             worker = threading.Thread(target=sweeps.precompile_bucket, name="ahead",
                                       args=("glu", 4, 4, load_dataset(config), config))
@@ -208,7 +209,7 @@ _SHARDED = textwrap.dedent("""
     out["meshes"] = list(meshes)
     out["compiles"] = dict(compiles)
     # mlp and glu under newton-splines, one program for both, on all 4 devices
-    out["shared_records"] = sweeps.run_sweep(dataclasses.replace(base, optimizer="newton-splines"), None,
+    out["shared_records"] = sweeps.run_sweep(base.replace(optimizer="newton-splines"), None,
                                              progress=False)
     out["shared_meshes"] = meshes[len(out["meshes"]):]
     print(json.dumps(out))
@@ -267,7 +268,7 @@ def test_a_shared_program_sharded_equals_single_device(sharded):
     program they share (the models' factor counts sharded with them), give the
     single-device records of the same shared program to 1e-9."""
     _, out = sharded
-    config = dataclasses.replace(BASE, optimizer="newton-splines")
+    config = BASE.replace(optimizer="newton-splines")
     assert sweeps.shared_factors(config) == 1 and out["shared_meshes"] == [4, 4]
     got, want = out["shared_records"], sweeps.run_sweep(config, None, progress=False)
     assert [results.model_key(r) for r in got] == [results.model_key(r) for r in want]
@@ -291,7 +292,7 @@ def test_resume_with_other_devices_is_accepted(sharded, single, tmp_path, monkey
     (folder / "results.host1.jsonl").write_text("".join(lines[2:]))
     counter = CountingTrainBucket()
     monkeypatch.setattr(sweeps, "launch_bucket", counter)
-    recs = sweeps.run_sweep(dataclasses.replace(BASE, archs=("glu",), devices=1), folder, progress=False)
+    recs = sweeps.run_sweep(BASE.replace(archs=("glu",), devices=1), folder, progress=False)
     assert counter.calls == []
     want = [r for r in single if r["arch"] == "glu"]
     assert [results.model_key(r) for r in recs] == [results.model_key(r) for r in want]
@@ -309,10 +310,10 @@ def test_accelerator_sweeps_compile_later_buckets_ahead(single, monkeypatch):
 
     events = []
 
-    def precompile(arch, n_models, width, dataset, config, train_program=True):
+    def precompile(arch, n_models, width, dataset, config, train_program=True, ladder=None):
         events.append(("compile", arch, n_models, width, threading.current_thread().name))
 
-    def train(arch, pairs, width, dataset, config):
+    def train(arch, pairs, width, dataset, config, ladder=None):
         events.append(("train", arch, len(pairs), width, threading.current_thread().name))
         return inner(arch, pairs, width, dataset, config)
 

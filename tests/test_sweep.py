@@ -8,7 +8,6 @@ across tests (and with tests/test_results.py and tests/test_cli.py).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -18,11 +17,11 @@ import numpy as np
 import pytest
 from conftest import CountingTrainBucket
 
-from glu_scaling import inits, models, planning, results, specs, sweeps, train
-from glu_scaling.config import SweepConfig, load_dataset
+from glu_scaling import inits, linsolve, models, planning, results, specs, sweeps, train
+from glu_scaling.config import load_dataset, sweep_config
 from glu_scaling.errors import UsageError
 
-BASE = SweepConfig(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
+BASE = sweep_config(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
 DESIGN_FIELDS = {"arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
                  "train_rmse", "test_rmse", "status", "seconds"}
@@ -136,7 +135,8 @@ def test_run_sweep_writes_the_results_folder(base_run):
         assert DESIGN_FIELDS <= set(r), DESIGN_FIELDS - set(r)
         assert r["n_params"] == models.param_count(r["arch"], 1, r["n_hidden"], 1)
         assert r["n_params"] == ((models.n_factors(r["arch"]) + 1) * 2 + 1) * r["n_hidden"] + 1
-        assert (r["activation"], r["problem"], r["optimizer"], r["n_in"]) == ("relu", BASE.problem, BASE.optimizer, 1)
+        want = ("relu", BASE.problem, BASE.train.optimizer, 1)
+        assert (r["activation"], r["problem"], r["optimizer"], r["n_in"]) == want
         assert r["status"] in train.STATUSES and r["status"] == "ok"
         assert r["seconds"] > 0 and 0 < r["test_rmse"] < 1 and 0 < r["train_rmse"] < 1
     # the returned records are the file's, in (arch, width, seed) order
@@ -167,7 +167,7 @@ def test_slopes_json(base_run):
 
 def test_python_entry_point_matches_run_sweep(base_run):
     _, recs = base_run
-    got = sweeps.sweep(["mlp"], "2,4", "0:2", problem=BASE.problem, optimizer=BASE.optimizer, steps=2,
+    got = sweeps.sweep(["mlp"], "2,4", "0:2", problem=BASE.problem, optimizer=BASE.train.optimizer, steps=2,
                       n_data=64, n_test=64)
     assert _strip(got) == _strip([r for r in recs if r["arch"] == "mlp"])
 
@@ -197,7 +197,7 @@ def _forced_plan(monkeypatch, buckets):
 def test_bucketing_does_not_change_the_models(tmp_path, monkeypatch):
     """Widths 2, 4, 6 in buckets [2, 4] + [6] (padded to 4 and 6) vs one bucket padded to 6
     (shapes shared with the other tests: only the 6-model bucket compiles anew)."""
-    config = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
+    config = BASE.replace(archs=("mlp",), widths=(2, 4, 6))
     planned = _forced_plan(monkeypatch, [[2, 4], [6]])
     split = sweeps.run_sweep(config, tmp_path / "split", progress=False)
     assert planned == [[2, 4, 6]]
@@ -224,7 +224,7 @@ def test_resume_trains_only_missing_widths(base_run, tmp_path, monkeypatch):
         (out / name).write_text((src / name).read_text())
     counter = CountingTrainBucket()
     monkeypatch.setattr(sweeps, "launch_bucket", counter)
-    more = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
+    more = BASE.replace(archs=("mlp",), widths=(2, 4, 6))
     recs = sweeps.run_sweep(more, out, progress=False)
     assert counter.calls == [("mlp", 6, [(6, 0), (6, 1)])]
     lines = _lines(out)
@@ -252,7 +252,7 @@ def test_planner_and_trainer_arguments(tmp_path):
         calls.append((arch, width, len(pairs)))
         return sweeps.train_bucket(arch, pairs, width, dataset, config)
 
-    config = dataclasses.replace(BASE, archs=("mlp",), widths=(2, 4, 6))
+    config = BASE.replace(archs=("mlp",), widths=(2, 4, 6))
     dear = planning.Planner(flop_rate=1e3, compile_seconds=0.0)
     recs = sweeps.run_sweep(config, tmp_path / "split", progress=False, planner=dear, trainer=trainer)
     assert calls == [("mlp", 2, 2), ("mlp", 4, 2), ("mlp", 6, 2)]
@@ -304,9 +304,9 @@ def test_placed_knots_batch_equals_each_model_initialised_alone():
 
     from glu_scaling import inits, problems
 
-    config = dataclasses.replace(BASE, archs=("glu",), problem="paper_1d", knots="placed")
+    config = BASE.replace(archs=("glu",), problem="paper_1d", knots="placed")
     pairs, width = [(1, 0), (3, 1), (7, 0)], 8
-    knots = inits.knot_table(config.knots, config.problem, "glu", [n for n, _ in pairs], width)
+    knots = inits.knot_table(config.init.knots, config.problem, "glu", [n for n, _ in pairs], width)
     batch = inits.init_batch(jnp.asarray([s for _, s in pairs], jnp.uint32), jnp.asarray([n for n, _ in pairs]),
                                k=1, n_in=1, n_out=1, width=width, activation="relu", spline_init=True,
                                dtype=jnp.float64, knots=knots)
@@ -316,15 +316,16 @@ def test_placed_knots_batch_equals_each_model_initialised_alone():
                             knots=inits.placed_knots(f, n, 2))
         for a, c in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda v: v[b], batch))):
             np.testing.assert_array_equal(a, c)
-    assert inits.knot_table(BASE.knots, BASE.problem, "glu", [2, 4], 4) is None  # uniform: the init spaces them itself
+    # uniform: the init spaces them itself
+    assert inits.knot_table(BASE.init.knots, BASE.problem, "glu", [2, 4], 4) is None
 
 
 def test_placed_knots_equal_the_even_ones_for_a_cubic():
     """x^3 has a constant third derivative: the GLU's placed knots are the even ones (to
     rounding), so the sweep trains the same models."""
-    config = dataclasses.replace(BASE, archs=("glu",), problem="x3")
+    config = BASE.replace(archs=("glu",), problem="x3")
     even = sweeps.run_sweep(config, None, progress=False)
-    placed = sweeps.run_sweep(dataclasses.replace(config, knots="placed"), None, progress=False)
+    placed = sweeps.run_sweep(config.replace(knots="placed"), None, progress=False)
     for a, b in zip(even, placed):
         for key in ("train_rmse", "test_rmse"):
             assert math.isclose(a[key], b[key], rel_tol=1e-9), (key, a, b)
@@ -337,10 +338,10 @@ def test_frozen_gates_gain_the_predicted_knot_placement_factor(arch, degree, rto
     about `splines.knot_placement_gain` (2.80 for the GLU, 1.37 for the MLP on paper_1d)."""
     from glu_scaling import problems, splines
 
-    config = SweepConfig(archs=(arch,), widths=(24,), seeds=(0,), problem="paper_1d",
+    config = sweep_config(archs=(arch,), widths=(24,), seeds=(0,), problem="paper_1d",
                                 optimizer="newton-splines", n_data=2000, n_test=2000)
     (even,) = sweeps.run_sweep(config, None, progress=False)
-    (placed,) = sweeps.run_sweep(dataclasses.replace(config, knots="placed"), None, progress=False)
+    (placed,) = sweeps.run_sweep(config.replace(knots="placed"), None, progress=False)
     gain = splines.knot_placement_gain(problems.scalar_target("paper_1d"), degree)
     assert even["test_rmse"] / placed["test_rmse"] == pytest.approx(gain, rel=rtol)
 
@@ -353,7 +354,7 @@ def test_frozen_gates_gain_the_predicted_knot_placement_factor(arch, degree, rto
 ])
 def test_bad_knot_settings(changes, match, tmp_path):
     with pytest.raises(UsageError, match=match):
-        sweeps.run_sweep(dataclasses.replace(BASE, **changes), tmp_path, progress=False)
+        sweeps.run_sweep(BASE.replace(**changes), tmp_path, progress=False)
     assert not (tmp_path / "results.jsonl").exists()
 
 
@@ -372,14 +373,14 @@ def test_a_folder_written_before_knots_existed_resumes(base_run, tmp_path, monke
     assert sweeps.run_sweep(BASE, out, progress=False) == base_run[1]  # the records reused verbatim
     assert counter.calls == []  # nothing retrained
     with pytest.raises(UsageError, match="holds results for knots='uniform', not 'placed'"):
-        sweeps.run_sweep(dataclasses.replace(BASE, knots="placed", problem="one_over_1_p_9x2"), out, progress=False)
+        sweeps.run_sweep(BASE.replace(knots="placed", problem="one_over_1_p_9x2"), out, progress=False)
     # a gqu folder of that time holds drawn second factors: refused under the new default
     gqu = tmp_path / "old_gqu"
     gqu.mkdir()
     (gqu / "config.json").write_text(json.dumps({**old, "archs": ["gqu"]}))
     with pytest.raises(UsageError, match="holds results for factor_init='random', not 'one'.* or rerun with "
                                          "factor_init='random'"):
-        sweeps.run_sweep(dataclasses.replace(BASE, archs=("gqu",)), gqu, progress=False)
+        sweeps.run_sweep(BASE.replace(archs=("gqu",)), gqu, progress=False)
     assert not (gqu / "results.jsonl").exists()
 
 
@@ -389,7 +390,7 @@ def test_a_sweeps_gate_steps_reach_its_models(tmp_path):
     (the records count accepted steps), and config.json keeps the setting."""
     most = {}
     for gate_steps in (0, 1, 3):
-        config = dataclasses.replace(BASE, archs=("mlp",), widths=(3, 5), seeds=(0, 1), optimizer="newton-cascade",
+        config = BASE.replace(archs=("mlp",), widths=(3, 5), seeds=(0, 1), optimizer="newton-cascade",
                                      steps=0, gate_steps=gate_steps)
         records = sweeps.run_sweep(config, tmp_path / str(gate_steps), progress=False)
         most[gate_steps] = max(r["steps"] for r in records)
@@ -405,7 +406,7 @@ def test_a_gqu_from_factor_init_one_fits_at_least_as_well_as_the_glu():
     ratios = {}
     for factor_init in inits.FACTOR_INITS:
         # 5 seeds: no other test compiles a program of this shape (one counts its traces)
-        config = dataclasses.replace(BASE, archs=("glu", "gqu"), widths=(2, 4, 7), seeds=(0, 1, 2, 3, 4),
+        config = BASE.replace(archs=("glu", "gqu"), widths=(2, 4, 7), seeds=(0, 1, 2, 3, 4),
                                      factor_init=factor_init)
         got = {(r["arch"], r["n_hidden"], r["seed"]): r["train_rmse"]
                for r in sweeps.run_sweep(config, None, progress=False)}
@@ -422,7 +423,7 @@ def test_placed_knots_follow_the_sweep_dtype_and_the_ahead_of_time_shapes():
 
     from glu_scaling import inits, problems
 
-    config = dataclasses.replace(BASE, archs=("glu",), problem="paper_1d", knots="placed", dtype="float32")
+    config = BASE.replace(archs=("glu",), problem="paper_1d", knots="placed", dtype="float32")
     dataset = load_dataset(config)
     sweeps.precompile_bucket("glu", 2, 4, dataset, config)
     params, info, _ = sweeps.train_bucket("glu", [(2, 0), (4, 1)], 4, dataset, config)
@@ -455,16 +456,16 @@ def test_newton_splines_architectures_share_one_training_program(tmp_path, monke
     the GQU's two factors; every record equals, bit for bit, that of the architecture
     swept on its own (its own program, no padding).  Widths and seeds unique to this
     test, so that no other test's compiled program is reused."""
-    config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"), widths=(3, 7), seeds=(0, 1, 2))
+    config = BASE.replace(archs=("mlp", "glu", "gqu"), widths=(3, 7), seeds=(0, 1, 2))
     assert sweeps.shared_factors(config) == 2
-    assert sweeps.shared_factors(dataclasses.replace(config, archs=("glu",))) is None
-    assert sweeps.shared_factors(dataclasses.replace(config, optimizer="newton-cascade")) is None
-    assert sweeps.shared_factors(dataclasses.replace(config, archs=("mlp", "gated3"))) is None  # padding 3 factors
+    assert sweeps.shared_factors(config.replace(archs=("glu",))) is None
+    assert sweeps.shared_factors(config.replace(optimizer="newton-cascade")) is None
+    assert sweeps.shared_factors(config.replace(archs=("mlp", "gated3"))) is None  # padding 3 factors
     traced = _training_traces(monkeypatch)
     shared = sweeps.run_sweep(config, tmp_path / "shared", progress=False)
     assert traced == [2]
     alone = [r for arch in config.archs
-             for r in sweeps.run_sweep(dataclasses.replace(config, archs=(arch,)), tmp_path / arch, progress=False)]
+             for r in sweeps.run_sweep(config.replace(archs=(arch,)), tmp_path / arch, progress=False)]
     assert traced[1:] == [0, 1, 2]  # each architecture alone: its own program
     assert _strip(shared) == _strip(alone)
     steps = {arch: {r["steps"] for r in shared if r["arch"] == arch} for arch in config.archs}
@@ -477,7 +478,7 @@ def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors(mon
     training); train_bucket returns the glu's params with its one factor, equal to those
     of the glu trained alone.  A width of 5 unique to this test, so that no other test's
     program is reused."""
-    config = dataclasses.replace(BASE, archs=("mlp", "glu", "gqu"))
+    config = BASE.replace(archs=("mlp", "glu", "gqu"))
     dataset = load_dataset(config)
     traced = _training_traces(monkeypatch)
     sweeps.precompile_bucket("glu", 2, 5, dataset, config)
@@ -486,7 +487,7 @@ def test_a_shared_program_compiles_ahead_and_returns_each_models_own_factors(mon
     assert traced == [2]
     assert params.U.shape == (2, 1, 5, 1) and params.u.shape == (2, 1, 5)
     alone, alone_info, _ = sweeps.train_bucket("glu", [(2, 0), (5, 1)], 5, dataset,
-                                               dataclasses.replace(config, archs=("glu",)))
+                                               config.replace(archs=("glu",)))
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(alone)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for key in ("status", "steps", "train_rmse", "test_rmse"):
@@ -500,18 +501,19 @@ def test_compile_ahead_compiles_a_shared_program_once(monkeypatch):
     first compiles both."""
     started = []
 
-    def precompile(arch, n_models, width, dataset, config, train_program=True):
+    def precompile(arch, n_models, width, dataset, config, train_program=True, ladder=None):
         started.append((arch, width, train_program))
 
     monkeypatch.setattr(planning, "accelerator", lambda: True)
     monkeypatch.setattr(sweeps, "precompile_bucket", precompile)
     todo = [(arch, width, [(width, 0), (width, 1)]) for width in (4, 8) for arch in ("mlp", "glu", "gqu")]
-    pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, archs=("mlp", "glu", "gqu")))
+    ladder = linsolve.DEFAULT_LADDER
+    pool, futures = sweeps._compile_ahead(todo, None, BASE.replace(archs=("mlp", "glu", "gqu")), ladder)
     pool.shutdown(wait=True)
     assert sorted(started) == sorted([("glu", 4, False), ("gqu", 4, False), ("mlp", 8, True), ("glu", 8, False),
                                       ("gqu", 8, False)])
     assert futures[0] is None and all(f is not None for f in futures[1:])
     started.clear()
-    pool, futures = sweeps._compile_ahead(todo, None, dataclasses.replace(BASE, optimizer="newton-cascade"))
+    pool, futures = sweeps._compile_ahead(todo, None, BASE.replace(optimizer="newton-cascade"), ladder)
     pool.shutdown(wait=True)
     assert sorted(started) == sorted((arch, width, True) for arch, width, _ in todo[1:])

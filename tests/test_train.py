@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from glu_scaling import inits, models, newton, problems, train
+from glu_scaling import inits, linsolve, models, newton, problems, schedules, train
 from glu_scaling.errors import UsageError
 
 ARCH = "glu"
@@ -52,7 +52,7 @@ def _batch(arch=ARCH, widths=WIDTHS, seeds=SEEDS, width=W):
 
 
 def _train(params, data, optimizer, steps=3, lr=None):
-    out, info = train.train_batch(params, data, train.TrainConfig(optimizer, steps=steps, learning_rate=lr,
+    out, info = train.train_batch(params, data, schedules.TrainConfig(optimizer, steps=steps, learning_rate=lr,
                                                                   chunk=64))
     return out, jax.tree.map(np.asarray, info)
 
@@ -132,13 +132,13 @@ def _count_primitives(jaxpr, name: str) -> int:
 
 
 def test_factor_runs_are_consecutive_single_steps_on_factor_groups():
-    Stage = train.Stage
-    assert train._factor_run([Stage(("factor2",), 1), Stage(("factor3",), 1), Stage(("factor5",), 1)]) == (2, 2)
-    assert train._factor_run([Stage(("factor1",), 1), Stage(("gate",), 1)]) == (1, 1)
-    assert train._factor_run([Stage(("out",), 1), Stage(("factor1",), 1)]) == (0, 0)
-    assert train._factor_run([Stage(("factor1",), 2), Stage(("factor2",), 1)]) == (0, 0)
-    assert train._factor_run([Stage(("factor1", "factor2"), 1)]) == (0, 0)
-    assert train._factor_run([Stage(("factorX",), 1)]) == (0, 0)
+    Stage, f = schedules.Stage, models.factor
+    assert train._factor_run([Stage((f(2),), 1), Stage((f(3),), 1), Stage((f(5),), 1)]) == (2, 2)
+    assert train._factor_run([Stage((f(1),), 1), Stage((models.GATE,), 1)]) == (1, 1)
+    assert train._factor_run([Stage((models.OUT,), 1), Stage((f(1),), 1)]) == (0, 0)
+    assert train._factor_run([Stage((f(1),), 2), Stage((f(2),), 1)]) == (0, 0)
+    assert train._factor_run([Stage((f(1), f(2)), 1)]) == (0, 0)
+    assert train._factor_run([Stage((models.GATE,), 1)]) == (0, 0)
 
 
 @pytest.mark.parametrize("n_in", [1, 3])
@@ -152,7 +152,7 @@ def test_padded_factors_train_as_the_models_own_program(n_in):
     ds = problems.make_dataset("friedman1" if n_in > 1 else "one_over_1_p_9x2", n_train=64, n_test=64)
     x = ds.x_train[:, :n_in]
     data, _ = train.prepare_data(x, ds.y_train, ds.x_test[:, :n_in], ds.y_test, 64)
-    config = train.TrainConfig("newton-splines", chunk=64)
+    config = schedules.TrainConfig("newton-splines", chunk=64)
     archs = ("mlp", "glu", "gqu", "gated3")
     own = {}
     for arch in archs:
@@ -183,7 +183,7 @@ def test_padded_factors_train_as_the_models_own_program(n_in):
         np.testing.assert_array_equal(np.asarray(trained.U[2 * i:2 * i + 2, k:]), 0.0)
         np.testing.assert_array_equal(np.asarray(trained.u[2 * i:2 * i + 2, k:]), 1.0)
     with pytest.raises(ValueError, match="newton-splines"):
-        train.train_batch(padded, data, train.TrainConfig("newton-cascade", steps=1, chunk=64),
+        train.train_batch(padded, data, schedules.TrainConfig("newton-cascade", steps=1, chunk=64),
                           factors=jnp.zeros(8, int))
 
 
@@ -194,11 +194,11 @@ def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_anoth
     the program holds as many QR factorisations for 3 factors as for 2 (the loop's
     body once), where one stage after another would hold 2 (k + 1) of them."""
     params = _batch("gated3")
-    config = train.TrainConfig("newton-splines", chunk=64)
+    config = schedules.TrainConfig("newton-splines", chunk=64)
 
     def one_by_one(p):
         carry = train._initial_carry(p, data)
-        for stage in train.newton_stages("newton-splines", 3, 0):
+        for stage in schedules.TrainConfig("newton-splines").stages(3):
             carry = train._newton_stage(carry, data, train.selection(stage.groups, 3, 1, 1), 1, 64)
         return carry.params, carry.loss, carry.accepted
 
@@ -287,7 +287,7 @@ def test_diverged_model_does_not_poison_its_batch(data, cascade, optimizer, bad)
     D[1, 0, 0] = bad
     poisoned = params.replace(D=jnp.asarray(D))
     out, info = _train(poisoned, data, optimizer)
-    assert train.status_names(info["status"]) == ["ok", "diverged", "ok"]
+    assert [train.STATUSES[int(c)] for c in info["status"]] == ["ok", "diverged", "ok"]
     assert train.STATUSES[int(info["status"][1])] == "diverged"
     for b in (0, 2):
         for key in ("train_rmse", "test_rmse", "loss", "status", "steps"):
@@ -304,7 +304,7 @@ def test_adamw_decreases_the_loss(data):
     out, info = _train(params, data, "adamw", steps=5, lr=1e-4)
     loss0 = _init_loss(params, data)
     assert np.all(info["loss"] < loss0)
-    assert train.status_names(info["status"]) == ["ok"] * 3
+    assert [train.STATUSES[int(c)] for c in info["status"]] == ["ok"] * 3
     # 5 steps of adam: each moves a parameter by at most lr (1 - b1) / sqrt(1 - b2)
     moved = np.max(np.abs(np.asarray(out.D) - np.asarray(params.D)))
     assert 0 < moved <= 5 * 1e-4 * 0.1 / np.sqrt(1 - 0.999) * 1.01
@@ -350,18 +350,18 @@ def test_spline_schedule_on_mlp_is_the_least_squares_spline(data):
         if n % 2:  # full rank on the live units: the coefficients themselves are unique
             np.testing.assert_allclose(np.asarray(out.D)[b, :n][live], coef[:n][live], rtol=1e-9, atol=1e-10)
             np.testing.assert_allclose(np.asarray(out.d)[b], coef[n], rtol=1e-9, atol=1e-10)
-    assert train.status_names(info["status"]) == ["ok"] * 3
+    assert [train.STATUSES[int(c)] for c in info["status"]] == ["ok"] * 3
 
 
 def test_stage_masks_pick_each_groups_columns_of_every_unit_and_d():
     """k = 1, one input, one output: a packed unit row is [G, g, U, u, D], then d."""
-    stages = train.newton_stages("newton-cascade", 1, 5)
+    stages = schedules.TrainConfig("newton-cascade", 5).stages(1)
     masks = train.stage_masks(stages, 1, 1, 1, width=2)
-    unit = {("out",): [0, 0, 0, 0, 1], ("factor1",): [0, 0, 1, 1, 0], ("gate",): [1, 1, 0, 0, 0],
-            ("gate", "factor1", "out"): [1, 1, 1, 1, 1]}
+    unit = {(models.OUT,): [0, 0, 0, 0, 1], (models.factor(1),): [0, 0, 1, 1, 0], (models.GATE,): [1, 1, 0, 0, 0],
+            (models.GATE, models.factor(1), models.OUT): [1, 1, 1, 1, 1]}
     assert [s.groups for s in stages] == list(unit)
     for stage, mask in zip(stages, masks):
-        with_d = "out" in stage.groups
+        with_d = models.OUT in stage.groups
         np.testing.assert_array_equal(mask, np.array(unit[stage.groups] * 2 + [with_d], bool))
 
 
@@ -374,18 +374,18 @@ def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
     Odd widths: with the spline init an even width makes the {D, d} least-squares
     problem rank-deficient, and rounding then picks different (equally good) minimisers."""
     params = _batch(arch, (3, 5, 7))
-    config = train.TrainConfig("newton-cascade", steps=3, chunk=64)
+    config = schedules.TrainConfig("newton-cascade", steps=3, chunk=64)
     got, got_info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
 
     def by_stage(p):
         k = p.n_factors
         carry = train._initial_carry(p, data)
-        for stage in train.newton_stages("newton-cascade", k, 3):
+        for stage in schedules.TrainConfig("newton-cascade", 3).stages(k):
             carry = train._newton_stage(carry, data, train.selection(stage.groups, k, 1, 1), stage.steps, 64)
         return carry
 
     want = jax.jit(jax.vmap(by_stage))(params)
-    n_single = len(train.newton_stages("newton-cascade", params.n_factors, 3)) - 1  # spline and gate steps
+    n_single = len(schedules.TrainConfig("newton-cascade", 3).stages(params.n_factors)) - 1  # spline and gate steps
     np.testing.assert_array_equal(np.asarray(got_info["steps"]), n_single + 3)
     np.testing.assert_array_equal(np.asarray(want.accepted), n_single + 3)
     for name, leaf in _leaves(got).items():
@@ -403,15 +403,15 @@ def test_gate_steps_take_that_many_steps_on_the_gates_alone(data):
     the loss, so 3 gate steps end at or below 1; gate_steps=0 is newton-splines exactly.
     (Three gate steps run in the masked loop are not compared with three stage-by-stage ones:
     on an indefinite gate Hessian rounding can pick another damping rung, another path.)"""
-    assert train.newton_stages("newton-cascade", 1, 2, 3)[-2:] == [train.Stage(("gate",), 3),
-                                                                    train.Stage(train.all_groups(1), 2)]
+    assert schedules.TrainConfig("newton-cascade", 2, gate_steps=3).stages(1)[-2:] == [
+        schedules.Stage((models.GATE,), 3), schedules.Stage(models.all_groups(1), 2)]
     with pytest.raises(UsageError, match="optimizer 'newton' has no gate stage"):
-        train.TrainConfig("newton", gate_steps=3)
+        schedules.TrainConfig("newton", gate_steps=3)
     params = _batch("glu", (3, 5, 7))
     splines, _ = _train(params, data, "newton-splines")
 
     def gates_only(gate_steps):
-        config = train.TrainConfig("newton-cascade", steps=0, chunk=64, gate_steps=gate_steps)
+        config = schedules.TrainConfig("newton-cascade", steps=0, chunk=64, gate_steps=gate_steps)
         out, info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
         return out, jax.tree.map(np.asarray, info)
 
@@ -441,16 +441,16 @@ def test_cascade_starts_from_the_spline_stages_solved_on_j():
     params = inits.init(jax.random.PRNGKey(0), "gqu", 1, 100, 1, x_data=dataset.x_train)
     rmse = {}
     for optimizer in ("newton-splines", "newton-cascade"):
-        config = train.TrainConfig(optimizer, steps=2, chunk=chunk)
+        config = schedules.TrainConfig(optimizer, steps=2, chunk=chunk)
         rmse[optimizer] = float(jax.jit(lambda p, c=config: train.train_one(p, data, c)[1]["train_rmse"])(params))
     assert rmse["newton-cascade"] <= rmse["newton-splines"]
     # the regime claimed: after the {D, d} and {U1, u1} stages, the {U2, u2} stage's J (columns
     # scaled to unit norm, as the solver does) has cond > 1e9, so cond(J^T J) > 1e18 > 1/eps
     carry = train._initial_carry(params, data)
-    for groups in (("out",), ("factor1",)):
+    for groups in ((models.OUT,), (models.factor(1),)):
         carry = train._newton_stage(carry, data, train.selection(groups, 2, 1, 1), 1, chunk)
     J = np.asarray(newton._weighted_jacobian(carry.params, data.x, data.t, data.weight,
-                                             train.selection(("factor2",), 2, 1, 1))[0]).T
+                                             train.selection((models.factor(2),), 2, 1, 1))[0]).T
     assert np.linalg.cond(J / np.linalg.norm(J, axis=0)) > 1e9
 
 
@@ -463,42 +463,42 @@ def test_default_config_trains_data_of_any_size():
     data, chunk = train.prepare_data(x, t, x, t, 2048)
     assert chunk == 300 and data.x.shape == (300, 1)
     params = inits.init(jax.random.PRNGKey(0), "glu", 1, 6, 1)
-    _, default = train.train_one(params, data, train.TrainConfig("newton-splines"))
-    _, explicit = train.train_one(params, data, train.TrainConfig("newton-splines", chunk=chunk))
+    _, default = train.train_one(params, data, schedules.TrainConfig("newton-splines"))
+    _, explicit = train.train_one(params, data, schedules.TrainConfig("newton-splines", chunk=chunk))
     assert float(default["train_rmse"]) == float(explicit["train_rmse"]) < 0.05
     padded, chunk = train.prepare_data(x, t, x, t, 128)  # 384 rows
     with pytest.raises(UsageError, match=r"384 rows, not a multiple of TrainConfig.chunk=100"):
-        train.train_one(params, padded, train.TrainConfig("newton-splines", chunk=100))
+        train.train_one(params, padded, schedules.TrainConfig("newton-splines", chunk=100))
 
 
 @pytest.mark.parametrize("optimizer,steps", [("newton-cascade", 6), ("newton", 6), ("newton-cascade", 1)])
 def test_rungs_per_round_train_the_same_models_bit_for_bit(data, optimizer, steps):
     """Damping rungs factored 3 at a time pick the rungs of one at a time
-    (`newton.damped_cholesky_solve`): a vmapped batch of GQUs of several widths trains
+    (`linsolve.damped_cholesky_solve`): a vmapped batch of GQUs of several widths trains
     to the same bits, in the one-loop schedule and in the stage-by-stage one (steps=1)."""
     params = _batch("gqu")
-    one, info_one = train.train_batch(params, data, train.TrainConfig(optimizer, steps, chunk=64))
-    three, info_three = train.train_batch(params, data, train.TrainConfig(optimizer, steps, chunk=64,
-                                                                          rungs_per_round=3))
+    config = schedules.TrainConfig(optimizer, steps, chunk=64)
+    one, info_one = train.train_batch(params, data, config)
+    three, info_three = train.train_batch(params, data, config, ladder=linsolve.Ladder(rungs_per_round=3))
     for u, v in zip(jax.tree.leaves((one, info_one)), jax.tree.leaves((three, info_three))):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     with pytest.raises(UsageError, match="rungs_per_round must be a positive integer, got 0"):
-        train.TrainConfig(optimizer, steps, rungs_per_round=0)
+        linsolve.Ladder(rungs_per_round=0)
 
 
 def test_a_blocked_cholesky_trains_the_same_models_to_rounding(data):
-    """The damping ladder factored by blocks of 4 columns (`newton.blocked_cholesky`,
-    `TrainConfig.cholesky_block`) takes the same rungs as the unblocked one on a vmapped
+    """The damping ladder factored by blocks of 4 columns (`linsolve.blocked_cholesky`,
+    `linsolve.Ladder.cholesky_block`) takes the same rungs as the unblocked one on a vmapped
     batch of GQUs (P up to 57) and ends at the same parameters to rounding after the
     cascade's stages and 4 all-parameter steps."""
     params = _batch("gqu")
-    one, info_one = train.train_batch(params, data, train.TrainConfig("newton-cascade", 4, chunk=64))
-    blocked, info_b = train.train_batch(params, data, train.TrainConfig("newton-cascade", 4, chunk=64,
-                                                                        cholesky_block=4))
+    config = schedules.TrainConfig("newton-cascade", 4, chunk=64)
+    one, info_one = train.train_batch(params, data, config)
+    blocked, info_b = train.train_batch(params, data, config, ladder=linsolve.Ladder(cholesky_block=4))
     np.testing.assert_array_equal(np.asarray(info_b["steps"]), np.asarray(info_one["steps"]))
     np.testing.assert_allclose(np.asarray(info_b["loss"]), np.asarray(info_one["loss"]), rtol=1e-9)
     for u, v in zip(jax.tree.leaves(blocked), jax.tree.leaves(one)):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-7, atol=1e-9)
     for bad in (-1, 2.0, True):
         with pytest.raises(UsageError, match=f"cholesky_block must be a non-negative integer .*got {bad!r}"):
-            train.TrainConfig("newton", cholesky_block=bad)
+            linsolve.Ladder(cholesky_block=bad)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import compilation, inits, models, problems, train
+from glu_scaling import compilation, inits, models, problems, schedules, train
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
 
 BOX = (-1.0, 1.0)  # the square [-1, 1]^2 of the 2D figures, and the 1D interval
@@ -183,7 +183,7 @@ def fig2_models(seed: int = 0, *, n: int = 6, steps: int = 100, n_train: int = 2
     for arch in ("mlp", "glu"):
         init = inits.init(jax.random.PRNGKey(seed), arch, 1, n, 1)
         for optimizer in FIG2_STAGES:
-            config = train.TrainConfig(optimizer, steps=steps, chunk=chunk)
+            config = schedules.TrainConfig(optimizer, steps=steps, chunk=chunk)
             params, info = _train_one(init, data, config)
             info = {key: (train.STATUSES[int(v)] if key == "status" else float(v)) for key, v in info.items()}
             out[arch, optimizer] = (params, info)

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
-from glu_scaling.config import SweepConfig
+from glu_scaling.config import SweepConfig, sweep_config
 
 # The reference's minimal experiment (`glu-scaling speedrun`): gates frozen at the spline init.
 SPEEDRUN = {
@@ -97,14 +97,14 @@ _BEYOND_50 = (56, 64, 72, 80, 90, 100)
 def experiments(quick: bool = False, factor_init: str = "one") -> list[Experiment]:
     """The sweeps behind the figures and Table 1; `quick` shrinks every one of them.
     factor_init: how the GQUs' second factor starts (`inits.FACTOR_INITS`)."""
-    cfg = functools.partial(SweepConfig, factor_init=factor_init)
+    cfg = functools.partial(sweep_config, factor_init=factor_init)
     if quick:
         one_d = cfg(archs=("mlp", "glu", "gqu"), widths=(2, 3, 4, 6, 8, 11, 16, 23, 32), seeds=(0, 1),
                     problem="paper_1d", optimizer="newton-cascade", steps=20, n_data=2000, n_test=2000)
         table = [cfg(archs=("mlp", "glu"), widths=(1, 2, 4, 8, 16, 32), seeds=(0, 1), problem=p,
                      optimizer="newton-cascade", steps=20, n_data=1000 if p != "airfoil" else None)
                  for p in PAPER_SLOPES if p != "paper_1d"]
-        frozen = dataclasses.replace(one_d, optimizer="newton-splines", steps=None)
+        frozen = one_d.replace(optimizer="newton-splines", steps=None)
         return _one_d_experiments(one_d, frozen, (4, 32)) + _table_experiments(table)
     # every width of the paper's 1..50, and beyond it (issue: "where it helps the fit") up to 100
     one_d = cfg(archs=("mlp", "glu", "gqu"), widths=(*range(1, 51), *_BEYOND_50), seeds=(0, 1, 2, 3),
@@ -114,7 +114,7 @@ def experiments(quick: bool = False, factor_init: str = "one") -> list[Experimen
              for p in ("sin_x_sin_y", "friedman1", "friedman2", "friedman3", "airfoil")]
     table.append(cfg(archs=("mlp", "glu"), widths=_CALIFORNIA_WIDTHS, seeds=(0, 1, 2, 3), problem="california",
                      optimizer="newton-cascade", n_data=4000))
-    frozen = dataclasses.replace(one_d, optimizer="newton-splines")
+    frozen = one_d.replace(optimizer="newton-splines")
     # slopes fitted on the paper's range (n = 1..50; n < 4 cannot resolve the target's two
     # bumps); the widths beyond it show in the figures and the table's last-octave column
     return _one_d_experiments(one_d, frozen, (4, 50)) + _table_experiments(table)
@@ -125,7 +125,7 @@ def _table_experiments(table: Sequence[SweepConfig]) -> list[Experiment]:
     cascade's all-parameter steps (`table1_<problem>_stages`, 0 steps)."""
     return [exp for c in table for exp in (
         Experiment(f"table1_{c.problem}", c),
-        Experiment(f"table1_{c.problem}_stages", dataclasses.replace(c, steps=0), optional=True))]
+        Experiment(f"table1_{c.problem}_stages", c.replace(steps=0), optional=True))]
 
 
 def _one_d_experiments(one_d: SweepConfig, frozen: SweepConfig, fit_range) -> list[Experiment]:
@@ -134,9 +134,9 @@ def _one_d_experiments(one_d: SweepConfig, frozen: SweepConfig, fit_range) -> li
     again from knots placed for the target (`inits.placed_knots`), the trained ones
     for the GLU and GQU only (the MLP's gain from placement is small: 1.37x predicted for
     this target, against 2.8x for the GLU)."""
-    stages = dataclasses.replace(one_d, steps=0)
-    placed = dataclasses.replace(one_d, archs=("glu", "gqu"), knots="placed")
-    placed_frozen = dataclasses.replace(frozen, knots="placed")
+    stages = one_d.replace(steps=0)
+    placed = one_d.replace(archs=("glu", "gqu"), knots="placed")
+    placed_frozen = frozen.replace(knots="placed")
     return [Experiment("1d", one_d, fit_range), Experiment("1d_stages", stages, fit_range, optional=True),
             Experiment("1d_frozen", frozen, fit_range), Experiment("1d_placed", placed, fit_range),
             Experiment("1d_placed_frozen", placed_frozen, fit_range)]
@@ -144,4 +144,4 @@ def _one_d_experiments(one_d: SweepConfig, frozen: SweepConfig, fit_range) -> li
 
 def stages_only(config: SweepConfig) -> bool:
     """A `newton-cascade` run with no all-parameter steps: its spline and {G, g} stages only."""
-    return config.optimizer == "newton-cascade" and config.steps == 0
+    return config.train.has_gate_stage and config.train.steps == 0

@@ -60,7 +60,6 @@ SURFACE_CMAP = "cividis"  # sequential, colour-blind safe
 SIGNED_CMAP = "PuOr_r"  # diverging, colour-blind safe
 ARCH_LABEL = {"mlp": "MLP", "glu": "GLU"}
 BOUNDARY_COLOR = plots.PALETTE[1]  # vermillion
-FACTOR_COLOR = plots.PALETTE[5]  # sky blue
 INK = plots.PALETTE[7]  # black
 
 # ------------------------------------------------------------------ numbers behind the figures

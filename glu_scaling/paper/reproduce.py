@@ -19,13 +19,13 @@ resumes where it stopped), and every figure and table is drawn from those record
   and the other rows of Table 1; ``table1_<problem>_stages`` the same with 0
   all-parameter steps -> Table 1 rows;
 * the illustrative figures (1, 2, 8, 9-11), which need no sweep
-  (`glu_scaling.illustrations`).
+  (`glu_scaling.paper.illustrations`).
 
 `--quick` runs the same pipeline with fewer widths, seeds, points and Newton steps
-(a few minutes on two CPU cores); its slopes are rougher and say so in the table's
-protocol column.  `--redraw` runs no sweeps: it draws from the records a previous run
-left in OUT/results/ (the committed full run's `figures/results/`), in under a minute
-(27-44 s on the 2-core CPU; the illustrative figures still compute their few small models).
+(a small fraction of the full run's time); its slopes are rougher and say so in the
+table's protocol column.  `--redraw` runs no sweeps: it draws from the records a
+previous run left in OUT/results/ (the committed full run's `figures/results/`); only the
+illustrative figures compute their few small models.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from glu_scaling import inits, results, sweeps, train
+from glu_scaling import inits, results, sweeps
 from glu_scaling.errors import UsageError, check_choice, unknown
 from glu_scaling.paper import illustrations
 from glu_scaling.paper.experiments import (
@@ -107,7 +107,7 @@ def _copy_results(records: dict[str, list[dict]], out: Path, by_name: dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     for name, recs in records.items():
         results.write_records_atomic(folder / f"{name}.jsonl", recs)
-    starts = {name: by_name[name].config.factor_init for name in records
+    starts = {name: by_name[name].config.init.factor_init for name in records
               if inits.has_later_factors(by_name[name].config.archs)}
     if starts:
         results.write_json_atomic(folder / FACTOR_INIT_FILE, {**_recorded_factor_inits(folder), **starts})
@@ -168,7 +168,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     Args:
       out: folder for figN_*.png/.pdf, table1.md, table1.json and results/*.jsonl.
       runs: folder of the sweeps' results folders (default runs/reproduce/{quick,full}).
-      quick: the small version (a few minutes on two CPU cores).
+      quick: the small version (fewer widths, seeds, points and steps).
       figures: subset of `FIGURES` to draw; table: write Table 1.
       redraw: run no sweeps; draw from out/results/<experiment>.jsonl (`load_experiments`),
         which must hold every model (read before `out` is created; the illustrative
@@ -191,7 +191,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
     # read (or refuse) before anything is trained or drawn (and read again when written)
     recorded = _recorded_factor_inits(results.check_folder(out) / "results")
     if redraw:  # as the records were made
-        exps = [dataclasses.replace(e, config=dataclasses.replace(e.config, factor_init=recorded.get(e.name, "random")))
+        exps = [dataclasses.replace(e, config=e.config.replace(factor_init=recorded.get(e.name, "random")))
                 if inits.has_later_factors(e.config.archs) else e for e in exps]
     by_name = {e.name: e for e in exps}
     needed = needed_experiments(exps, figures, table)
@@ -222,7 +222,7 @@ def reproduce(out: str | Path = "figures", *, runs: str | Path | None = None, qu
         paths += fig12(records, out, by_name["1d"].fit_range)
     if "fig13" in figures and "1d" in by_name:
         one_d = by_name["1d"].config
-        paths += fig13(records, out, train.TrainConfig(one_d.optimizer, one_d.steps).n_steps, by_name["1d"].fit_range)
+        paths += fig13(records, out, one_d.train.n_steps, by_name["1d"].fit_range)
     if "fig6" in figures:
         paths += fig6(records, out)
     if "fig7" in figures:

@@ -8,28 +8,28 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from glu_scaling import inits, problems, slopes, train
+from glu_scaling import inits, problems, slopes
 from glu_scaling.config import SweepConfig, load_dataset
 from glu_scaling.paper.experiments import PAPER_SLOPES, PROBLEM_LABELS, THEORY_1D, Experiment, stages_only
 
 
 def protocol(config: SweepConfig, dataset: problems.Dataset) -> str:
     """The table's protocol column: points, widths, seeds, optimiser, evaluation."""
-    w = config.widths
-    if config.optimizer == "newton-splines":
+    w, train = config.widths, config.train
+    if train.splines_only:
         schedule = "newton-splines (gates frozen at the spline init, one step per layer)"
     elif stages_only(config):
-        gates = "one {G, g} step" if config.gate_steps == 1 else f"{config.gate_steps} {{G, g}} steps"
+        gates = "one {G, g} step" if train.gate_steps == 1 else f"{train.gate_steps} {{G, g}} steps"
         schedule = f"newton-cascade with 0 all-parameter steps (its spline stages and {gates})"
     else:
-        schedule = f"{config.optimizer} ({train.TrainConfig(config.optimizer, config.steps).n_steps} steps)"
-        if config.optimizer == "newton-cascade" and config.gate_steps != 1:
-            schedule += f", {config.gate_steps} {{G, g}} steps before them"
+        schedule = f"{train.optimizer} ({train.n_steps} steps)"
+        if train.has_gate_stage and train.gate_steps != 1:
+            schedule += f", {train.gate_steps} {{G, g}} steps before them"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
-             if config.knots == "placed" else "")
+             if config.init.knots == "placed" else "")
     if inits.has_later_factors(config.archs):
-        start = "the constant 1" if config.factor_init == "one" else "N(0, 1) draws"
-        knots += f"; GQU factor 2 starts at {start} (factor_init {config.factor_init!r})"
+        start = "the constant 1" if config.init.factor_init == "one" else "N(0, 1) draws"
+        knots += f"; GQU factor 2 starts at {start} (factor_init {config.init.factor_init!r})"
     return (f"{dataset.x_train.shape[0]} train / {dataset.x_test.shape[0]} test pts; n = {min(w)}..{max(w)} "
             f"({len(w)} widths); {len(config.seeds)} seeds; {schedule}; {config.dtype}{knots}")
 
@@ -37,14 +37,14 @@ def protocol(config: SweepConfig, dataset: problems.Dataset) -> str:
 def row_label(config: SweepConfig) -> str:
     """The table's problem column: the problem, then what differs from the paper's protocol."""
     parts = [PROBLEM_LABELS.get(config.problem, config.problem)]
-    if config.optimizer != "newton-cascade":
-        parts.append(config.optimizer)
+    if config.train.optimizer != "newton-cascade":  # the paper's optimiser goes unnamed
+        parts.append(config.train.optimizer)
     elif stages_only(config):
         parts.append("0 all-parameter steps")
-    if config.optimizer == "newton-cascade" and config.gate_steps != 1:
-        parts.append(f"{config.gate_steps} gate steps")
-    if config.knots != "uniform":
-        parts.append(f"knots {config.knots}")
+    if config.train.has_gate_stage and config.train.gate_steps != 1:
+        parts.append(f"{config.train.gate_steps} gate steps")
+    if config.init.knots != "uniform":
+        parts.append(f"knots {config.init.knots}")
     return ", ".join(parts)
 
 
@@ -66,10 +66,10 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
             # the last octave: the estimate closest to the asymptotic order
             octave = slopes.fit_records(mine, fit_range=(top / 2, top))
             # the paper's slopes are of trained models
-            cascade = exp.config.optimizer == "newton-cascade" and not stages_only(exp.config)
+            cascade = exp.config.train.optimizer == "newton-cascade" and not stages_only(exp.config)
             rows.append({
-                "problem": exp.problem, "label": row_label(exp.config), "knots": exp.config.knots,
-                "optimizer": exp.config.optimizer, "n_in": dataset.n_in, "arch": arch,
+                "problem": exp.problem, "label": row_label(exp.config), "knots": exp.config.init.knots,
+                "optimizer": exp.config.train.optimizer, "n_in": dataset.n_in, "arch": arch,
                 "paper": PAPER_SLOPES.get(exp.problem, {}).get(arch) if cascade else None,
                 "slope": test.slope, "ci_low": test.ci_low, "ci_high": test.ci_high, "r2": test.r2,
                 "train_slope": train.slope, "train_ci_low": train.ci_low, "train_ci_high": train.ci_high,

@@ -1,0 +1,162 @@
+"""How to train: `TrainConfig` (optimizer, steps, learning rate, gate steps) and the
+Newton schedules as data.
+
+A Newton optimiser is a schedule: a chain of stage builders (`SplineStages`,
+`GateStage`, `AllStage`), as optax chains transformations into optimisers, each giving
+a model with k factors its stages (which parameter groups move, for how many steps):
+
+* ``newton-splines``: one least-squares step each on {D, d}, then {U_1, u_1}, ...,
+  {U_k, u_k}; gates frozen at the spline init (the reference's "newton_only_splines").
+* ``newton-cascade``: the above, then `gate_steps` steps on {G, g} (default 1; the
+  reference's code takes 3), then `steps` on all parameters (default 100; the
+  reference's "newton_layer_cascade").
+* ``newton``: `steps` steps on all parameters from the start.
+
+``adam``, ``adamw`` and ``lbfgs`` are full-batch optax baselines (`FIRST_ORDER`; adam and
+adamw default to lr 1e-4 and 1000 steps, as the reference).  A new training stage is a
+builder here (and, if it needs a new kind of solve, a step in `newton`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import optax
+
+from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int
+from glu_scaling.models import GATE, OUT, Group, all_groups, factor
+
+
+class Stage(NamedTuple):
+    """A Newton stage: which parameter groups move, for how many steps."""
+
+    groups: tuple[Group, ...]
+    steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SplineStages:
+    """One linear least-squares step on {D, d}, then on each factor group in turn; the
+    gates stay where the init put them (the model is then a spline on fixed knots)."""
+
+    def stages(self, k: int, config: TrainConfig) -> list[Stage]:
+        return [Stage((OUT,), 1)] + [Stage((factor(j),), 1) for j in range(1, k + 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class GateStage:
+    """`config.gate_steps` Newton steps on the gates {G, g} (the knots and facings)."""
+
+    def stages(self, k: int, config: TrainConfig) -> list[Stage]:
+        return [Stage((GATE,), config.gate_steps)]
+
+
+@dataclasses.dataclass(frozen=True)
+class AllStage:
+    """`config.n_steps` Newton steps on every parameter."""
+
+    def stages(self, k: int, config: TrainConfig) -> list[Stage]:
+        return [Stage(all_groups(k), config.n_steps)]
+
+
+NEWTON_SCHEDULES = {
+    "newton-splines": (SplineStages(),),
+    "newton-cascade": (SplineStages(), GateStage(), AllStage()),
+    "newton": (AllStage(),),
+}
+
+
+class FirstOrder(NamedTuple):
+    """An optax baseline: its transformation for a learning rate, and whether its update
+    needs the loss and its function (optax's line-search optimisers, L-BFGS)."""
+
+    transform: Callable[[float], optax.GradientTransformation]
+    needs_value: bool = False
+
+
+FIRST_ORDER = {"adam": FirstOrder(optax.adam), "adamw": FirstOrder(optax.adamw),
+               "lbfgs": FirstOrder(optax.lbfgs, needs_value=True)}
+
+
+OPTIMIZERS = (*NEWTON_SCHEDULES, *FIRST_ORDER)
+
+
+DEFAULT_STEPS = {"newton-splines": 0, "newton-cascade": 100, "newton": 100, "adam": 1000, "adamw": 1000,
+                 "lbfgs": 1000}
+
+
+DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "lbfgs": 1.0}
+
+
+def check_gate_steps(gate_steps) -> int:
+    """`gate_steps` if it is an integer in [0, MAX_COUNT], else a one-line UsageError."""
+    if isinstance(gate_steps, bool) or not isinstance(gate_steps, int | np.integer) \
+            or not 0 <= gate_steps <= MAX_COUNT:
+        raise UsageError(f"gate_steps (--gate-steps) must be an integer in [0, {MAX_COUNT}] (newton-cascade's "
+                         f"Newton steps on the gates; 1 by default, the reference's code takes 3), got {gate_steps!r}")
+    return int(gate_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train one model, each setting checked here once (hashable: it keys the jit cache)."""
+
+    optimizer: str = "newton-cascade"  # a Newton schedule (NEWTON_SCHEDULES) or an optax baseline (FIRST_ORDER)
+    steps: int | None = None  # all-parameter Newton steps, or first-order steps (None: DEFAULT_STEPS)
+    learning_rate: float | None = None  # first-order optimisers' (None: DEFAULT_LR)
+    gate_steps: int = 1  # steps of a schedule's gate stage (the reference's code takes 3)
+    chunk: int = 2048  # data points per Jacobian chunk in the Hessian build (memory, not the model)
+
+    def __post_init__(self):
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int | np.integer)
+                                       or not 0 <= self.steps <= MAX_COUNT):
+            raise UsageError(f"steps must be an integer in [0, {MAX_COUNT}], got {self.steps!r}")
+        lr = self.learning_rate
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float | np.number)
+                               or not np.isfinite(lr) or lr <= 0):
+            raise UsageError(f"learning rate (--lr) must be a positive finite number, got {lr!r}")
+        check_gate_steps(self.gate_steps)
+        if self.gate_steps != 1 and not self.has_gate_stage:
+            raise UsageError(f"gate_steps (--gate-steps) counts newton-cascade's steps on the gates; optimizer "
+                             f"{self.optimizer!r} has no gate stage, so leave it at 1 (got {self.gate_steps!r})")
+        check_positive_int("chunk", self.chunk)
+
+    @property
+    def schedule(self) -> tuple:
+        """The Newton schedule's stage builders (empty for a first-order optimiser)."""
+        return NEWTON_SCHEDULES.get(self.optimizer, ())
+
+    @property
+    def newton(self) -> bool:
+        return self.optimizer in NEWTON_SCHEDULES
+
+    @property
+    def has_gate_stage(self) -> bool:
+        return any(isinstance(b, GateStage) for b in self.schedule)
+
+    @property
+    def uses_steps(self) -> bool:
+        """Whether `steps` counts anything: an all-parameter stage or first-order steps."""
+        return not self.newton or any(isinstance(b, AllStage) for b in self.schedule)
+
+    @property
+    def splines_only(self) -> bool:
+        """Only least-squares stages on the factors and D: models of several factor counts
+        can share a program (`train_batch`'s `factors`)."""
+        return self.schedule == (SplineStages(),)
+
+    def stages(self, k: int) -> list[Stage]:
+        """The schedule's stages for a model with k factors, those of 0 steps left out."""
+        return [stage for builder in self.schedule for stage in builder.stages(k, self) if stage.steps > 0]
+
+    @property
+    def n_steps(self) -> int:
+        return DEFAULT_STEPS[self.optimizer] if self.steps is None else self.steps
+
+    @property
+    def lr(self) -> float:
+        return DEFAULT_LR.get(self.optimizer, 0.0) if self.learning_rate is None else self.learning_rate
