@@ -13,7 +13,7 @@ method                         what it is
                                ``n_knots = constructions.n_cells(arch, n, curvature)`` uniform cells
                                (the construction's cells; ``spline_knots="width"``: n cells)
 ``placed-spline-deg{p}``       (optional) the same on as many cells placed for the target
-                               (`splines.equidistributed_breakpoints`): what moving knots can buy
+                               (`knots.equidistributed_breakpoints`): what moving knots can buy
 ``newton-splines``             `sweeps.run_sweep` from the spline init, gates frozen
 ``newton-cascade``             `sweeps.run_sweep` from the spline init, the reference's cascade
 ``cascade-from-construction``  `train.train_batch` from the construction, ``newton-cascade``
@@ -55,6 +55,7 @@ from glu_scaling import (
 from glu_scaling import constructions as C
 from glu_scaling.config import MAX_POINTS, check_sweep, load_dataset, sweep_config
 from glu_scaling.errors import UsageError, check_choice, check_positive_int
+from glu_scaling.knots import equidistributed_breakpoints
 
 METHODS = ("construction", "lsq-spline", "placed-spline", "newton-splines", "newton-cascade",
            "cascade-from-construction", "newton-from-construction")
@@ -210,7 +211,7 @@ def spline_records(problem: str, arch: str, widths: Sequence[int], dataset: prob
     Degree 1, 2, 3 for mlp, glu, gqu; n_knots = `constructions.n_cells(arch, n, curvature)`
     (spline_knots="cells", the construction's cells) or n ("width"); uniform cells, or
     (family "placed-spline") cells placed for the problem's f by
-    `splines.equidistributed_breakpoints`.  Records carry method "{family}-deg{p}",
+    `knots.equidistributed_breakpoints`.  Records carry method "{family}-deg{p}",
     optimizer "lsq", degree, n_knots, and n_params = n_knots + p (the spline's
     coefficients; n_hidden is the matched width n).
     """
@@ -225,7 +226,7 @@ def spline_records(problem: str, arch: str, widths: Sequence[int], dataset: prob
     for n in widths:
         t0 = time.perf_counter()
         n_knots = C.n_cells(arch, n, curv) if spline_knots == "cells" else n
-        breaks = None if f is None else splines.equidistributed_breakpoints(f, n_knots, degree)
+        breaks = None if f is None else equidistributed_breakpoints(f, n_knots, degree)
         spline = splines.fit_lsq_spline(x_train, y_train, degree, n_knots, breaks=breaks)
         tr = splines.rmse(spline(x_train), y_train)
         te = splines.rmse(spline(x_test), y_test)

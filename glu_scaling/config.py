@@ -10,9 +10,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from glu_scaling import distributed, models, problems, splines
+from glu_scaling import distributed, models, problems
 from glu_scaling.errors import UsageError, check_positive_int, unknown
 from glu_scaling.inits import InitConfig, has_later_factors
+from glu_scaling.knots import MAX_PLACED_DEGREE
 from glu_scaling.schedules import OPTIMIZERS, TrainConfig
 from glu_scaling.specs import SEED_LIMIT, parse_spec
 
@@ -120,15 +121,15 @@ def check_sweep(config: SweepConfig) -> None:
 
 def check_knots(config: SweepConfig) -> None:
     """knots "placed" needs a registered 1D target f and spline degrees k + 1 <=
-    splines.MAX_PLACED_DEGREE (the init's own settings are checked by InitConfig)."""
+    MAX_PLACED_DEGREE (the init's own settings are checked by InitConfig)."""
     if config.init.knots == "uniform":
         return
     if config.problem not in problems.TARGETS_1D:
         raise UsageError(f"knots 'placed' needs a 1D problem with a known target f (one of "
                          f"{', '.join(problems.TARGETS_1D)}), got problem {config.problem!r}")
     for arch in config.archs:
-        if models.n_factors(arch) + 1 > splines.MAX_PLACED_DEGREE:
-            raise UsageError(f"knots 'placed' works for spline degrees up to {splines.MAX_PLACED_DEGREE} "
+        if models.n_factors(arch) + 1 > MAX_PLACED_DEGREE:
+            raise UsageError(f"knots 'placed' works for spline degrees up to {MAX_PLACED_DEGREE} "
                              f"(mlp, glu, gqu), got arch {arch!r} (degree {models.n_factors(arch) + 1})")
 
 

@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
-from glu_scaling import compilation, problems, splines
+from glu_scaling import compilation, problems
 from glu_scaling.errors import UsageError, check_choice, check_interval, check_positive_int
+from glu_scaling.knots import equidistributed_breakpoints
 from glu_scaling.models import (
     Params,
     activation_fn,
@@ -69,7 +70,7 @@ def placed_knots(f, n: int, degree: int, interval=(-1.0, 1.0), pad: float = 0.00
 
     The knots are the n boundaries of n - 1 cells on [lo - pad, hi + pad] (`knots_1d`'s
     span) whose density is proportional to |f^(p+1)|^(2/(2p+3)), p = `degree`
-    (`splines.equidistributed_breakpoints`; f must be defined on that span); n = 1 gives
+    (`knots.equidistributed_breakpoints`; f must be defined on that span); n = 1 gives
     knots_1d's single knot lo - pad.  Where f^(p+1) is constant they are `knots_1d`'s.
     Entries n..width-1 repeat the last knot (those units are masked).  Host-side (numpy),
     so `n` is concrete.
@@ -82,7 +83,7 @@ def placed_knots(f, n: int, degree: int, interval=(-1.0, 1.0), pad: float = 0.00
     if n == 1:
         t = np.array([lo - pad])
     else:
-        t = splines.equidistributed_breakpoints(f, n - 1, degree, (lo - pad, hi + pad))
+        t = equidistributed_breakpoints(f, n - 1, degree, (lo - pad, hi + pad))
     return pad_knots(t, width)
 
 

@@ -11,8 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from glu_scaling import compare, problems, results, splines
+from glu_scaling import compare, problems, results
 from glu_scaling.errors import UsageError
+from glu_scaling.knots import knot_placement_gain
 
 ARCHS = ("mlp", "glu", "gqu")
 
@@ -138,7 +139,7 @@ def test_placed_spline_gains_the_predicted_factor(arch):
     uniform = compare.spline_records("one_over_1_p_9x2", arch, [32, 64], dataset, spline_knots="width")
     placed = compare.spline_records("one_over_1_p_9x2", arch, [32, 64], dataset, spline_knots="width",
                                     family="placed-spline")
-    gain = splines.knot_placement_gain(problems.scalar_target("one_over_1_p_9x2"), compare.SPLINE_DEGREE[arch])
+    gain = knot_placement_gain(problems.scalar_target("one_over_1_p_9x2"), compare.SPLINE_DEGREE[arch])
     assert placed[0]["method"] == f"placed-spline-deg{compare.SPLINE_DEGREE[arch]}"
     assert compare.method_family(placed[0]["method"]) == "placed-spline"
     for u, p in zip(uniform, placed):

@@ -17,6 +17,7 @@ import pytest
 from conftest import SMOOTH_TARGETS  # noqa: E402
 
 import glu_scaling
+from glu_scaling import knots as K
 from glu_scaling import splines as S
 from glu_scaling import taylor
 from glu_scaling.errors import UsageError
@@ -121,8 +122,8 @@ def _paper_1d(x):
 
 @pytest.mark.parametrize("f,degree", [(lambda x: x**3, 2), (lambda x: x**2, 1), (lambda x: x**4, 3)])
 def test_constant_top_derivative_gives_uniform_knots_and_no_gain(f, degree):
-    np.testing.assert_allclose(S.equidistributed_breakpoints(f, 7, degree), np.linspace(-1, 1, 8), atol=1e-12)
-    assert S.knot_placement_gain(f, degree) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(K.equidistributed_breakpoints(f, 7, degree), np.linspace(-1, 1, 8), atol=1e-12)
+    assert K.knot_placement_gain(f, degree) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_equidistributed_breakpoints_match_the_closed_form():
@@ -131,7 +132,7 @@ def test_equidistributed_breakpoints_match_the_closed_form():
     n = 9
     lo, hi = np.exp(-0.4), np.exp(0.4)
     want = 2.5 * np.log(lo + np.arange(n + 1) / n * (hi - lo))
-    got = S.equidistributed_breakpoints(jnp.exp, n, 1, floor=0.0)
+    got = K.equidistributed_breakpoints(jnp.exp, n, 1, floor=0.0)
     np.testing.assert_allclose(got, want, atol=1e-7)
     assert got[0] == -1.0 and got[-1] == 1.0
 
@@ -165,8 +166,8 @@ def test_placed_knots_gain_what_the_theory_predicts(degree, fraction):
     y_train, y_test = taylor.derivatives(_paper_1d, x_train)[0], taylor.derivatives(_paper_1d, x_test)[0]
     uniform = S.lsq_spline_rmse(x_train, y_train, x_test, y_test, degree, 128)
     placed = S.lsq_spline_rmse(x_train, y_train, x_test, y_test, degree, 128,
-                               breaks=S.equidistributed_breakpoints(_paper_1d, 128, degree))
-    predicted = S.knot_placement_gain(_paper_1d, degree)
+                               breaks=K.equidistributed_breakpoints(_paper_1d, 128, degree))
+    predicted = K.knot_placement_gain(_paper_1d, degree)
     # the module averages 20001 grid values (endpoints included): O(1/20000) from the quadrature
     assert predicted == pytest.approx(_gain_by_quadrature(_paper_1d, degree), rel=1e-3)
     assert fraction * predicted < uniform / placed < 1.02 * predicted
@@ -184,14 +185,14 @@ def test_bad_breaks_raise_usage_error(breaks, match):
 
 def test_knot_placement_needs_a_computable_derivative():
     with pytest.raises(UsageError, match="degree must be 1..3"):
-        S.equidistributed_breakpoints(jnp.exp, 4, 4)
+        K.equidistributed_breakpoints(jnp.exp, 4, 4)
 
 
 def test_a_polynomial_of_the_degree_has_uniform_knots_and_no_gain():
     # f''' = 0 for a quadratic: nothing to equidistribute (the floor alone), and both splines are exact
-    np.testing.assert_allclose(S.equidistributed_breakpoints(lambda x: x**2, 5, 2), np.linspace(-1, 1, 6),
+    np.testing.assert_allclose(K.equidistributed_breakpoints(lambda x: x**2, 5, 2), np.linspace(-1, 1, 6),
                                atol=1e-12)
-    assert S.knot_placement_gain(lambda x: x**2, 2) == 1.0
+    assert K.knot_placement_gain(lambda x: x**2, 2) == 1.0
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -201,7 +202,7 @@ def test_a_polynomial_of_the_degree_has_uniform_knots_and_no_gain():
 def test_bad_knot_placement_raises_usage_error(kwargs, match):
     f = kwargs.pop("f", jnp.exp)
     with pytest.raises(UsageError, match=match):
-        S.equidistributed_breakpoints(f, 6, 2, **kwargs)
+        K.equidistributed_breakpoints(f, 6, 2, **kwargs)
 
 
 def test_breaks_need_an_integer_number_of_cells():

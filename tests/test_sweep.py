@@ -20,6 +20,7 @@ from conftest import CountingTrainBucket
 from glu_scaling import inits, linsolve, models, planning, results, specs, sweeps, train
 from glu_scaling.config import load_dataset, sweep_config
 from glu_scaling.errors import UsageError
+from glu_scaling.knots import knot_placement_gain
 
 BASE = sweep_config(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="one_over_1_p_9x2",
                          optimizer="newton-splines", steps=2, n_data=64, n_test=64)
@@ -335,14 +336,14 @@ def test_placed_knots_equal_the_even_ones_for_a_cubic():
 def test_frozen_gates_gain_the_predicted_knot_placement_factor(arch, degree, rtol):
     """With the gates frozen (`newton-splines`, each stage an exact least-squares solve), a
     model is a least-squares spline on its knots: placing them for f lowers the RMSE by
-    about `splines.knot_placement_gain` (2.80 for the GLU, 1.37 for the MLP on paper_1d)."""
-    from glu_scaling import problems, splines
+    about `knots.knot_placement_gain` (2.80 for the GLU, 1.37 for the MLP on paper_1d)."""
+    from glu_scaling import problems
 
     config = sweep_config(archs=(arch,), widths=(24,), seeds=(0,), problem="paper_1d",
                                 optimizer="newton-splines", n_data=2000, n_test=2000)
     (even,) = sweeps.run_sweep(config, None, progress=False)
     (placed,) = sweeps.run_sweep(config.replace(knots="placed"), None, progress=False)
-    gain = splines.knot_placement_gain(problems.scalar_target("paper_1d"), degree)
+    gain = knot_placement_gain(problems.scalar_target("paper_1d"), degree)
     assert even["test_rmse"] / placed["test_rmse"] == pytest.approx(gain, rel=rtol)
 
 
