@@ -1,8 +1,26 @@
-"""Tests run in float64: every convergence-order assertion needs it."""
+"""Tests run in float64: every convergence-order assertion needs it.
+
+Most of the suite's time is XLA compiling; many tests compile the same program through
+their own `jax.jit` wrappers (one per test), which the in-memory caches do not share.
+A persistent compilation cache in a fresh folder for this session serves those from
+disk: the same executables, so the same bits, only not compiled twice.  A user's own
+JAX_COMPILATION_CACHE_DIR is left alone.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _cache = tempfile.mkdtemp(prefix="glu_scaling-test-xla-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", _cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import jax.numpy as jnp  # noqa: E402
 
