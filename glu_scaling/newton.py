@@ -1,38 +1,18 @@
-"""Full-batch Newton's method for one shallow gated model, with a structured Hessian.
+"""One Newton step on one shallow model, with the structured exact Hessian.
 
-The loss is L = (1 / 2N) sum_n sum_o r_no^2 with r = y(x) - t.  Its exact Hessian is
+The loss is L = (1 / 2N) sum_n sum_o r_no^2 with r = y(x) - t, and its Hessian is
+N H = J^T J + S.  Because y = d + sum_i unit_i(theta_i; x), S is block-diagonal, one
+(p, p) block per hidden unit (`unit_derivatives`, closed form), so H is one dense
+product J^T J accumulated over chunks of data plus W small blocks, never nested autodiff.
 
-    N H = J^T J + S,     S = sum_n sum_o r_no  d^2 y_no / d theta^2,
-
-and because y = d + sum_i unit_i(theta_i; x) with unit i depending on its own
-parameters only, S is block-diagonal: one (p, p) block per hidden unit, nothing
-for d.  So H is built from one dense product J^T J (accumulated over chunks of
-data points, to bound memory) plus W small per-unit Hessians, never from nested
-autodiff of the whole loss.
-
-A Newton step on a parameter selection (a subset of the packed unit columns,
-`models.group_columns`, with or without d):
-  1. rows/columns with a (numerically) zero diagonal -- masked units, dead gates --
-     are removed: they become identity rows with a zero right-hand side; so are the
-     entries a run-time mask `free` freezes (one compiled step serves every stage);
-  2. Jacobi preconditioning: H~ = s H s with s = diag(H)^(-1/2);
-  3. Cholesky of H~ + lambda I, lambda = 0 first, then growing until the
-     factorisation is finite (the damping fallback for indefinite H);
-  4. if the direction does not descend, the preconditioned gradient -s^2 g;
-  5. backtracking Armijo line search from alpha = 1 that only accepts decrease.
-
-When the output is linear in the selection ({D, d}, or one factor group with the rest
-fixed: the stages of `newton-splines`) the step is a linear least-squares solve, and
-forming J^T J squares J's condition number: for a GQU at n = 100 on 10k points the
-{U2, u2} stage has cond(J) ~ 1e12, beyond what float64 normal equations resolve.  Such
-steps therefore factor J itself, by Householder QR accumulated over the data chunks
-(`least_squares_r`), and solve R p = Q^T (-r) (`least_squares_direction`); a
-numerically rank-deficient R (two units with the same knot, an even width under the
-spline init) gets the minimum-norm solution from the SVD of the small scaled factor:
-unique and continuous in the data, so a model's step does not depend on the rounding
-of the batched LAPACK call that made R (a damped Cholesky's null-space component,
-rounding over lambda, did: a cascade's later steps then took different paths).
-Everything here is for a single model; `train` vmaps it over models.
+A step on a parameter selection (`Selection`: columns of the packed unit rows, with or
+without d) removes numerically zero rows (masked units, dead gates, frozen entries),
+scales by Jacobi, solves with the damped Cholesky ladder (`linsolve`), falls back to the
+scaled gradient where that does not descend, and backtracks until the loss decreases
+(`newton_step`).  Where the output is linear in the selection the step is one linear
+least-squares solve by QR of J (`least_squares_r`), since J^T J would square J's
+condition number.  docs/design.md has the numerics and their reasons.  Everything here is
+for a single model; `train` vmaps it over models.
 """
 
 from __future__ import annotations
