@@ -12,15 +12,29 @@ import os
 import shutil
 import tempfile
 
-import jax
+# XLA:CPU's classic (non-MLIR) fusion emitters compile faster and give the same bits
+# (glu_scaling/compilation.py); the package's own programs already use them, this gives
+# them to the tests' own jax.jit programs and eager ops too.  XLA reads XLA_FLAGS once,
+# when the CPU client starts: set the option, start the client, then put XLA_FLAGS back
+# (subprocesses, and compilation's check of a user's flags, see the user's own).
+_user_flags = os.environ.get("XLA_FLAGS")
+if "xla_cpu_use_fusion_emitters" not in (_user_flags or ""):
+    os.environ["XLA_FLAGS"] = f"{_user_flags or ''} --xla_cpu_use_fusion_emitters=false".strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # before the first compilation
     _cache = tempfile.mkdtemp(prefix="glu_scaling-test-xla-")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+jax.jit(lambda x: x + 1)(0.0).block_until_ready()  # the CPU client reads XLA_FLAGS now
+if _user_flags is None:
+    os.environ.pop("XLA_FLAGS", None)
+else:
+    os.environ["XLA_FLAGS"] = _user_flags
 
 import jax.numpy as jnp  # noqa: E402
 

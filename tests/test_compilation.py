@@ -22,8 +22,9 @@ def fresh_options(monkeypatch):
 
 
 def _plain_jit(wrapped: compilation.jit, **jit_kwargs):
-    """The same function under jax.jit with XLA's default options."""
-    return jax.jit(wrapped.__wrapped__, **jit_kwargs)
+    """The same function under jax.jit with XLA's default options (the fusion emitters named
+    explicitly: tests/conftest.py turns them off for the session)."""
+    return jax.jit(wrapped.__wrapped__, compiler_options={"xla_cpu_use_fusion_emitters": True}, **jit_kwargs)
 
 
 def _assert_same_bits(a, b):

@@ -245,7 +245,18 @@ def tiny_experiments(monkeypatch):
     return exps
 
 
-def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch):
+@pytest.fixture
+def shared_experiments(monkeypatch):
+    """tiny_experiments with widths 2, 4 and 2 steps: the 1D mlp and glu training programs are
+    those of tests/test_sharding.py's BASE (compiled once per session)."""
+    small = dict(widths=(2, 4), steps=2)
+    exps = [experiments.Experiment("1d", tiny_config(archs=("mlp", "glu", "gqu")).replace(**small), fit_range=(2, 4)),
+            experiments.Experiment("table1_sin_x_sin_y", tiny_config("sin_x_sin_y").replace(**small))]
+    monkeypatch.setattr(reproduce, "experiments", lambda quick=False, factor_init="one": exps)
+    return exps
+
+
+def test_reproduce_end_to_end_and_resume(tmp_path, shared_experiments, monkeypatch):
     out, runs = tmp_path / "figs", tmp_path / "runs"
     figures = ("fig3", "fig4", "fig5", "fig6")
     summary = reproduce.reproduce(out, runs=runs, quick=True, figures=figures, progress=False, log=lambda s: None)
@@ -257,7 +268,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny_experiments, monkeypatch
         ("paper_1d", "mlp"), ("paper_1d", "glu"), ("paper_1d", "gqu"), ("sin_x_sin_y", "mlp"), ("sin_x_sin_y", "glu")]
     assert table["rows"][3]["n_in"] == 2 and table["rows"][3]["paper"] == -0.91
     copied = [json.loads(ln) for ln in (out / "results" / "1d.jsonl").read_text().splitlines()]
-    assert len(copied) == 3 * 3 * 2 and {r["arch"] for r in copied} == {"mlp", "glu", "gqu"}
+    assert len(copied) == 3 * 2 * 2 and {r["arch"] for r in copied} == {"mlp", "glu", "gqu"}
     assert len(summary["rows"]) == 5
     assert json.loads((out / "results" / reproduce.FACTOR_INIT_FILE).read_text()) == {"1d": "one"}  # for --redraw
     # a second run finds every model done and trains nothing, with the same table
