@@ -63,12 +63,13 @@ _OWN_KEYS = tuple(f.name for f in dataclasses.fields(SweepConfig) if f.name not 
 
 def _route(settings: dict) -> tuple[dict, dict, dict]:
     """Flat settings split into (SweepConfig's own, TrainConfig's, InitConfig's)."""
-    accepted = (*_OWN_KEYS[3:], *_TRAIN_KEYS, *_INIT_KEYS)
-    unknown_keys = [k for k in settings if k not in (*_OWN_KEYS, *_TRAIN_KEYS, *_INIT_KEYS)]
-    if unknown_keys:  # a TypeError, as Python's own for an unexpected keyword argument
-        raise TypeError(str(unknown("sweep setting", unknown_keys[0], accepted)))
-    pick = lambda keys: {k: v for k, v in settings.items() if k in keys}  # noqa: E731
-    return pick(_OWN_KEYS), pick(_TRAIN_KEYS), pick(_INIT_KEYS)
+    groups = ({}, {}, {})
+    for key, value in settings.items():
+        place = next((i for i, keys in enumerate((_OWN_KEYS, _TRAIN_KEYS, _INIT_KEYS)) if key in keys), None)
+        if place is None:  # a TypeError, as Python's own for an unexpected keyword argument
+            raise TypeError(str(unknown("sweep setting", key, (*_OWN_KEYS[3:], *_TRAIN_KEYS, *_INIT_KEYS))))
+        groups[place][key] = value
+    return groups
 
 
 def sweep_config(archs, widths, seeds, **settings) -> SweepConfig:
