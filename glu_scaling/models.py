@@ -24,6 +24,7 @@ For Newton training each unit's parameters are packed into one row of length
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable
 from typing import NamedTuple
@@ -108,6 +109,30 @@ class Params:
 
     def replace(self, **changes) -> Params:
         return dataclasses.replace(self, **changes)
+
+    # The training engine's view of a model (`newton`, `train`), shared with `units.UnitParams`:
+    # y = d + sum of units, each unit's parameters one packed row.
+
+    @property
+    def dtype(self):
+        return self.G.dtype
+
+    @property
+    def layout(self) -> Layout:
+        """How a packed unit row splits into parameter groups (`gated_layout`)."""
+        return gated_layout(self.n_factors, self.n_in, self.n_out)
+
+    def rows(self) -> jax.Array:
+        """The packed unit rows (W, unit_size) (`pack_units`)."""
+        return pack_units(self)
+
+    def with_rows(self, rows: jax.Array, d: jax.Array | None = None) -> Params:
+        """The same model with new unit rows (W, unit_size) and optionally a new d (`unpack_units`)."""
+        return unpack_units(self, rows, d)
+
+    def output(self, x: jax.Array) -> jax.Array:
+        """y = d + hidden(x) D; x (N, n_in) -> (N, n_out), without `apply`'s checks."""
+        return self.d + hidden(self, x) @ self.D
 
 
 jax.tree_util.register_dataclass(
@@ -356,12 +381,59 @@ def all_groups(k: int) -> tuple[Group, ...]:
 
 def group_columns(k: int, n_in: int, n_out: int, group: Group) -> list[int]:
     """Columns of a packed unit row [G_i, g_i, U_1i, u_1i, ..., D_i] that belong to `group`."""
-    if group.kind == "gate":
-        return list(range(0, n_in + 1))
-    if group.kind == "out":
-        start = (k + 1) * (n_in + 1)
-        return list(range(start, start + n_out))
-    if group.kind == "factor" and 1 <= group.index <= k:
-        j = group.index
-        return list(range(j * (n_in + 1), (j + 1) * (n_in + 1)))
-    raise UsageError(f"no parameter group {group} in a model with k={k} factors")
+    if group not in all_groups(k):
+        raise UsageError(f"no parameter group {group} in a model with k={k} factors")
+    return gated_layout(k, n_in, n_out).columns(group)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How one packed unit row splits into parameter groups: what the Newton schedules need
+    to know of an architecture (static, hashable).
+
+    groups: every group, in row order; sizes: their lengths (sum = the row length).
+    cascade: the groups the output is linear in (with the others fixed), in the order the
+      spline stages solve them, each by one linear least-squares step.
+    gate: the group that holds the gate (the knot), which gets the gate stage; or None.
+    d_group: the group the output bias d moves with (None: d moves only with every group).
+    """
+
+    groups: tuple[Group, ...]
+    sizes: tuple[int, ...]
+    cascade: tuple[Group, ...]
+    gate: Group | None = None
+    d_group: Group | None = None
+
+    def __post_init__(self):
+        if len(self.groups) != len(self.sizes) or len(set(self.groups)) != len(self.groups):
+            raise UsageError(f"a layout needs one size per group and distinct groups, got groups "
+                             f"{[str(g) for g in self.groups]} and sizes {list(self.sizes)}")
+        for group in (*self.cascade, *(g for g in (self.gate, self.d_group) if g is not None)):
+            if group not in self.groups:
+                raise UsageError(f"group {str(group)!r} is not one of the unit's groups "
+                                 f"{[str(g) for g in self.groups]}")
+
+    @property
+    def size(self) -> int:
+        """Length of one packed unit row."""
+        return sum(self.sizes)
+
+    def columns(self, group: Group) -> list[int]:
+        """Columns of a packed unit row that belong to `group`."""
+        if group not in self.groups:
+            raise UsageError(f"no parameter group {group} in a unit of groups {[str(g) for g in self.groups]}")
+        i = self.groups.index(group)
+        start = sum(self.sizes[:i])
+        return list(range(start, start + self.sizes[i]))
+
+    def linear(self, group: Group) -> bool:
+        """Whether the output is linear in `group` with the others fixed."""
+        return group in self.cascade
+
+
+@functools.lru_cache(maxsize=256)
+def gated_layout(k: int, n_in: int, n_out: int) -> Layout:
+    """The gated family's row [G_i, g_i, U_1i, u_1i, ..., U_ki, u_ki, D_i]: the gate, k factors
+    and the output, solved out, factor 1, ..., factor k in the spline stages; d moves with D."""
+    groups = all_groups(k)
+    return Layout(groups, (n_in + 1,) * (k + 1) + (n_out,), cascade=(OUT, *groups[1:-1]), gate=GATE, d_group=OUT)

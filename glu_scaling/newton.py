@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from glu_scaling.linsolve import DEFAULT_LADDER, Ladder, least_squares_direction, newton_direction
-from glu_scaling.models import Params, activation_fn, affine, hidden, pack_units, unpack_units
+from glu_scaling.models import Params, activation_fn, affine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,9 @@ def loss_fn(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array) -> ja
 
 
 def apply_params(params: Params, x: jax.Array) -> jax.Array:
-    """`models.apply` without the architecture-name check (k is read off params)."""
-    return params.d + hidden(params, x) @ params.D
+    """`models.apply` without the architecture-name check: any model the engine trains
+    (`models.Params`, `units.UnitParams`)."""
+    return params.output(x)
 
 
 def _first_column(sel: Selection, offset: jax.Array) -> jax.Array:
@@ -98,8 +99,8 @@ def _unflatten(theta: jax.Array, rows: jax.Array, d: jax.Array, sel: Selection, 
 def params_from_theta(template: Params, theta: jax.Array, sel: Selection, offset: jax.Array | None = None) -> Params:
     """Params with the selected entries (columns shifted by a run-time `offset`, if
     given; see `newton_step`) replaced by the flat vector theta."""
-    rows, d = _unflatten(theta, pack_units(template), template.d, sel, offset)
-    return unpack_units(template, rows, d)
+    rows, d = _unflatten(theta, template.rows(), template.d, sel, offset)
+    return template.with_rows(rows, d)
 
 
 # activations whose second derivative is zero wherever it exists: the gate-gate block of S vanishes
@@ -206,6 +207,18 @@ def unit_derivatives(params: Params, x: jax.Array, r: jax.Array | None):
     return Ju, S * mask[:, None, None]
 
 
+def derivatives(params, x: jax.Array, r: jax.Array | None):
+    """Ju (C, W, dy, p) and S (W, p, p) of `unit_derivatives` for any model the engine trains.
+
+    The model's type chooses how: the gated family's `Params` in closed form
+    (`unit_derivatives`, the fast path), any other sum of units (`units.UnitParams`) by
+    autodiff of its unit function (`units.UnitParams.derivatives`).
+    """
+    if isinstance(params, Params):
+        return unit_derivatives(params, x, r)
+    return params.derivatives(x, r)
+
+
 def n_selected(params: Params, sel: Selection) -> int:
     """P, the length of the flat vector of a selection: W * len(sel.columns) (+ dy with d)."""
     return params.width * len(sel.columns) + (params.n_out if sel.with_d else 0)
@@ -231,7 +244,7 @@ def _weighted_jacobian(params: Params, xc: jax.Array, tc: jax.Array, wc: jax.Arr
     P = n_selected(params, sel)
     res = apply_params(params, xc) - tc  # (C, dy)
     sw = jnp.sqrt(wc)
-    Ju, Sc = unit_derivatives(params, xc, res * wc[:, None] if sel.second_order else None)
+    Ju, Sc = derivatives(params, xc, res * wc[:, None] if sel.second_order else None)
     if offset is not None and sel.second_order:
         raise ValueError("a run-time column offset is for first-order (least-squares) selections only")
     if offset is not None or cols != list(range(Ju.shape[-1])):
@@ -280,7 +293,7 @@ def hessian_and_gradient(
             S = S + Sc
         return H + _gram(Jt), g + Jt @ r, S
 
-    dtype = params.G.dtype
+    dtype = params.dtype
     zeros = (jnp.zeros((P, P), dtype), jnp.zeros((P,), dtype), jnp.zeros((W, p_s, p_s), dtype))
     H, g, S = _over_chunks(accumulate, zeros, x, t, weight, chunk)
     if sel.second_order:
@@ -309,7 +322,7 @@ def least_squares_r(params: Params, x: jax.Array, t: jax.Array, weight: jax.Arra
         rows = jnp.concatenate([Jt.T, -r[:, None]], axis=1)
         return jnp.linalg.qr(jnp.concatenate([R, rows]), mode="r")[: P + 1]
 
-    return _over_chunks(accumulate, jnp.zeros((P + 1, P + 1), params.G.dtype), x, t, weight, chunk)
+    return _over_chunks(accumulate, jnp.zeros((P + 1, P + 1), params.dtype), x, t, weight, chunk)
 
 
 def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5, max_halvings: int = 40):
@@ -368,7 +381,7 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
         R_aug = least_squares_r(params, x, t, weight, sel, chunk, offset)
         p, g, _ = least_squares_direction(R_aug, jnp.sum(weight), batch_axis)
         damping_index, fallback = jnp.asarray(0), jnp.asarray(False)
-    theta0 = _flatten(pack_units(params), params.d, sel, offset)
+    theta0 = _flatten(params.rows(), params.d, sel, offset)
 
     def moved(alpha):  # frozen entries keep their bits (theta0 + 0.0 would turn -0.0 into +0.0)
         theta = theta0 + alpha * p
@@ -386,6 +399,6 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
 
 
 __all__ = [
-    "Selection", "StepInfo", "apply_params", "backtracking", "hessian_and_gradient", "least_squares_r", "loss_fn",
-    "n_selected", "newton_step", "params_from_theta", "unit_derivatives",
+    "Selection", "StepInfo", "apply_params", "backtracking", "derivatives", "hessian_and_gradient",
+    "least_squares_r", "loss_fn", "n_selected", "newton_step", "params_from_theta", "unit_derivatives",
 ]

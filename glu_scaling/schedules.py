@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from glu_scaling.errors import MAX_COUNT, UsageError, check_choice, check_positive_int
-from glu_scaling.models import GATE, OUT, Group, all_groups, factor
+from glu_scaling.models import Group, Layout, gated_layout
 
 
 class Stage(NamedTuple):
@@ -39,27 +39,29 @@ class Stage(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class SplineStages:
-    """One linear least-squares step on {D, d}, then on each factor group in turn; the
+    """One linear least-squares step on each group the output is linear in, in the layout's
+    cascade order ({D, d}, then each factor group in turn for the gated family); the
     gates stay where the init put them (the model is then a spline on fixed knots)."""
 
-    def stages(self, k: int, config: TrainConfig) -> list[Stage]:
-        return [Stage((OUT,), 1)] + [Stage((factor(j),), 1) for j in range(1, k + 1)]
+    def stages(self, layout: Layout, config: TrainConfig) -> list[Stage]:
+        return [Stage((group,), 1) for group in layout.cascade]
 
 
 @dataclasses.dataclass(frozen=True)
 class GateStage:
-    """`config.gate_steps` Newton steps on the gates {G, g} (the knots and facings)."""
+    """`config.gate_steps` Newton steps on the gates {G, g} (the knots and facings); none
+    for a unit without a gate group."""
 
-    def stages(self, k: int, config: TrainConfig) -> list[Stage]:
-        return [Stage((GATE,), config.gate_steps)]
+    def stages(self, layout: Layout, config: TrainConfig) -> list[Stage]:
+        return [] if layout.gate is None else [Stage((layout.gate,), config.gate_steps)]
 
 
 @dataclasses.dataclass(frozen=True)
 class AllStage:
     """`config.n_steps` Newton steps on every parameter."""
 
-    def stages(self, k: int, config: TrainConfig) -> list[Stage]:
-        return [Stage(all_groups(k), config.n_steps)]
+    def stages(self, layout: Layout, config: TrainConfig) -> list[Stage]:
+        return [Stage(layout.groups, config.n_steps)]
 
 
 NEWTON_SCHEDULES = {
@@ -149,9 +151,12 @@ class TrainConfig:
         can share a program (`train_batch`'s `factors`)."""
         return self.schedule == (SplineStages(),)
 
-    def stages(self, k: int) -> list[Stage]:
-        """The schedule's stages for a model with k factors, those of 0 steps left out."""
-        return [stage for builder in self.schedule for stage in builder.stages(k, self) if stage.steps > 0]
+    def stages(self, layout: Layout | int) -> list[Stage]:
+        """The schedule's stages for a unit row `layout` (`models.Layout`; an int k: the gated
+        family's model with k factors), those of 0 steps left out."""
+        if not isinstance(layout, Layout):
+            layout = gated_layout(layout, 1, 1)  # the groups do not depend on the sizes
+        return [stage for builder in self.schedule for stage in builder.stages(layout, self) if stage.steps > 0]
 
     @property
     def n_steps(self) -> int:

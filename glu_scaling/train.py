@@ -24,17 +24,7 @@ import optax
 
 from glu_scaling import compilation, linsolve, newton
 from glu_scaling.errors import UsageError
-from glu_scaling.models import (
-    OUT,
-    Group,
-    Params,
-    all_groups,
-    factor,
-    group_columns,
-    pack_units,
-    unit_size,
-    unpack_units,
-)
+from glu_scaling.models import Group, Layout, Params, factor, gated_layout
 from glu_scaling.schedules import FIRST_ORDER, Stage, TrainConfig
 
 STATUSES = ("ok", "diverged", "stalled")
@@ -79,11 +69,16 @@ def prepare_data(x, t, x_test, t_test, chunk: int) -> tuple[TrainData, int]:
     return TrainData(x, t, weight, x_test, t_test), chunk
 
 
-def selection(groups: tuple[Group, ...], k: int, n_in: int, n_out: int) -> newton.Selection:
-    """The Newton `Selection` for a set of parameter groups."""
-    columns = sorted({c for grp in groups for c in group_columns(k, n_in, n_out, grp)})
-    linear = len(groups) == 1 and groups[0].linear  # y is linear in one factor group or in D
-    return newton.Selection(tuple(columns), with_d=OUT in groups, second_order=not linear)
+def selection(groups: tuple[Group, ...], layout: Layout | int, n_in: int | None = None,
+              n_out: int | None = None) -> newton.Selection:
+    """The Newton `Selection` for a set of parameter groups of a unit row `layout`
+    (`models.Layout`; or the gated family's k with n_in and n_out)."""
+    if not isinstance(layout, Layout):
+        layout = gated_layout(layout, n_in, n_out)
+    columns = sorted({c for grp in groups for c in layout.columns(grp)})
+    linear = len(groups) == 1 and layout.linear(groups[0])  # y is linear in one such group
+    with_d = layout.d_group in groups if layout.d_group is not None else set(groups) == set(layout.groups)
+    return newton.Selection(tuple(columns), with_d=with_d, second_order=not linear)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -168,15 +163,18 @@ def _factor_stages(carry: _NewtonCarry, data: TrainData, first: int, count: int,
     return jax.lax.fori_loop(first, jnp.clip(last + 1, first, first + count), body, carry)
 
 
-def stage_masks(stages: list[Stage], k: int, n_in: int, n_out: int, width: int) -> np.ndarray:
+def stage_masks(stages: list[Stage], layout: Layout | int, n_in: int, n_out: int, width: int) -> np.ndarray:
     """(len(stages), P) bool: which entries of the all-parameter flat vector (unit
-    rows of width `width`, then d; see `newton.params_from_theta`) each stage moves."""
-    everything = selection(all_groups(k), k, n_in, n_out)
-    p = unit_size(k, n_in, n_out)
+    rows of width `width`, then d; see `newton.params_from_theta`) each stage moves.
+    layout: the unit row's `models.Layout` (or the gated family's k)."""
+    if not isinstance(layout, Layout):
+        layout = gated_layout(layout, n_in, n_out)
+    everything = selection(layout.groups, layout)
+    p = layout.size
     assert everything.columns == tuple(range(p)), everything.columns
     rows = []
     for stage in stages:
-        sel = selection(stage.groups, k, n_in, n_out)
+        sel = selection(stage.groups, layout)
         unit = np.isin(np.arange(p), sel.columns)
         rows.append(np.concatenate([np.tile(unit, width), np.full(n_out, sel.with_d)]))
     return np.stack(rows)
@@ -190,9 +188,9 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
     single step such as the cascade's gate step.  Every step goes through J^T J, so
     `train_newton` runs the linear least-squares stages before it on their own (QR)."""
     params = carry.params
-    k, dx, dy = params.n_factors, params.n_in, params.n_out
-    sel = selection(all_groups(k), k, dx, dy)
-    free = jnp.asarray(stage_masks(stages, k, dx, dy, params.width))
+    layout = params.layout
+    sel = selection(layout.groups, layout)
+    free = jnp.asarray(stage_masks(stages, layout, params.n_in, params.n_out, params.width))
     limits = jnp.asarray([stage.steps for stage in stages])
 
     def cond(c):
@@ -215,7 +213,7 @@ def _initial_carry(params: Params, data: TrainData) -> _NewtonCarry:
     return _NewtonCarry(
         params=params, step=jnp.asarray(0), damping_index=jnp.asarray(0),
         status=jnp.where(jnp.isfinite(loss0) & _all_finite(params), OK, DIVERGED),
-        stopped=jnp.asarray(False), decrement=jnp.asarray(0.0, params.G.dtype), loss=loss0,
+        stopped=jnp.asarray(False), decrement=jnp.asarray(0.0, params.dtype), loss=loss0,
         accepted=jnp.asarray(0), stage=jnp.asarray(0),
     )
 
@@ -231,10 +229,12 @@ def data_chunk(data: TrainData, chunk: int) -> int:
     return used
 
 
-def _factor_run(stages: list[Stage]) -> tuple[int, int]:
-    """(j, count): the leading `stages` are single steps on factor j, j + 1, ..., count
-    of them (count 0 if the first is not one)."""
+def _factor_run(stages: list[Stage], gated: bool = True) -> tuple[int, int]:
+    """(j, count): the leading `stages` are single steps on the gated family's factor j,
+    j + 1, ..., count of them (count 0 if the first is not one, or not `gated`)."""
     first, count = 0, 0
+    if not gated:
+        return first, count
     for stage in stages:
         group = stage.groups[0] if stage.steps == 1 and len(stage.groups) == 1 else None
         if group is None or group.kind != "factor" or (count and group.index != first + count):
@@ -262,31 +262,31 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig, batch_axi
     a model padded with constant factors (`models.with_constant_factors`); their stages are
     skipped.  `newton-splines` only (every other schedule would train them).
     """
-    k, dx, dy = params.n_factors, params.n_in, params.n_out
+    layout = params.layout
     _check_factors(config, factors)
     chunk = data_chunk(data, config.chunk)
     carry = _initial_carry(params, data)
     loss0 = carry.loss
-    stages = config.stages(k)
+    stages = config.stages(layout)
     # The leading single steps that are linear least squares (the spline stages) each run on
     # the columns of one group (the factor groups' in one loop, `_factor_stages`), solved by
     # QR of J: the masked all-parameter loop would solve them
     # through J^T J, whose Cholesky squares J's condition number and left wide GQUs of
     # newton-cascade up to 3x worse than newton-splines after the same stages.
     lead = 0
-    while lead < len(stages) and stages[lead].steps == 1 and not selection(stages[lead].groups, k, dx, dy).second_order:
+    while lead < len(stages) and stages[lead].steps == 1 and not selection(stages[lead].groups, layout).second_order:
         lead += 1
     rest = stages[lead:]
     separate = stages[:lead] if any(stage.steps > 1 for stage in rest) else stages
     i = 0
     while i < len(separate):
-        first, count = _factor_run(separate[i:])
+        first, count = _factor_run(separate[i:], isinstance(params, Params))
         if count >= 2 or (count and factors is not None):  # {U_1, u_1}, {U_2, u_2}, ...: one step in a loop
             carry = _factor_stages(carry, data, first, count, chunk, batch_axis, factors)
             i += count
             continue
         stage = separate[i]
-        carry = _newton_stage(carry, data, selection(stage.groups, k, dx, dy), stage.steps, chunk, batch_axis,
+        carry = _newton_stage(carry, data, selection(stage.groups, layout), stage.steps, chunk, batch_axis,
                               ladder=ladder)
         i += 1
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
@@ -302,11 +302,11 @@ def train_first_order(params: Params, data: TrainData, config: TrainConfig) -> t
 
     def loss_of(theta):
         rows, d = theta
-        return newton.loss_fn(unpack_units(params, rows, d), data.x, data.t, data.weight)
+        return newton.loss_fn(params.with_rows(rows, d), data.x, data.t, data.weight)
 
     method = FIRST_ORDER[config.optimizer]
     tx = method.transform(config.lr)
-    theta0 = (pack_units(params), params.d)
+    theta0 = (params.rows(), params.d)
     value_and_grad = optax.value_and_grad_from_state(loss_of) if method.needs_value \
         else jax.value_and_grad(loss_of)
     loss0 = loss_of(theta0)
@@ -334,7 +334,7 @@ def train_first_order(params: Params, data: TrainData, config: TrainConfig) -> t
     final = loss_of(theta)
     final = jnp.where(jnp.isfinite(final), final, loss0)
     status = jnp.where((status == OK) & ~(final < loss0), STALLED, status)
-    params = unpack_units(params, *theta)
+    params = params.with_rows(*theta)
     return params, {"status": status, "loss": final, "steps": jnp.asarray(config.n_steps)}
 
 
