@@ -74,11 +74,23 @@ def _configure_jax() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def _theory(row: dict) -> str:
+    """The 1D order -(p + 1) of a piecewise-polynomial unit of degree p, for a width slope."""
+    from glu_scaling import units
+
+    try:
+        degree = units.degree(row["arch"]) if row["x"] == "n_hidden" and row.get("n_in") == 1 else None
+    except UsageError:  # a folder's architecture this process cannot load
+        degree = None
+    return "" if degree is None else f"{-(degree + 1):>7d}"
+
+
 def _print_slopes(rows: list[dict]) -> None:
-    print(f"{'arch':<6} {'problem':<18} {'x':<9} {'slope':>7}  {'95% CI':<17} {'r2':>6}")
+    w = max([6, *(len(r["arch"]) for r in rows)])
+    print(f"{'arch':<{w}} {'problem':<18} {'x':<9} {'slope':>7}  {'95% CI':<17} {'r2':>6} {'theory':>7}")
     for r in rows:
-        print(f"{r['arch']:<6} {r['problem']:<18} {r['x']:<9} {r['slope']:7.3f}  "
-              f"[{r['ci_low']:7.3f}, {r['ci_high']:7.3f}] {r['r2']:6.3f}")
+        print(f"{r['arch']:<{w}} {r['problem']:<18} {r['x']:<9} {r['slope']:7.3f}  "
+              f"[{r['ci_low']:7.3f}, {r['ci_high']:7.3f}] {r['r2']:6.3f} {_theory(r)}".rstrip())
 
 
 def _summary(records: list[dict]) -> str:
@@ -272,7 +284,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from glu_scaling import models, problems, schedules
+    from glu_scaling import models, problems, schedules, units
 
     parser = _Parser(prog="glu-scaling", description="Convergence-order studies of shallow MLP/GLU/GQU networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -285,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_speedrun)
 
     p = sub.add_parser("sweep", help="train every arch x width x seed in batched, compiled calls")
-    p.add_argument("--arch", required=True, help=f"comma list of {', '.join(models.accepted_archs())}")
+    p.add_argument("--arch", required=True,
+                   help=f"comma list of {', '.join(units.all_accepted())} (module:PKG.MOD:NAME, a units.Unit "
+                        "an importable module defines; docs/architectures.md)")
     p.add_argument("--widths", required=True, help="lo:hi[:step] (hi exclusive) or a comma list")
     p.add_argument("--seeds", default="0", help="lo:hi[:step] or a comma list (default 0)")
     p.add_argument("--problem", default="one_over_1_p_9x2",

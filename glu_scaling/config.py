@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from glu_scaling import distributed, models, problems
+from glu_scaling import distributed, models, problems, units
 from glu_scaling.errors import UsageError, check_positive_int, unknown
 from glu_scaling.inits import InitConfig, has_later_factors
 from glu_scaling.knots import MAX_PLACED_DEGREE
@@ -41,6 +41,12 @@ class SweepConfig:
     dtype: str = "float64"
     batch_size: int | None = None  # models vmapped together on one device (None: planned); not part of a model
     devices: int | None = None  # devices a bucket is sharded over (None: all visible); not part of a model
+
+    def __post_init__(self):
+        # an architecture object (`units.Unit`) is registered and named by its name, as config.json keeps it
+        if isinstance(self.archs, list | tuple) and any(isinstance(a, units.Unit) for a in self.archs):
+            object.__setattr__(self, "archs", tuple(units.arch_name(units.register(a)) if isinstance(a, units.Unit)
+                                                    else a for a in self.archs))
 
     def replace(self, **settings) -> SweepConfig:
         """A copy with the given flat settings changed (steps=0, knots="placed", n_data=..., ...)."""
@@ -90,7 +96,7 @@ def check_sweep(config: SweepConfig) -> None:
     if isinstance(config.archs, str) or not config.archs:
         raise UsageError(f"archs must be a non-empty list of names such as ('mlp', 'glu'), got {config.archs!r}")
     for arch in config.archs:
-        models.n_factors(arch)  # "unknown architecture ... (did you mean ...)" for a bad name
+        units.resolve(arch)  # "unknown architecture ... (did you mean ...)" for a bad name; loads module:NAME
     models.activation_fn(config.activation)
     if not isinstance(config.train, TrainConfig) or not isinstance(config.init, InitConfig):
         raise UsageError("SweepConfig.train and .init must be a TrainConfig and an InitConfig; build a SweepConfig "
@@ -129,9 +135,11 @@ def check_knots(config: SweepConfig) -> None:
         raise UsageError(f"knots 'placed' needs a 1D problem with a known target f (one of "
                          f"{', '.join(problems.TARGETS_1D)}), got problem {config.problem!r}")
     for arch in config.archs:
-        if models.n_factors(arch) + 1 > MAX_PLACED_DEGREE:
-            raise UsageError(f"knots 'placed' works for spline degrees up to {MAX_PLACED_DEGREE} "
-                             f"(mlp, glu, gqu), got arch {arch!r} (degree {models.n_factors(arch) + 1})")
+        degree = units.degree(arch)
+        if degree is None or degree > MAX_PLACED_DEGREE or (units.resolve(arch) and units.resolve(arch).gate is None):
+            raise UsageError(f"knots 'placed' works for gated spline degrees up to {MAX_PLACED_DEGREE} "
+                             f"(mlp, glu, gqu, or a unit with a gate and a degree), got arch {arch!r} "
+                             f"(degree {degree})")
 
 
 def effective_settings(settings: dict) -> dict:

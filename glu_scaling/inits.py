@@ -373,13 +373,15 @@ def _placed_knots(problem: str, degree: int, n: int) -> tuple[float, ...]:
     return tuple(placed_knots(problems.scalar_target(problem), n, degree))
 
 
-def knot_table(knots: str, problem: str, arch: str, n_hidden: Sequence[int], width: int) -> np.ndarray | None:
+def knot_table(knots: str, problem: str, arch: str, n_hidden: Sequence[int], width: int,
+               degree: int | None = None) -> np.ndarray | None:
     """The spline init's knots of each model of a bucket, (B, width): for `knots` "placed",
-    `placed_knots` for f = `problem`'s target and degree k + 1; None for "uniform" (the
-    init spaces them evenly itself)."""
+    `placed_knots` for f = `problem`'s target and degree k + 1 (or `degree`, for an
+    architecture of the gated family's name or not); None for "uniform" (the init spaces
+    them evenly itself)."""
     if knots == "uniform":
         return None
-    degree = n_factors(arch) + 1
+    degree = n_factors(arch) + 1 if degree is None else degree
     rows = [_placed_knots(problem, degree, int(n)) for n in n_hidden]
     return np.stack([pad_knots(row, width) for row in rows])
 

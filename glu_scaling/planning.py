@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from glu_scaling import linsolve, models, problems
+from glu_scaling import linsolve, models, problems, units
 from glu_scaling.config import SweepConfig
 from glu_scaling.errors import UsageError
 from glu_scaling.schedules import TrainConfig
@@ -84,8 +84,8 @@ def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int
                    flop_rate: float | None = None) -> float:
     """Rough training seconds of the `n_seeds` models of one width per unit of W^2
     (at `flop_rate` flop/s; None: the default backend's guess)."""
-    k = models.n_factors(arch)
-    p = models.unit_size(k, n_in, n_out)
+    _, p, groups = units.unit_shape(arch, n_in, n_out, 1)
+    k = max(groups - 2, 0)  # the gated family's factors; a unit's groups but its gate and output
     if train.splines_only:
         n_steps, p = k + 1, n_in + 1  # one step a stage, each on one group of a unit
     else:
@@ -96,7 +96,7 @@ def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int
     return n_seeds * n_steps * 2.0 * n_points * n_out * p * p / flop_rate
 
 
-def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8,
+def model_bytes(arch: int | str, n_in: int, n_out: int, width: int, n_points: int, chunk: int, itemsize: int = 8,
                 ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> int:
     """Rough peak bytes one model of padded width W holds while it trains (vmapped on a device).
 
@@ -112,8 +112,14 @@ def model_bytes(k: int, n_in: int, n_out: int, width: int, n_points: int, chunk:
     elements = 112 MB, doubled 224 MB; a bucket of 480 such models then needs ~107 GB at
     once, so on a device with a 127 GB allocator limit (budget half of it: cap 283 models)
     `default_batch_size` splits it into 2 vmapped groups of 240 (53 GB).
+    arch: an architecture (`units.resolve`; a unit's groups bar its gate and output count as
+    k), or the gated family's k.
     """
-    p = models.unit_size(k, n_in, n_out)
+    if isinstance(arch, int) and not isinstance(arch, bool):
+        k, p = arch, models.unit_size(arch, n_in, n_out)
+    else:
+        width, p, groups = units.unit_shape(arch, n_in, n_out, width)  # a dense model: one row of everything
+        k = max(groups - 2, 0)
     P = width * p + n_out
     c = min(chunk, n_points)
     n_pad = -(-n_points // c) * c
@@ -187,7 +193,7 @@ def check_memory(config: SweepConfig, dataset: problems.Dataset,
     memory = device_memory()
     width = max(parse_spec(config.widths, "widths"))
     for arch in config.archs:
-        need = model_bytes(models.n_factors(arch), dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0],
+        need = model_bytes(arch, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0],
                            config.train.chunk, jnp.dtype(config.dtype).itemsize, ladder)
         if memory and need > memory:
             raise UsageError(f"width {width} needs about {need / 1e9:.3g} GB for one {arch} model's Newton step, "

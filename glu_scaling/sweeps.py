@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import distributed, inits, linsolve, models, planning, problems, results, slopes, specs, train
+from glu_scaling import distributed, inits, linsolve, models, planning, problems, results, slopes, specs, train, units
 from glu_scaling.config import (
     SweepConfig,
     check_sweep,
@@ -45,7 +45,8 @@ def _is_out_of_memory(err: Exception) -> bool:
 
 
 class _BucketSetup(NamedTuple):
-    k: int
+    k: int | None  # the gated family's factors, None for a `units.Unit`
+    unit: object | None  # a `units.Unit` or `dense.Dense`; None for the gated family
     shared: int | None  # factors of the program every architecture shares (`shared_factors`)
     data: train.TrainData
     batch: int
@@ -56,15 +57,16 @@ class _BucketSetup(NamedTuple):
 def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
                   ladder: linsolve.Ladder) -> _BucketSetup:
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
-    k, shared = models.n_factors(arch), shared_factors(config)
+    unit = units.resolve(arch)
+    k, shared = (None, None) if unit is not None else (models.n_factors(arch), shared_factors(config))
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
                                      config.train.chunk)
     n_devices = distributed.resolve_devices(config.devices)
     mesh = distributed.make_mesh(n_devices)
-    need = planning.model_bytes(shared or k, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
+    need = planning.model_bytes(shared or arch, dataset.n_in, dataset.n_out, width, dataset.x_train.shape[0], chunk,
                                 jnp.dtype(config.dtype).itemsize, ladder)
     batch = config.batch_size or planning.default_batch_size(n_models, n_devices=n_devices, bytes_per_model=need)
-    return _BucketSetup(k, shared, distributed.replicate(data, mesh), batch, n_devices, mesh)
+    return _BucketSetup(k, unit, shared, distributed.replicate(data, mesh), batch, n_devices, mesh)
 
 
 MAX_SHARED_FACTORS = 2  # `shared_factors`: architectures up to the GQU share a program
@@ -80,7 +82,7 @@ def shared_factors(config: SweepConfig) -> int | None:
     speedrun's records); with several inputs XLA may fuse the bigger
     program's multiply-adds differently, a difference at rounding level
     (`tests/test_train.py`)."""
-    ks = {models.n_factors(arch) for arch in config.archs}
+    ks = {models.n_factors(arch) for arch in config.archs if units.resolve(arch) is None}
     # up to the GQU's 2 factors the padding costs little; an mlp padded to a gated-9's
     # factors would carry 9 (and its memory estimate shrink every bucket's batch)
     shared = config.train.splines_only and len(ks) > 1 and max(ks) <= MAX_SHARED_FACTORS
@@ -101,10 +103,22 @@ def _own_factors(params: models.Params, setup: _BucketSetup) -> models.Params:
     return params if setup.shared is None else models.without_constant_factors(params, setup.k)
 
 
-def _init_kwargs(k: int, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
-    return dict(k=k, n_in=dataset.n_in, n_out=dataset.n_out, width=width, activation=config.activation,
-                spline_init=config.init.spline_init, dtype=jnp.dtype(config.dtype),
-                factor_init=config.init.factor_init)
+def _init_kwargs(setup: _BucketSetup, width: int, dataset: problems.Dataset, config: SweepConfig) -> dict:
+    shape = dict(n_in=dataset.n_in, n_out=dataset.n_out, width=width, spline_init=config.init.spline_init,
+                 dtype=jnp.dtype(config.dtype))
+    if setup.unit is not None:
+        return dict(unit=setup.unit, **shape)
+    return dict(k=setup.k, activation=config.activation, factor_init=config.init.factor_init,
+                factors_to=setup.shared, **shape)
+
+
+def _init_batch(setup: _BucketSetup, seeds, ns, knots, kwargs):
+    """A bucket's models in one compiled call: the gated family's (`inits.init_batch`) or an
+    architecture object's own (`units.Unit.init_batch`, `dense.Dense.init_batch`)."""
+    if setup.unit is not None:
+        kwargs = dict(kwargs)
+        return kwargs.pop("unit").init_batch(seeds, ns, knots, **kwargs)
+    return inits.init_batch(seeds, ns, **kwargs, knots=knots)
 
 
 def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
@@ -121,16 +135,18 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     setup = _bucket_setup(arch, n_models, width, dataset, config, ladder)
     seeds = jax.ShapeDtypeStruct((n_models,), jnp.uint32)
     ns = jax.ShapeDtypeStruct((n_models,), jnp.asarray(0).dtype)
-    kwargs = _init_kwargs(setup.k, width, dataset, config)
-    draw_kwargs = inits.draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
-    inits.draw_batch.lower(seeds, **draw_kwargs).compile()
-    draws = jax.eval_shape(functools.partial(inits.draw_batch, **draw_kwargs), seeds)
+    kwargs = _init_kwargs(setup, width, dataset, config)
     knots = None if config.init.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
-    inits.assemble_batch.lower(ns, draws, knots, **kwargs, factors_to=setup.shared).compile()
+    if setup.unit is not None:
+        pass  # compiled with the training program's shapes below
+    else:
+        draw_kwargs = inits.draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
+        inits.draw_batch.lower(seeds, **draw_kwargs).compile()
+        draws = jax.eval_shape(functools.partial(inits.draw_batch, **draw_kwargs), seeds)
+        inits.assemble_batch.lower(ns, draws, knots, **kwargs).compile()
     if not train_program:
         return
-    init = functools.partial(inits.init_batch, **kwargs, factors_to=setup.shared)
-    shapes = jax.eval_shape(init, seeds, ns, knots=knots)
+    shapes = jax.eval_shape(lambda s, n, t: _init_batch(setup, s, n, t, kwargs), seeds, ns, knots)
     factors = _factors(n_models, setup)
     factors = None if factors is None else jax.ShapeDtypeStruct(factors.shape, factors.dtype)
     if setup.mesh is not None:
@@ -173,10 +189,11 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     batch = setup.batch if batch is None else batch
     seeds = jnp.asarray([s for _, s in pairs], dtype=jnp.uint32)
     ns = jnp.asarray([n for n, _ in pairs])
-    kwargs = _init_kwargs(setup.k, width, dataset, config)
-    knots = inits.knot_table(config.init.knots, config.problem, arch, [n for n, _ in pairs], width)
+    kwargs = _init_kwargs(setup, width, dataset, config)
+    knots = inits.knot_table(config.init.knots, config.problem, arch, [n for n, _ in pairs], width,
+                             units.degree(arch))
     knots = None if knots is None else jnp.asarray(knots, kwargs["dtype"])
-    params = inits.init_batch(seeds, ns, **kwargs, knots=knots, factors_to=setup.shared)
+    params = _init_batch(setup, seeds, ns, knots, kwargs)
     params, factors = distributed.replicate((params, _factors(len(pairs), setup)), setup.mesh)
     while True:
         try:
@@ -272,6 +289,8 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     """
     check_sweep(config)
     dataset = load_dataset(config)
+    for arch in config.archs:  # a user's architecture that fails, or gives NaN, ends here, before anything is written
+        units.check_arch(arch, dataset.x_train, dataset.n_out, min(config.widths), jnp.dtype(config.dtype))
     planning.check_memory(config, dataset, ladder)
     folder = None
     done: dict[tuple, dict] = {}
@@ -295,8 +314,10 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     for arch in config.archs:
         cost = planning.seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0],
                                        len(config.seeds), config.train, planner.flop_rate)
-        for bucket in planning.plan_buckets(config.widths, seconds_per_w2=cost,
-                                            compile_seconds=planner.compile_seconds):
+        buckets = planning.plan_buckets(config.widths, seconds_per_w2=cost, compile_seconds=planner.compile_seconds)
+        if not getattr(units.resolve(arch), "pads", True):  # a dense model: each width compiles on its own
+            buckets = [[w] for w in sorted(set(config.widths))]
+        for bucket in buckets:
             pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
             if pairs:
                 todo.append((arch, max(bucket), pairs))
@@ -346,7 +367,7 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
             recs.append({
                 "arch": arch, "activation": config.activation, "problem": config.problem,
                 "n_in": dataset.n_in, "n_out": dataset.n_out, "n_hidden": n,
-                "n_params": models.param_count(arch, dataset.n_in, n, dataset.n_out), "seed": s,
+                "n_params": units.param_count(arch, dataset.n_in, n, dataset.n_out), "seed": s,
                 "optimizer": config.train.optimizer, "train_rmse": float(info["train_rmse"][b]),
                 "test_rmse": float(info["test_rmse"][b]), "status": train.STATUSES[int(info["status"][b])],
                 "seconds": seconds / len(pairs), "steps": int(info["steps"][b]), "bucket_width": width,
@@ -417,11 +438,11 @@ def sweep(archs, widths, seeds=(0,), problem: str = "one_over_1_p_9x2", optimize
           out=None, progress: bool = False, **settings) -> list[dict]:
     """Python entry point: train every (arch, width, seed) and return one record per model.
 
-    archs: a name or a list; widths, seeds: lists or SPEC strings ('1:104:3', '0,1,2').
+    archs: a name, a `units.Unit` or a list of them; widths, seeds: lists or SPEC strings ('1:104:3', '0,1,2').
     Other keywords are flat settings (`config.sweep_config`: steps, n_data, activation,
     knots, ...).  Returns the records of results.jsonl, one dict per model.
     """
-    archs = (archs,) if isinstance(archs, str) else tuple(archs)
+    archs = (archs,) if isinstance(archs, str | units.Unit) else tuple(archs)
     if "dtype" in settings and not isinstance(settings["dtype"], str):  # np.float64, jnp.float32, a dtype
         try:
             settings["dtype"] = jnp.dtype(settings["dtype"]).name

@@ -1,0 +1,505 @@
+"""Bring your own architecture: a shallow model y = d + sum_i unit(theta_i, x), declared as data.
+
+An architecture (`Unit`) says, as plain data and one pure function:
+
+* its parameter groups in row order, each with a size: "affine" (n_in weights then a
+  bias, n_in + 1), "out" (n_out), "in" (n_in) or an int;
+* `unit(parts, x) -> (n_out,)`: one unit's output at one point x (n_in,), with `parts`
+  the unit's parameter row split into its groups (a dict name -> 1-D array);
+* `linear`: the groups the output is linear in (the others fixed), in the order the
+  spline stages solve them by one least-squares step each;
+* `gate`: the group that holds the gate (its knot): it gets the spline init (an "affine"
+  gate only) and `newton-cascade`'s gate stage; `out`: the group the output bias d moves
+  with; `degree`: the piecewise-polynomial degree p, when there is one (1D order -(p + 1)).
+
+The training engine (`newton`, `train`) builds each unit's Jacobian and its per-unit
+Hessian block by autodiff of `unit` (`UnitParams.derivatives`), with the same damping
+ladder, line search, stages, batching, padding masks and sharding as the gated family,
+whose closed-form derivatives stay its fast path (`models.Params`).  A sweep accepts a
+`Unit`, the name of a registered one (`ARCHITECTURES`, `register`), or "module:NAME" for
+a `Unit` that an importable module defines (docs/architectures.md has a worked example).
+
+Example:
+
+>>> import jax, jax.numpy as jnp
+>>> relu2 = Unit("my_relu2", lambda p, x: jax.nn.relu(affine(p["gate"], x)) ** 2 * p["out"],
+...              groups=(("gate", "affine"), ("out", "out")), linear=("out",), gate="gate", degree=2)
+>>> relu2.param_count(n_in=1, n_hidden=10, n_out=1)
+31
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from glu_scaling import compilation
+from glu_scaling.errors import UsageError, check_positive_int, unknown
+from glu_scaling.inits import init_draws, init_draws_batch, pad_knots, spline_gates
+from glu_scaling.models import (
+    GATE,
+    NAMED_ARCHS,
+    OUT,
+    Group,
+    Layout,
+    Params,
+    accepted_archs,
+    check_float_dtype,
+    factor,
+    n_factors,
+    unit_output,
+)
+
+SIZES = ("affine", "out", "in")
+
+
+def affine(w: jax.Array, x: jax.Array) -> jax.Array:
+    """w[:-1] . x + w[-1] for an "affine" group w (n_in + 1,) and a point x (n_in,)."""
+    return w[:-1] @ x + w[-1]
+
+
+def _group(name: str) -> Group:
+    """The engine's `models.Group` for a group name (the gated family's own for gate, out, factorJ)."""
+    match = re.fullmatch(r"factor(\d+)", name)
+    if match and int(match.group(1)) >= 1:
+        return factor(int(match.group(1)))
+    return {"gate": GATE, "out": OUT}.get(name, Group(name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A shallow architecture y = d + sum over units of unit(parts_i, x) (see the module docstring).
+
+    name: how records, tables and plots name it.
+    unit: (parts: dict group name -> (size,), x (n_in,)) -> (n_out,); pure, differentiable twice.
+    groups: ((name, size), ...) in row order; size "affine" (n_in + 1), "out" (n_out), "in"
+      (n_in) or a positive int.
+    linear: groups the output is linear in, in the order the spline stages solve them.
+    gate: the group holding the gate (spline init if "affine", gate stage), or None.
+    out: the group the output bias d moves with (default "out" if there is one, else the
+      first of `linear`).
+    degree: the piecewise-polynomial degree p in 1D, or None.
+    """
+
+    name: str
+    unit: Callable
+    groups: tuple[tuple[str, str | int], ...]
+    linear: tuple[str, ...] = ()
+    gate: str | None = None
+    out: str | None = None
+    degree: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z_][\w.\-]*", self.name) \
+                or self.name in NAMED_ARCHS or re.fullmatch(r"gated\d", self.name):
+            raise UsageError(f"a unit's name must be a plain identifier not used by the gated family "
+                             f"(mlp, glu, gqu, gatedK), got {self.name!r}")
+        if not callable(self.unit):
+            raise UsageError(f"unit {self.name!r}: `unit` must be a function (parts, x) -> (n_out,), "
+                             f"got {self.unit!r}")
+        groups = tuple((str(n), s) for n, s in self.groups)
+        names = [n for n, _ in groups]
+        if not names or len(set(names)) != len(names):
+            raise UsageError(f"unit {self.name!r}: groups must be distinct (name, size) pairs, got {self.groups!r}")
+        for n, size in groups:
+            if size not in SIZES and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+                raise UsageError(f"unit {self.name!r}: group {n!r} has size {size!r}; accepted: "
+                                 f"{', '.join(SIZES)} or a positive int")
+        for what, value in (("linear", self.linear), ("gate", (self.gate,) if self.gate else ()),
+                            ("out", (self.out,) if self.out else ())):
+            for n in value:
+                if n not in names:
+                    raise UsageError(f"unit {self.name!r}: {what} names group {n!r}; its groups are "
+                                     f"{', '.join(names)}")
+        if self.gate in self.linear:
+            raise UsageError(f"unit {self.name!r}: the gate group {self.gate!r} cannot also be linear")
+        if self.degree is not None and (isinstance(self.degree, bool) or not isinstance(self.degree, int)
+                                        or self.degree < 1):
+            raise UsageError(f"unit {self.name!r}: degree must be a positive int or None, got {self.degree!r}")
+        object.__setattr__(self, "groups", groups)
+        object.__setattr__(self, "linear", tuple(self.linear))
+
+    def sizes(self, n_in: int, n_out: int) -> tuple[int, ...]:
+        """Each group's length for n_in inputs and n_out outputs."""
+        named = {"affine": n_in + 1, "out": n_out, "in": n_in}
+        return tuple(named.get(size, size) for _, size in self.groups)
+
+    def row_size(self, n_in: int, n_out: int) -> int:
+        """Length p of one unit's parameter row."""
+        return sum(self.sizes(n_in, n_out))
+
+    def param_count(self, n_in: int, n_hidden: int, n_out: int) -> int:
+        """Trainable parameters of an unpadded model: p n_hidden + n_out (d)."""
+        for kind, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+            check_positive_int(kind, value)
+        return self.row_size(n_in, n_out) * n_hidden + n_out
+
+    @property
+    def d_group(self) -> str | None:
+        names = [n for n, _ in self.groups]
+        return self.out or ("out" if "out" in names else (self.linear[0] if self.linear else None))
+
+    def layout(self, n_in: int, n_out: int) -> Layout:
+        """The packed row's `models.Layout` (what the Newton schedules read)."""
+        d = self.d_group
+        return Layout(tuple(_group(n) for n, _ in self.groups), self.sizes(n_in, n_out),
+                      cascade=tuple(_group(n) for n in self.linear),
+                      gate=None if self.gate is None else _group(self.gate),
+                      d_group=None if d is None else _group(d))
+
+    def split(self, row: jax.Array, n_in: int, n_out: int) -> dict[str, jax.Array]:
+        """A packed row (p,) as a dict group name -> its slice."""
+        parts, start = {}, 0
+        for (n, _), size in zip(self.groups, self.sizes(n_in, n_out)):
+            parts[n] = row[start:start + size]
+            start += size
+        return parts
+
+    pads = True  # models of several widths share a program, padded with masked units
+
+    def unit_at(self, n_in: int, n_hidden: int, n_out: int) -> Unit:
+        """The unit of a model of width n_hidden: this one at any width (`dense.Dense` differs)."""
+        return self
+
+    def init_batch(self, seeds, n_hidden, knots=None, **shape) -> UnitParams:
+        """`init_batch` of this unit (what a sweep calls for any architecture object)."""
+        return init_batch(seeds, n_hidden, knots, unit=self, **shape)
+
+    def row_fn(self, n_in: int, n_out: int) -> Callable:
+        """f(row (p,), x (n_in,)) -> (n_out,): `unit` on a packed row."""
+        return lambda row, x: jnp.reshape(self.unit(self.split(row, n_in, n_out), x), (n_out,))
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitParams:
+    """Parameters of one model of a `Unit` (or a batch, with leading batch axes).
+
+    rows (W, p): one packed row per unit; d (n_out,); mask (W,) 1 for the real units, 0 for
+    padding (whose rows are zero and contribute nothing).  `unit` and `n_in` are static.
+    """
+
+    rows_: jax.Array
+    d: jax.Array
+    mask: jax.Array
+    unit: Unit
+    n_in: int
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[-1]
+
+    @property
+    def n_out(self) -> int:
+        return self.d.shape[-1]
+
+    @property
+    def dtype(self):
+        return self.rows_.dtype
+
+    @property
+    def layout(self) -> Layout:
+        return self.unit.layout(self.n_in, self.n_out)
+
+    def replace(self, **changes) -> UnitParams:
+        return dataclasses.replace(self, **changes)
+
+    def rows(self) -> jax.Array:
+        return self.rows_
+
+    def with_rows(self, rows: jax.Array, d: jax.Array | None = None) -> UnitParams:
+        return self.replace(rows_=rows, d=self.d if d is None else d)
+
+    def _per_unit(self, x: jax.Array, fn: Callable) -> jax.Array:
+        """fn(row_i, x_n) for every point and unit: (N, W, ...)."""
+        return jax.vmap(jax.vmap(fn, in_axes=(0, None)), in_axes=(None, 0))(self.rows_, x)
+
+    def output(self, x: jax.Array) -> jax.Array:
+        """y = d + sum over real units of unit(row_i, x); x (N, n_in) -> (N, n_out)."""
+        f = self.unit.row_fn(self.n_in, self.n_out)
+        each = self._per_unit(x, f)  # (N, W, dy)
+        return self.d + jnp.sum(jnp.where(self.mask[None, :, None] > 0, each, 0.0), axis=1)
+
+    def derivatives(self, x: jax.Array, r: jax.Array | None):
+        """Ju (C, W, dy, p) = d y(x_n) / d row_i and S (W, p, p) = sum_n r_n . d^2 unit / d row_i^2
+        by autodiff (forward-mode Jacobians; S as the Hessian of the scalar sum_n r_n . unit(row, x_n),
+        one per unit); zero for masked units; S is None when r is."""
+        f = self.unit.row_fn(self.n_in, self.n_out)
+        mask = self.mask > 0
+        # reverse mode when a unit has more parameters than outputs (always, bar tiny rows)
+        jac = jax.jacrev if self.rows_.shape[-1] > self.n_out else jax.jacfwd
+        Ju = jnp.where(mask[None, :, None, None], self._per_unit(x, jac(f)), 0.0)
+        if r is None:
+            return Ju, None
+
+        def curvature(row):
+            return jax.hessian(lambda w: jnp.sum(r * jax.vmap(lambda xn: f(w, xn))(x)))(row)
+
+        S = jax.vmap(curvature)(self.rows_)
+        return Ju, jnp.where(mask[:, None, None], S, 0.0)
+
+
+jax.tree_util.register_dataclass(UnitParams, data_fields=["rows_", "d", "mask"], meta_fields=["unit", "n_in"])
+
+
+# ---------------------------------------------------------------- the gated family as units
+
+
+@functools.lru_cache(maxsize=64)
+def gated(k: int, activation: str = "relu") -> Unit:
+    """The gated family's unit with k factors as a `Unit` (autodiff path): the same rows,
+    groups and cascade as `models.Params` (whose closed-form derivatives are the fast path)."""
+    groups = (("gate", "affine"), *((f"factor{j}", "affine") for j in range(1, k + 1)), ("out", "out"))
+
+    def unit(parts, x):
+        row = jnp.concatenate([parts[n] for n, _ in groups])
+        return unit_output(row, x, k=k, n_in=x.shape[0], activation=activation)
+
+    return Unit(f"autodiff_gated{k}_{activation}", unit, groups,
+                linear=("out", *(f"factor{j}" for j in range(1, k + 1))), gate="gate",
+                degree=k + 1 if activation == "relu" else None)
+
+
+def from_params(params: Params) -> UnitParams:
+    """A gated model on the autodiff path: the same model (rows, d, mask) as a `UnitParams`
+    of `gated(k, activation)`; leaves may carry leading batch axes."""
+    return UnitParams(params.rows() if params.G.ndim == 2 else jax.vmap(Params.rows)(params),
+                      params.d, params.mask, gated(params.n_factors, params.activation), params.n_in)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def _relu2(parts, x):
+    return jax.nn.relu(affine(parts["gate"], x)) ** 2 * parts["out"]
+
+
+def _swiglu(parts, x):
+    return jax.nn.silu(affine(parts["gate"], x)) * affine(parts["up"], x) * parts["out"]
+
+
+def _bilinear(parts, x):
+    return affine(parts["left"], x) * affine(parts["right"], x) * parts["out"]
+
+
+ARCHITECTURES: dict[str, Unit] = {}
+
+
+def is_architecture(arch) -> bool:
+    """Whether `arch` is an architecture object: a `Unit` or a `dense.Dense` (anything with a
+    name, `init_batch`, `param_count`, `unit_at` and `pads`)."""
+    return all(hasattr(arch, a) for a in ("name", "init_batch", "param_count", "unit_at", "pads"))
+
+
+def register(unit: Unit) -> Unit:
+    """Make an architecture object (`Unit`, `dense.Dense`) known to sweeps, the CLI and resumes
+    by its name; returns it.  A different one under a name already taken is refused."""
+    if not is_architecture(unit):
+        raise UsageError(f"register takes a glu_scaling.units.Unit or dense.Dense, got {type(unit).__name__}")
+    if ARCHITECTURES.get(unit.name, unit) is not unit:
+        raise UsageError(f"an architecture named {unit.name!r} is already registered; give yours another name")
+    ARCHITECTURES[unit.name] = unit
+    return unit
+
+
+RELU2 = register(Unit("relu2", _relu2, (("gate", "affine"), ("out", "out")), linear=("out",), gate="gate",
+                      degree=2))
+SWIGLU = register(Unit("swiglu", _swiglu, (("gate", "affine"), ("up", "affine"), ("out", "out")),
+                       linear=("out", "up"), gate="gate"))
+BILINEAR = register(Unit("bilinear", _bilinear, (("left", "affine"), ("right", "affine"), ("out", "out")),
+                         linear=("out", "right", "left")))
+
+
+def all_accepted() -> list[str]:
+    return [*accepted_archs(), *ARCHITECTURES, "module:NAME"]
+
+
+def _load(spec: str) -> Unit:
+    """The `Unit` that "module:NAME" names (imported now), registered under its own name."""
+    text = spec[len("module:"):]
+    module_name, _, attr = text.rpartition(":") if ":" in text else text.rpartition(".")
+    if not module_name or not attr:
+        raise UsageError(f"--arch {spec!r}: write module:PACKAGE.MODULE:NAME (or module:MODULE.NAME) for a Unit "
+                         "that an importable module defines")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or whatever the module raises while it loads
+        raise UsageError(f"--arch {spec!r}: cannot import module {module_name!r} "
+                         f"({type(err).__name__}: {err}); is it on PYTHONPATH?") from None
+    if not hasattr(module, attr):
+        raise UsageError(f"--arch {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    unit = getattr(module, attr)
+    if not is_architecture(unit):
+        raise UsageError(f"--arch {spec!r}: {module_name}.{attr} is a {type(unit).__name__}, "
+                         "not a glu_scaling.units.Unit (or dense.Dense)")
+    if ARCHITECTURES.get(unit.name, unit) is not unit:
+        return ARCHITECTURES[unit.name]
+    return register(unit)
+
+
+def resolve(arch):
+    """The `Unit` an architecture names, or None for the gated family (mlp, glu, gqu,
+    gatedK: the closed-form fast path).  `arch`: a `Unit`, a registered name, or
+    "module:NAME"; anything else is a one-line UsageError that lists what is accepted."""
+    if is_architecture(arch):
+        return arch
+    if isinstance(arch, str):
+        if arch in ARCHITECTURES:
+            return ARCHITECTURES[arch]
+        if arch.startswith("module:"):
+            return _load(arch)
+    try:
+        n_factors(arch)
+        return None
+    except UsageError:
+        raise unknown("architecture", arch, all_accepted(),
+                      candidates=[*NAMED_ARCHS, *(f"gated{k}" for k in range(10)), *ARCHITECTURES]) from None
+
+
+def arch_name(arch) -> str:
+    """The name records and config.json use for `arch` (a Unit's own name; "module:NAME" as given)."""
+    return arch.name if is_architecture(arch) else arch
+
+
+def unit_shape(arch, n_in: int, n_out: int, width: int) -> tuple[int, int, int]:
+    """(units W, row length p, parameter groups) of a model of padded width `width`: W = width
+    for a sum of units, 1 for a dense model (whose one row is every parameter)."""
+    unit = resolve(arch)
+    if unit is None:
+        k = n_factors(arch)
+        return width, (k + 1) * (n_in + 1) + n_out, k + 2
+    one = unit.unit_at(n_in, width, n_out)
+    return (width if unit.pads else 1), one.row_size(n_in, n_out), len(one.groups)
+
+
+def param_count(arch, n_in: int, n_hidden: int, n_out: int) -> int:
+    """Trainable parameters of an unpadded model of any architecture."""
+    for kind, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+        check_positive_int(kind, value)
+    unit = resolve(arch)
+    if unit is not None:
+        return unit.param_count(n_in, n_hidden, n_out)
+    return ((n_factors(arch) + 1) * (n_in + 1) + n_out) * n_hidden + n_out
+
+
+def degree(arch) -> int | None:
+    """The 1D piecewise-polynomial degree p (theoretical order -(p + 1)); None if not piecewise."""
+    unit = resolve(arch)
+    return n_factors(arch) + 1 if unit is None else unit.degree
+
+
+# ---------------------------------------------------------------- initialisation
+
+
+def check_unit(unit: Unit, n_in: int, n_out: int, dtype=jnp.float64) -> None:
+    """One line naming what is wrong with a user's `unit` for n_in inputs and n_out outputs:
+    a function that fails, or an output that is not n_out numbers."""
+    p = unit.row_size(n_in, n_out)
+    try:
+        out = jax.eval_shape(lambda row, x: unit.unit(unit.split(row, n_in, n_out), x),
+                             jax.ShapeDtypeStruct((p,), dtype), jax.ShapeDtypeStruct((n_in,), dtype))
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UsageError(f"architecture {unit.name!r}: its unit(parts, x) fails on a row of groups "
+                         f"{dict(zip([n for n, _ in unit.groups], unit.sizes(n_in, n_out)))} and x of shape "
+                         f"({n_in},): {type(err).__name__}: {first}") from None
+    if not hasattr(out, "shape") or int(np.prod(out.shape)) != n_out:
+        raise UsageError(f"architecture {unit.name!r}: unit(parts, x) must return {n_out} outputs (shape "
+                         f"({n_out},)), got {getattr(out, 'shape', type(out).__name__)}")
+
+
+CHECK_POINTS = 256  # `check_finite` evaluates a unit's first model on this many points
+
+
+def check_finite(unit: Unit, x, n_out: int, dtype=jnp.float64) -> None:
+    """One line if a 2-unit model of `unit` from seed 0 gives a non-finite output on the first
+    `CHECK_POINTS` rows of the data x (N, n_in): such a unit would only train to "diverged"."""
+    x = jnp.asarray(np.asarray(x)[:CHECK_POINTS], dtype)
+    params = init(jax.random.PRNGKey(0), unit, x.shape[1], 2, n_out, dtype=dtype)
+    y = np.asarray(jax.jit(UnitParams.output)(params, x))
+    if not np.all(np.isfinite(y)):
+        raise UsageError(f"architecture {unit.name!r}: its unit gives non-finite outputs (NaN or inf) at the "
+                         f"initial parameters on {int(np.sum(~np.isfinite(y)))} of {y.size} values of the data; "
+                         "check unit(parts, x) for divisions, logs or overflow")
+
+
+def check_arch(arch, x, n_out: int, width: int, dtype=jnp.float64) -> None:
+    """`check_unit` and `check_finite` for any architecture a sweep names (nothing for the
+    gated family), on the data x (N, n_in), at `width` for a dense model."""
+    unit = resolve(arch)
+    if unit is None:
+        return
+    n_in = np.shape(x)[1]
+    if not unit.pads:
+        try:
+            unit = unit.unit_at(n_in, width, n_out)
+        except UsageError:
+            raise
+        except Exception as err:
+            raise UsageError(f"architecture {unit.name!r}: its init fails at n_in={n_in}, width={width}, "
+                             f"n_out={n_out}: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from None
+    check_unit(unit, n_in, n_out, dtype)
+    check_finite(unit, x, n_out, dtype)
+
+
+def init_masked(unit: Unit, n_in: int, n_hidden, n_out: int, width: int, draws, *, spline_init: bool = True,
+                dtype=jnp.float64, knots=None) -> UnitParams:
+    """A model of `unit` from `inits.init_draws` (every entry N(0, 1), unit i's row from its own
+    key, so a model's real units do not depend on the padded width), the gate group (if
+    "affine") from the spline init (`inits.spline_gates`), padding units zero and masked.
+    `n_hidden` may be traced."""
+    p = unit.row_size(n_in, n_out)
+    rows = draws.units[:, :p].astype(dtype)
+    if spline_init and unit.gate is not None and dict(unit.groups)[unit.gate] == "affine":
+        G, g = spline_gates(None, n_hidden, n_in, dtype=dtype, width=width, directions=draws.directions,
+                            knots=knots)
+        start = unit.layout(n_in, n_out).columns(_group(unit.gate))[0]
+        rows = rows.at[:, start:start + n_in].set(G).at[:, start + n_in].set(g)
+    mask = (jnp.arange(width) < n_hidden).astype(dtype)
+    return UnitParams(rows * mask[:, None], draws.d.astype(dtype), mask, unit, n_in)
+
+
+def init(key, unit: Unit, n_in: int, n_hidden: int, n_out: int, *, width: int | None = None,
+         spline_init: bool = True, dtype=None, knots=None) -> UnitParams:
+    """Initialise one model of `unit` with `n_hidden` real units padded to `width` (default
+    n_hidden); see `init_masked`."""
+    unit = resolve(unit)
+    if unit is None:
+        raise UsageError("units.init takes a Unit; for mlp, glu, gqu and gatedK use glu_scaling.init")
+    n_in, n_hidden, n_out = (check_positive_int(k, v) for k, v in (("n_in", n_in), ("n_hidden", n_hidden),
+                                                                   ("n_out", n_out)))
+    width = n_hidden if width is None else check_positive_int("width", width)
+    if width < n_hidden:
+        raise UsageError(f"width must be >= n_hidden={n_hidden}, got {width}")
+    dtype = check_float_dtype(dtype)
+    check_unit(unit, n_in, n_out, dtype)
+    draws = init_draws(key, n_in, n_out, width, unit.row_size(n_in, n_out), dtype)
+    knots = None if knots is None else pad_knots(knots, width)
+    return init_masked(unit, n_in, n_hidden, n_out, width, draws, spline_init=spline_init, dtype=dtype,
+                       knots=knots)
+
+
+@compilation.jit_with(brief=True, static_argnames=("unit", "n_in", "n_out", "width", "spline_init", "dtype"))
+def init_batch(seeds, n_hidden, knots=None, *, unit: Unit, n_in: int, n_out: int, width: int, spline_init: bool,
+               dtype) -> UnitParams:
+    """Models of `unit` for (seed_b, n_hidden_b) pairs, padded to `width`, in one compiled call;
+    knots (B, width) or None (evenly spaced).  Leaves have a leading B axis."""
+    draws = init_draws_batch(jax.vmap(jax.random.PRNGKey)(seeds), n_in, n_out, width,
+                             unit.row_size(n_in, n_out), dtype)
+    return jax.vmap(lambda n, z, t: init_masked(unit, n_in, n, n_out, width, z, spline_init=spline_init,
+                                                dtype=dtype, knots=t))(n_hidden, draws, knots)
+
+
+__all__ = [
+    "ARCHITECTURES", "BILINEAR", "RELU2", "SWIGLU", "Unit", "UnitParams", "affine", "arch_name", "check_arch",
+    "check_finite",
+    "check_unit",
+    "degree", "from_params", "gated", "init", "init_batch", "is_architecture", "param_count", "register",
+    "resolve", "unit_shape",
+]
