@@ -43,9 +43,9 @@ class SweepConfig:
     devices: int | None = None  # devices a bucket is sharded over (None: all visible); not part of a model
 
     def __post_init__(self):
-        # an architecture object (`units.Unit`) is registered and named by its name, as config.json keeps it
-        if isinstance(self.archs, list | tuple) and any(isinstance(a, units.Unit) for a in self.archs):
-            object.__setattr__(self, "archs", tuple(units.arch_name(units.register(a)) if isinstance(a, units.Unit)
+        # an architecture object (`units.Unit`, `dense.Dense`) is registered and named by its name, as config.json keeps it
+        if isinstance(self.archs, list | tuple) and any(units.is_architecture(a) for a in self.archs):
+            object.__setattr__(self, "archs", tuple(units.arch_name(units.register(a)) if units.is_architecture(a)
                                                     else a for a in self.archs))
 
     def replace(self, **settings) -> SweepConfig:

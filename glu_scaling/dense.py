@@ -102,9 +102,10 @@ def _init_batch(seeds, *, dense: Dense, n_in: int, n_out: int, width: int, dtype
 
 
 def init(key, dense: Dense, n_in: int, n_hidden: int, n_out: int, dtype=jnp.float64) -> UnitParams:
-    """One model of `dense` at width n_hidden, from `key` as `init_batch` draws seed keys."""
-    params = dense.init(key, n_in, n_hidden, n_out)
-    k_bias = jax.random.split(key)[1]
+    """One model of `dense` at width n_hidden; `init(jax.random.PRNGKey(seed), ...)` is a sweep's
+    model of that seed."""
+    k_params, k_bias = jax.random.split(key)
+    params = dense.init(k_params, n_in, n_hidden, n_out)
     unit = dense.unit_at(n_in, n_hidden, n_out)
     row = jnp.concatenate([jnp.ravel(params[n]) for n in sorted(params)]).astype(dtype)
     return UnitParams(row[None], jax.random.normal(k_bias, (n_out,), dtype), jnp.ones((1,), dtype), unit, n_in)

@@ -1,5 +1,8 @@
 """Flax NNX modules for the gated-unit family, built on the pure functions in `models`.
 
+`dense_from_module` goes the other way for any NNX model whose hidden width is a
+constructor argument: it becomes a `dense.Dense` that sweeps train by Newton.
+
 `GatedUnits` is a thin stateful wrapper: its `nnx.Param` leaves hold exactly the
 arrays of a `models.Params` (G, g, U, u, D, d), its unit mask is a non-trainable
 `Mask` variable, and `__call__` is `models.apply`.  There is no second
@@ -27,9 +30,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from glu_scaling import inits, models
+from glu_scaling.dense import Dense
 from glu_scaling.errors import UsageError
 
-__all__ = ["GLU", "GQU", "MLP", "GatedUnits", "Mask", "arch_name"]
+__all__ = ["GLU", "GQU", "MLP", "GatedUnits", "Mask", "arch_name", "dense_from_module"]
 
 _PARAM_FIELDS = ("G", "g", "U", "u", "D", "d")
 
@@ -219,3 +223,57 @@ class GQU(GatedUnits):
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, **kwargs):
         super().__init__(n_in, n_hidden, n_out, arch=self.ARCH, **kwargs)
+
+
+# ---------------------------------------------------------------- any NNX model on the dense path
+
+
+def _signature(flat: dict) -> tuple:
+    return tuple(sorted((key, tuple(jnp.shape(value))) for key, value in flat.items()))
+
+
+def dense_from_module(name: str, make, *, linear: tuple[str, ...] = (), degree: int | None = None) -> Dense:
+    """A Flax NNX model as a `dense.Dense`, so that sweeps and Newton training take it.
+
+    make: (n_in, n_hidden, n_out, rngs) -> an `nnx.Module` whose `__call__` maps x (N, n_in)
+      to (N, n_out); the hidden width is a constructor argument.  Its `nnx.Param`s are the
+      parameters, keyed by their paths ("l1.kernel", "l2.bias", ...); it may hold no other
+      state (batch statistics, rng streams).
+    linear: parameter keys the output is linear in (the last layer's kernel, say), solved
+      first by least squares in `newton-cascade` and `newton-splines`.
+    degree: the 1D piecewise-polynomial degree, if the model is a spline of one.
+
+    The engine's output bias d adds to the module's own; the pair is one direction that
+    the damped Newton steps and the least-squares fallback handle.
+    Example (`tests/test_dense.py`)::
+
+        class TwoLayer(nnx.Module):
+            def __init__(self, n_in, n, n_out, rngs):
+                self.l1, self.l2 = nnx.Linear(n_in, n, rngs=rngs), nnx.Linear(n, n_out, rngs=rngs)
+            def __call__(self, x):
+                return self.l2(jax.nn.relu(self.l1(x)))
+
+        arch = dense_from_module("two_layer", TwoLayer, linear=("l2.kernel", "l2.bias"))
+        gs.sweep([arch], "2:9", problem="paper_1d")
+    """
+    built: dict[tuple, tuple] = {}  # parameter shapes (one entry per width) -> (graphdef, treedef, keys)
+
+    def init(key, n_in, n_hidden, n_out):
+        module = make(n_in, n_hidden, n_out, nnx.Rngs(key))
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        if jax.tree.leaves(rest):
+            raise UsageError(f"architecture {name!r}: its module holds state other than nnx.Param "
+                             f"({', '.join('.'.join(map(str, p)) for p, _ in nnx.to_flat_state(rest))}); "
+                             "the dense path trains modules whose state is their parameters")
+        keys = [".".join(map(str, path)) for path, _ in nnx.to_flat_state(params)]
+        leaves, treedef = jax.tree.flatten(params)
+        flat = dict(zip(keys, leaves))
+        built.setdefault(_signature(flat), (graphdef, treedef, keys))
+        return flat
+
+    def apply(flat, x):
+        graphdef, treedef, keys = built[_signature(flat)]
+        params = jax.tree.unflatten(treedef, [flat[key] for key in keys])
+        return nnx.merge(graphdef, params)(x[None])[0]
+
+    return Dense(name, init, apply, linear=tuple(linear), degree=degree)

@@ -438,11 +438,12 @@ def sweep(archs, widths, seeds=(0,), problem: str = "one_over_1_p_9x2", optimize
           out=None, progress: bool = False, **settings) -> list[dict]:
     """Python entry point: train every (arch, width, seed) and return one record per model.
 
-    archs: a name, a `units.Unit` or a list of them; widths, seeds: lists or SPEC strings ('1:104:3', '0,1,2').
+    archs: a name, an architecture object (`units.Unit`, `dense.Dense`) or a list of them;
+    widths, seeds: lists or SPEC strings ('1:104:3', '0,1,2').
     Other keywords are flat settings (`config.sweep_config`: steps, n_data, activation,
     knots, ...).  Returns the records of results.jsonl, one dict per model.
     """
-    archs = (archs,) if isinstance(archs, str | units.Unit) else tuple(archs)
+    archs = (archs,) if isinstance(archs, str) or units.is_architecture(archs) else tuple(archs)
     if "dtype" in settings and not isinstance(settings["dtype"], str):  # np.float64, jnp.float32, a dtype
         try:
             settings["dtype"] = jnp.dtype(settings["dtype"]).name

@@ -35,22 +35,19 @@ def test_the_dense_hessian_is_the_hessian_of_the_loss(arch):
 
 
 def test_a_dense_sweep_trains_each_width_on_its_own():
-    """mlp2 and glu2 in a sweep: every width is its own bucket (no padding), the parameter
-    counts are the layers' (mlp2: n (n_in + 1) + n (n + 1) + n n_out + n_out), and
-    newton-splines' least-squares stages (D; glu2: D, then U2) lower the error below the start."""
-    recs = gs.sweep(["mlp2", "glu2"], "2,3", seeds=[0, 1], problem="paper_1d", optimizer="newton-splines",
+    """glu2 in a sweep: every width is its own bucket (no padding), the parameter counts are
+    the layers' (glu2: 2 n (n_in + 1) + 2 n (n + 1) + n n_out + n_out; mlp2 half the hidden
+    layers), and newton-splines' least-squares stages (D, then U2) lower the error below the
+    start."""
+    recs = gs.sweep(["glu2"], "2,3", seeds=[0, 1], problem="paper_1d", optimizer="newton-splines",
                     n_data=48, n_test=48)
-    assert [r["bucket_width"] for r in recs] == [r["n_hidden"] for r in recs]
-    n = np.asarray([r["n_hidden"] for r in recs])
-    mlp2 = n * 2 + n * (n + 1) + n + 1
-    glu2 = 2 * n * 2 + 2 * n * (n + 1) + n + 1
-    assert [r["n_params"] for r in recs] == [int(v) for v in np.where([r["arch"] == "mlp2" for r in recs],
-                                                                       mlp2, glu2)]
-    assert all(r["status"] == "ok" for r in recs)
-    assert [r["steps"] for r in recs] == [1] * 4 + [2] * 4
+    assert [r["bucket_width"] for r in recs] == [r["n_hidden"] for r in recs] == [2, 2, 3, 3]
+    assert [r["n_params"] for r in recs] == [4 * n + 2 * n * (n + 1) + n + 1 for n in (2, 2, 3, 3)]
+    assert [gs.param_count("mlp2", 2, n, 3) for n in (1, 5)] == [n * 3 + n * (n + 1) + 3 * n + 3 for n in (1, 5)]
+    assert all(r["status"] == "ok" and r["steps"] == 2 for r in recs)
     ds = problems.make_dataset("paper_1d", n_train=48, n_test=48, seed=0, dtype="float64")
-    start = float(train.rmse(dense.init(jax.random.PRNGKey(0), dense.MLP2, 1, 3, 1), ds.x_test, ds.y_test))
-    assert [r for r in recs if r["arch"] == "mlp2" and r["n_hidden"] == 3][0]["test_rmse"] < start
+    start = float(train.rmse(dense.init(jax.random.PRNGKey(0), dense.GLU2, 1, 3, 1), ds.x_test, ds.y_test))
+    assert recs[2]["test_rmse"] < start
 
 
 def test_a_dense_model_is_refused_where_it_cannot_go():
@@ -59,3 +56,35 @@ def test_a_dense_model_is_refused_where_it_cannot_go():
     with pytest.raises(UsageError, match="linear names \\['V'\\]"):
         gs.Dense("bad_dense", lambda k, a, n, b: {"W": jnp.zeros((n, a))}, lambda p, x: p["W"] @ x,
                  linear=("V",)).unit_at(1, 2, 1)
+
+
+def test_an_nnx_module_sweeps_through_the_adapter():
+    """A Flax NNX model whose width is a constructor argument (`nnx.dense_from_module`):
+    its parameters are its nnx.Params (n (n_in + 1) + n_out (n + 1), plus the engine's d),
+    records name it, and the least-squares stage on its last layer (the only linear
+    parameters) brings it to that layer's least-squares fit, which no other weights of the
+    last layer fit better: the training RMSE equals numpy's lstsq on its hidden features."""
+    from flax import nnx
+
+    from glu_scaling.nnx import dense_from_module
+
+    class TwoLayer(nnx.Module):
+        def __init__(self, n_in, n, n_out, rngs):
+            self.l1 = nnx.Linear(n_in, n, rngs=rngs, param_dtype=jnp.float64)
+            self.l2 = nnx.Linear(n, n_out, rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, x):
+            return self.l2(jax.nn.relu(self.l1(x)))
+
+    arch = dense_from_module("two_layer_test", TwoLayer, linear=("l2.kernel",))
+    recs = gs.sweep([arch], "3", seeds=[4], problem="paper_1d", optimizer="newton-splines", n_data=40, n_test=40)
+    assert [(r["arch"], r["n_params"]) for r in recs] == [("two_layer_test", 3 * 2 + 1 * 4 + 1)]
+    model = dense.init(jax.random.PRNGKey(4), arch, 1, 3, 1)
+    parts = arch.unit_at(1, 3, 1).split(model.rows()[0], 1, 1)
+    ds = problems.make_dataset("paper_1d", n_train=40, n_test=40, seed=0, dtype="float64")
+    x = np.asarray(ds.x_train)
+    h = np.maximum(x @ np.asarray(parts["l1.kernel"]).reshape(1, 3) + np.asarray(parts["l1.bias"]), 0)
+    features = np.concatenate([h, np.ones((40, 1))], axis=1)  # the kernel and the engine's d (with l2.bias)
+    y = np.asarray(ds.y_train)
+    best = np.sqrt(np.mean((features @ np.linalg.lstsq(features, y, rcond=None)[0] - y) ** 2))
+    assert abs(recs[0]["train_rmse"] - best) < 1e-10 * best
