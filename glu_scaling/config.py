@@ -43,7 +43,7 @@ class SweepConfig:
     devices: int | None = None  # devices a bucket is sharded over (None: all visible); not part of a model
 
     def __post_init__(self):
-        # an architecture object (`units.Unit`, `dense.Dense`) is registered and named by its name, as config.json keeps it
+        # an architecture object (`units.Unit`, `dense.Dense`) is registered and kept by its name, as in config.json
         if isinstance(self.archs, list | tuple) and any(units.is_architecture(a) for a in self.archs):
             object.__setattr__(self, "archs", tuple(units.arch_name(units.register(a)) if units.is_architecture(a)
                                                     else a for a in self.archs))
