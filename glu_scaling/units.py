@@ -177,6 +177,9 @@ class Unit:
         return lambda row, x: jnp.reshape(self.unit(self.split(row, n_in, n_out), x), (n_out,))
 
 
+FORWARD_ROW = 64  # `UnitParams.derivatives`: unit rows up to this long get forward-mode Jacobians
+
+
 @dataclasses.dataclass(frozen=True)
 class UnitParams:
     """Parameters of one model of a `Unit` (or a batch, with leading batch axes).
@@ -232,8 +235,10 @@ class UnitParams:
         one per unit); zero for masked units; S is None when r is."""
         f = self.unit.row_fn(self.n_in, self.n_out)
         mask = self.mask > 0
-        # reverse mode when a unit has more parameters than outputs (always, bar tiny rows)
-        jac = jax.jacrev if self.rows_.shape[-1] > self.n_out else jax.jacfwd
+        # forward mode pushes p tangents through each (point, unit): cheap for a short row, where
+        # vmapped reverse mode compiles to transposes that cost far more (docs/benchmarks.md);
+        # a long row (a dense model's: every parameter) takes reverse mode's n_out cotangents
+        jac = jax.jacfwd if self.rows_.shape[-1] <= FORWARD_ROW else jax.jacrev
         Ju = jnp.where(mask[None, :, None, None], self._per_unit(x, jac(f)), 0.0)
         if r is None:
             return Ju, None
