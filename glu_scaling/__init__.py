@@ -2,7 +2,7 @@
 
 The public contract (see README and docs):
 
-    init(key, arch, n_in, n_hidden, n_out, *, activation="relu", spline_init=True, width=None)
+    init(key, arch, n_in, n_hidden, n_out, *, activation="relu", spline_init=True, width=None)   any architecture
     apply(arch, params, x)            x (N, n_in) -> y (N, n_out)
     param_count(arch, n_in, n_hidden, n_out)   any architecture, a `Unit` or a registered name
     construct(arch, f, n_hidden, *, interval=(-1.0, 1.0))
@@ -20,16 +20,18 @@ import os as _os
 # Keep a user's explicit setting.
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from glu_scaling.architectures import ARCHITECTURES, param_count, register  # noqa: E402
+from glu_scaling.architectures import apply_model as apply  # noqa: E402
+from glu_scaling.architectures import init_model as init  # noqa: E402
 from glu_scaling.config import SweepConfig, sweep_config  # noqa: E402
 from glu_scaling.constructions import construct  # noqa: E402
 from glu_scaling.dense import Dense  # noqa: E402  (registers mlp2 and glu2)
 from glu_scaling.errors import UsageError  # noqa: E402
-from glu_scaling.inits import InitConfig, init  # noqa: E402
+from glu_scaling.inits import InitConfig  # noqa: E402
 from glu_scaling.models import (  # noqa: E402
     ACTIVATIONS,
     NAMED_ARCHS,
     Params,
-    apply,
     hidden,
     pad,
     unpad,
@@ -39,7 +41,7 @@ from glu_scaling.problems import Dataset, make_dataset  # noqa: E402
 from glu_scaling.schedules import TrainConfig  # noqa: E402
 from glu_scaling.slopes import SlopeFit, fit_slope  # noqa: E402
 from glu_scaling.sweeps import sweep  # noqa: E402
-from glu_scaling.units import ARCHITECTURES, Unit, UnitParams, affine, param_count, register  # noqa: E402
+from glu_scaling.units import Unit, UnitParams, affine  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "ARCHITECTURES", "NAMED_ARCHS", "PROBLEMS", "Dataset", "Dense", "InitConfig", "Params", "SlopeFit",

@@ -76,10 +76,10 @@ def _configure_jax() -> None:
 
 def _theory(row: dict) -> str:
     """The 1D order -(p + 1) of a piecewise-polynomial unit of degree p, for a width slope."""
-    from glu_scaling import units
+    from glu_scaling import architectures
 
     try:
-        degree = units.degree(row["arch"]) if row["x"] == "n_hidden" and row.get("n_in") == 1 else None
+        degree = architectures.degree(row["arch"]) if row["x"] == "n_hidden" and row.get("n_in") == 1 else None
     except UsageError:  # a folder's architecture this process cannot load
         degree = None
     return "" if degree is None else f"{-(degree + 1):>7d}"
@@ -284,7 +284,7 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from glu_scaling import models, problems, schedules, units
+    from glu_scaling import architectures, models, problems, schedules
 
     parser = _Parser(prog="glu-scaling", description="Convergence-order studies of shallow MLP/GLU/GQU networks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train every arch x width x seed in batched, compiled calls")
     p.add_argument("--arch", required=True,
-                   help=f"comma list of {', '.join(units.all_accepted())} (module:PKG.MOD:NAME, a units.Unit "
+                   help=f"comma list of {', '.join(architectures.all_accepted())} (module:PKG.MOD:NAME, a units.Unit "
                         "an importable module defines; docs/architectures.md)")
     p.add_argument("--widths", required=True, help="lo:hi[:step] (hi exclusive) or a comma list")
     p.add_argument("--seeds", default="0", help="lo:hi[:step] or a comma list (default 0)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from glu_scaling import distributed, models, problems, units
+from glu_scaling import architectures, distributed, models, problems
 from glu_scaling.errors import UsageError, check_positive_int, unknown
 from glu_scaling.inits import InitConfig, has_later_factors
 from glu_scaling.knots import MAX_PLACED_DEGREE
@@ -44,9 +44,10 @@ class SweepConfig:
 
     def __post_init__(self):
         # an architecture object (`units.Unit`, `dense.Dense`) is registered and kept by its name, as in config.json
-        if isinstance(self.archs, list | tuple) and any(units.is_architecture(a) for a in self.archs):
-            object.__setattr__(self, "archs", tuple(units.arch_name(units.register(a)) if units.is_architecture(a)
-                                                    else a for a in self.archs))
+        if isinstance(self.archs, list | tuple) and any(architectures.is_architecture(a) for a in self.archs):
+            named = [architectures.arch_name(architectures.register(a)) if architectures.is_architecture(a) else a
+                     for a in self.archs]
+            object.__setattr__(self, "archs", tuple(named))
 
     def replace(self, **settings) -> SweepConfig:
         """A copy with the given flat settings changed (steps=0, knots="placed", n_data=..., ...)."""
@@ -96,7 +97,7 @@ def check_sweep(config: SweepConfig) -> None:
     if isinstance(config.archs, str) or not config.archs:
         raise UsageError(f"archs must be a non-empty list of names such as ('mlp', 'glu'), got {config.archs!r}")
     for arch in config.archs:
-        units.resolve(arch)  # "unknown architecture ... (did you mean ...)" for a bad name; loads module:NAME
+        architectures.resolve(arch)  # "unknown architecture ... (did you mean ...)" for a bad name; loads module:NAME
     models.activation_fn(config.activation)
     if not isinstance(config.train, TrainConfig) or not isinstance(config.init, InitConfig):
         raise UsageError("SweepConfig.train and .init must be a TrainConfig and an InitConfig; build a SweepConfig "
@@ -135,8 +136,8 @@ def check_knots(config: SweepConfig) -> None:
         raise UsageError(f"knots 'placed' needs a 1D problem with a known target f (one of "
                          f"{', '.join(problems.TARGETS_1D)}), got problem {config.problem!r}")
     for arch in config.archs:
-        degree = units.degree(arch)
-        if degree is None or degree > MAX_PLACED_DEGREE or (units.resolve(arch) and units.resolve(arch).gate is None):
+        degree, obj = architectures.degree(arch), architectures.resolve(arch)
+        if degree is None or degree > MAX_PLACED_DEGREE or (obj is not None and obj.gate is None):
             raise UsageError(f"knots 'placed' works for gated spline degrees up to {MAX_PLACED_DEGREE} "
                              f"(mlp, glu, gqu, or a unit with a gate and a degree), got arch {arch!r} "
                              f"(degree {degree})")

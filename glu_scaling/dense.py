@@ -27,8 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling import compilation
+from glu_scaling.architectures import register
 from glu_scaling.errors import UsageError, check_positive_int
-from glu_scaling.units import Unit, UnitParams, register
+from glu_scaling.models import check_float_dtype
+from glu_scaling.units import Unit, UnitParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,10 @@ class Dense:
         return Unit(self.name, whole, tuple((n, int(np.prod(shapes[n].shape))) for n in names),
                     linear=self.linear, out=self.linear[0] if self.linear else names[-1], degree=self.degree)
 
+    def model(self, key, n_in: int, n_hidden: int, n_out: int, dtype=None) -> UnitParams:
+        """One model (`init`)."""
+        return init(key, self, n_in, n_hidden, n_out, dtype)
+
     def init_batch(self, seeds, n_hidden, knots=None, *, n_in: int, n_out: int, width: int, dtype, **_) -> UnitParams:
         """Models at width `width` for seeds (B,) (every n_hidden must equal width); one
         compiled call.  knots: unused (no spline init)."""
@@ -101,9 +107,10 @@ def _init_batch(seeds, *, dense: Dense, n_in: int, n_out: int, width: int, dtype
     return jax.vmap(one)(seeds)
 
 
-def init(key, dense: Dense, n_in: int, n_hidden: int, n_out: int, dtype=jnp.float64) -> UnitParams:
+def init(key, dense: Dense, n_in: int, n_hidden: int, n_out: int, dtype=None) -> UnitParams:
     """One model of `dense` at width n_hidden; `init(jax.random.PRNGKey(seed), ...)` is a sweep's
-    model of that seed."""
+    model of that seed (`gs.init(key, "mlp2", ...)` calls this)."""
+    dtype = check_float_dtype(dtype)
     k_params, k_bias = jax.random.split(key)
     params = dense.init(k_params, n_in, n_hidden, n_out)
     unit = dense.unit_at(n_in, n_hidden, n_out)

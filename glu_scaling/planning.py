@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from glu_scaling import linsolve, models, problems, units
+from glu_scaling import architectures, linsolve, models, problems
 from glu_scaling.config import SweepConfig
 from glu_scaling.errors import UsageError
 from glu_scaling.schedules import TrainConfig
@@ -84,7 +84,7 @@ def seconds_per_w2(arch: str, n_in: int, n_out: int, n_points: int, n_seeds: int
                    flop_rate: float | None = None) -> float:
     """Rough training seconds of the `n_seeds` models of one width per unit of W^2
     (at `flop_rate` flop/s; None: the default backend's guess)."""
-    _, p, groups = units.unit_shape(arch, n_in, n_out, 1)
+    _, p, groups = architectures.unit_shape(arch, n_in, n_out, 1)
     k = max(groups - 2, 0)  # the gated family's factors; a unit's groups but its gate and output
     if train.splines_only:
         n_steps, p = k + 1, n_in + 1  # one step a stage, each on one group of a unit
@@ -112,13 +112,13 @@ def model_bytes(arch: int | str, n_in: int, n_out: int, width: int, n_points: in
     elements = 112 MB, doubled 224 MB; a bucket of 480 such models then needs ~107 GB at
     once, so on a device with a 127 GB allocator limit (budget half of it: cap 283 models)
     `default_batch_size` splits it into 2 vmapped groups of 240 (53 GB).
-    arch: an architecture (`units.resolve`; a unit's groups bar its gate and output count as
+    arch: an architecture (`architectures.resolve`; a unit's groups bar its gate and output count as
     k), or the gated family's k.
     """
     if isinstance(arch, int) and not isinstance(arch, bool):
         k, p = arch, models.unit_size(arch, n_in, n_out)
     else:
-        width, p, groups = units.unit_shape(arch, n_in, n_out, width)  # a dense model: one row of everything
+        width, p, groups = architectures.unit_shape(arch, n_in, n_out, width)  # a dense model: one row of everything
         k = max(groups - 2, 0)
     P = width * p + n_out
     c = min(chunk, n_points)

@@ -28,7 +28,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from glu_scaling import distributed, inits, linsolve, models, planning, problems, results, slopes, specs, train, units
+from glu_scaling import (
+    architectures,
+    distributed,
+    inits,
+    linsolve,
+    models,
+    planning,
+    problems,
+    results,
+    slopes,
+    specs,
+    train,
+)
 from glu_scaling.config import (
     SweepConfig,
     check_sweep,
@@ -57,7 +69,7 @@ class _BucketSetup(NamedTuple):
 def _bucket_setup(arch: str, n_models: int, width: int, dataset: problems.Dataset, config: SweepConfig,
                   ladder: linsolve.Ladder) -> _BucketSetup:
     """What one bucket's `train.train_batch` call is made of, bar the models themselves."""
-    unit = units.resolve(arch)
+    unit = architectures.resolve(arch)
     k, shared = (None, None) if unit is not None else (models.n_factors(arch), shared_factors(config))
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
                                      config.train.chunk)
@@ -82,7 +94,7 @@ def shared_factors(config: SweepConfig) -> int | None:
     speedrun's records); with several inputs XLA may fuse the bigger
     program's multiply-adds differently, a difference at rounding level
     (`tests/test_train.py`)."""
-    ks = {models.n_factors(arch) for arch in config.archs if units.resolve(arch) is None}
+    ks = {models.n_factors(arch) for arch in config.archs if architectures.resolve(arch) is None}
     # up to the GQU's 2 factors the padding costs little; an mlp padded to a gated-9's
     # factors would carry 9 (and its memory estimate shrink every bucket's batch)
     shared = config.train.splines_only and len(ks) > 1 and max(ks) <= MAX_SHARED_FACTORS
@@ -191,7 +203,7 @@ def launch_bucket(arch: str, pairs: list[tuple[int, int]], width: int, dataset: 
     ns = jnp.asarray([n for n, _ in pairs])
     kwargs = _init_kwargs(setup, width, dataset, config)
     knots = inits.knot_table(config.init.knots, config.problem, arch, [n for n, _ in pairs], width,
-                             units.degree(arch))
+                             architectures.degree(arch))
     knots = None if knots is None else jnp.asarray(knots, kwargs["dtype"])
     params = _init_batch(setup, seeds, ns, knots, kwargs)
     params, factors = distributed.replicate((params, _factors(len(pairs), setup)), setup.mesh)
@@ -290,7 +302,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
     check_sweep(config)
     dataset = load_dataset(config)
     for arch in config.archs:  # a user's architecture that fails, or gives NaN, ends here, before anything is written
-        units.check_arch(arch, dataset.x_train, dataset.n_out, min(config.widths), jnp.dtype(config.dtype))
+        architectures.check_arch(arch, dataset.x_train, dataset.n_out, min(config.widths), jnp.dtype(config.dtype))
     planning.check_memory(config, dataset, ladder)
     folder = None
     done: dict[tuple, dict] = {}
@@ -315,7 +327,7 @@ def run_sweep(config: SweepConfig, out: str | Path | None = None, *, progress: b
         cost = planning.seconds_per_w2(arch, dataset.n_in, dataset.n_out, dataset.x_train.shape[0],
                                        len(config.seeds), config.train, planner.flop_rate)
         buckets = planning.plan_buckets(config.widths, seconds_per_w2=cost, compile_seconds=planner.compile_seconds)
-        if not getattr(units.resolve(arch), "pads", True):  # a dense model: each width compiles on its own
+        if not getattr(architectures.resolve(arch), "pads", True):  # a dense model: each width compiles on its own
             buckets = [[w] for w in sorted(set(config.widths))]
         for bucket in buckets:
             pairs = [(n, s) for n in bucket for s in config.seeds if (arch, n, s) not in done_keys]
@@ -367,7 +379,7 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
             recs.append({
                 "arch": arch, "activation": config.activation, "problem": config.problem,
                 "n_in": dataset.n_in, "n_out": dataset.n_out, "n_hidden": n,
-                "n_params": units.param_count(arch, dataset.n_in, n, dataset.n_out), "seed": s,
+                "n_params": architectures.param_count(arch, dataset.n_in, n, dataset.n_out), "seed": s,
                 "optimizer": config.train.optimizer, "train_rmse": float(info["train_rmse"][b]),
                 "test_rmse": float(info["test_rmse"][b]), "status": train.STATUSES[int(info["status"][b])],
                 "seconds": seconds / len(pairs), "steps": int(info["steps"][b]), "bucket_width": width,
@@ -443,7 +455,7 @@ def sweep(archs, widths, seeds=(0,), problem: str = "one_over_1_p_9x2", optimize
     Other keywords are flat settings (`config.sweep_config`: steps, n_data, activation,
     knots, ...).  Returns the records of results.jsonl, one dict per model.
     """
-    archs = (archs,) if isinstance(archs, str) or units.is_architecture(archs) else tuple(archs)
+    archs = (archs,) if isinstance(archs, str) or architectures.is_architecture(archs) else tuple(archs)
     if "dtype" in settings and not isinstance(settings["dtype"], str):  # np.float64, jnp.float32, a dtype
         try:
             settings["dtype"] = jnp.dtype(settings["dtype"]).name

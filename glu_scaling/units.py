@@ -16,8 +16,8 @@ The training engine (`newton`, `train`) builds each unit's Jacobian and its per-
 Hessian block by autodiff of `unit` (`UnitParams.derivatives`), with the same damping
 ladder, line search, stages, batching, padding masks and sharding as the gated family,
 whose closed-form derivatives stay its fast path (`models.Params`).  A sweep accepts a
-`Unit`, the name of a registered one (`ARCHITECTURES`, `register`), or "module:NAME" for
-a `Unit` that an importable module defines (docs/architectures.md has a worked example).
+`Unit`, the name of a registered one, or "module:NAME" for a `Unit` that an importable
+module defines (`archs`; docs/architectures.md has a worked example).
 
 Example:
 
@@ -31,8 +31,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
 import re
 from collections.abc import Callable
 
@@ -41,21 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling import compilation
-from glu_scaling.errors import UsageError, check_positive_int, unknown
+from glu_scaling.errors import UsageError, check_positive_int
 from glu_scaling.inits import init_draws, init_draws_batch, pad_knots, spline_gates
-from glu_scaling.models import (
-    GATE,
-    NAMED_ARCHS,
-    OUT,
-    Group,
-    Layout,
-    Params,
-    accepted_archs,
-    check_float_dtype,
-    factor,
-    n_factors,
-    unit_output,
-)
+from glu_scaling.models import GATE, NAMED_ARCHS, OUT, Group, Layout, check_float_dtype, factor
 
 SIZES = ("affine", "out", "in")
 
@@ -172,6 +158,10 @@ class Unit:
         """`init_batch` of this unit (what a sweep calls for any architecture object)."""
         return init_batch(seeds, n_hidden, knots, unit=self, **shape)
 
+    def model(self, key, n_in: int, n_hidden: int, n_out: int, **options) -> UnitParams:
+        """One model (`init`; options: width, spline_init, dtype, knots)."""
+        return init(key, self, n_in, n_hidden, n_out, **options)
+
     def row_fn(self, n_in: int, n_out: int) -> Callable:
         """f(row (p,), x (n_in,)) -> (n_out,): `unit` on a packed row."""
         return lambda row, x: jnp.reshape(self.unit(self.split(row, n_in, n_out), x), (n_out,))
@@ -255,153 +245,6 @@ jax.tree_util.register_dataclass(UnitParams, data_fields=["rows_", "d", "mask"],
 
 # ---------------------------------------------------------------- the gated family as units
 
-
-@functools.lru_cache(maxsize=64)
-def gated(k: int, activation: str = "relu") -> Unit:
-    """The gated family's unit with k factors as a `Unit` (autodiff path): the same rows,
-    groups and cascade as `models.Params` (whose closed-form derivatives are the fast path)."""
-    groups = (("gate", "affine"), *((f"factor{j}", "affine") for j in range(1, k + 1)), ("out", "out"))
-
-    def unit(parts, x):
-        row = jnp.concatenate([parts[n] for n, _ in groups])
-        return unit_output(row, x, k=k, n_in=x.shape[0], activation=activation)
-
-    return Unit(f"autodiff_gated{k}_{activation}", unit, groups,
-                linear=("out", *(f"factor{j}" for j in range(1, k + 1))), gate="gate",
-                degree=k + 1 if activation == "relu" else None)
-
-
-def from_params(params: Params) -> UnitParams:
-    """A gated model on the autodiff path: the same model (rows, d, mask) as a `UnitParams`
-    of `gated(k, activation)`; leaves may carry leading batch axes."""
-    return UnitParams(params.rows() if params.G.ndim == 2 else jax.vmap(Params.rows)(params),
-                      params.d, params.mask, gated(params.n_factors, params.activation), params.n_in)
-
-
-# ---------------------------------------------------------------- the registry
-
-
-def _relu2(parts, x):
-    return jax.nn.relu(affine(parts["gate"], x)) ** 2 * parts["out"]
-
-
-def _swiglu(parts, x):
-    return jax.nn.silu(affine(parts["gate"], x)) * affine(parts["up"], x) * parts["out"]
-
-
-def _bilinear(parts, x):
-    return affine(parts["left"], x) * affine(parts["right"], x) * parts["out"]
-
-
-ARCHITECTURES: dict[str, Unit] = {}
-
-
-def is_architecture(arch) -> bool:
-    """Whether `arch` is an architecture object: a `Unit` or a `dense.Dense` (anything with a
-    name, `init_batch`, `param_count`, `unit_at` and `pads`)."""
-    return all(hasattr(arch, a) for a in ("name", "init_batch", "param_count", "unit_at", "pads"))
-
-
-def register(unit: Unit) -> Unit:
-    """Make an architecture object (`Unit`, `dense.Dense`) known to sweeps, the CLI and resumes
-    by its name; returns it.  A different one under a name already taken is refused."""
-    if not is_architecture(unit):
-        raise UsageError(f"register takes a glu_scaling.units.Unit or dense.Dense, got {type(unit).__name__}")
-    if ARCHITECTURES.get(unit.name, unit) is not unit:
-        raise UsageError(f"an architecture named {unit.name!r} is already registered; give yours another name")
-    ARCHITECTURES[unit.name] = unit
-    return unit
-
-
-RELU2 = register(Unit("relu2", _relu2, (("gate", "affine"), ("out", "out")), linear=("out",), gate="gate",
-                      degree=2))
-SWIGLU = register(Unit("swiglu", _swiglu, (("gate", "affine"), ("up", "affine"), ("out", "out")),
-                       linear=("out", "up"), gate="gate"))
-BILINEAR = register(Unit("bilinear", _bilinear, (("left", "affine"), ("right", "affine"), ("out", "out")),
-                         linear=("out", "right", "left")))
-
-
-def all_accepted() -> list[str]:
-    return [*accepted_archs(), *ARCHITECTURES, "module:NAME"]
-
-
-def _load(spec: str) -> Unit:
-    """The `Unit` that "module:NAME" names (imported now), registered under its own name."""
-    text = spec[len("module:"):]
-    module_name, _, attr = text.rpartition(":") if ":" in text else text.rpartition(".")
-    if not module_name or not attr:
-        raise UsageError(f"--arch {spec!r}: write module:PACKAGE.MODULE:NAME (or module:MODULE.NAME) for a Unit "
-                         "that an importable module defines")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # ImportError, or whatever the module raises while it loads
-        raise UsageError(f"--arch {spec!r}: cannot import module {module_name!r} "
-                         f"({type(err).__name__}: {err}); is it on PYTHONPATH?") from None
-    if not hasattr(module, attr):
-        raise UsageError(f"--arch {spec!r}: module {module_name!r} has no attribute {attr!r}")
-    unit = getattr(module, attr)
-    if not is_architecture(unit):
-        raise UsageError(f"--arch {spec!r}: {module_name}.{attr} is a {type(unit).__name__}, "
-                         "not a glu_scaling.units.Unit (or dense.Dense)")
-    if ARCHITECTURES.get(unit.name, unit) is not unit:
-        return ARCHITECTURES[unit.name]
-    return register(unit)
-
-
-def resolve(arch):
-    """The `Unit` an architecture names, or None for the gated family (mlp, glu, gqu,
-    gatedK: the closed-form fast path).  `arch`: a `Unit`, a registered name, or
-    "module:NAME"; anything else is a one-line UsageError that lists what is accepted."""
-    if is_architecture(arch):
-        return arch
-    if isinstance(arch, str):
-        if arch in ARCHITECTURES:
-            return ARCHITECTURES[arch]
-        if arch.startswith("module:"):
-            return _load(arch)
-    try:
-        n_factors(arch)
-        return None
-    except UsageError:
-        raise unknown("architecture", arch, all_accepted(),
-                      candidates=[*NAMED_ARCHS, *(f"gated{k}" for k in range(10)), *ARCHITECTURES]) from None
-
-
-def arch_name(arch) -> str:
-    """The name records and config.json use for `arch` (a Unit's own name; "module:NAME" as given)."""
-    return arch.name if is_architecture(arch) else arch
-
-
-def unit_shape(arch, n_in: int, n_out: int, width: int) -> tuple[int, int, int]:
-    """(units W, row length p, parameter groups) of a model of padded width `width`: W = width
-    for a sum of units, 1 for a dense model (whose one row is every parameter)."""
-    unit = resolve(arch)
-    if unit is None:
-        k = n_factors(arch)
-        return width, (k + 1) * (n_in + 1) + n_out, k + 2
-    one = unit.unit_at(n_in, width, n_out)
-    return (width if unit.pads else 1), one.row_size(n_in, n_out), len(one.groups)
-
-
-def param_count(arch, n_in: int, n_hidden: int, n_out: int) -> int:
-    """Trainable parameters of an unpadded model of any architecture."""
-    for kind, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-        check_positive_int(kind, value)
-    unit = resolve(arch)
-    if unit is not None:
-        return unit.param_count(n_in, n_hidden, n_out)
-    return ((n_factors(arch) + 1) * (n_in + 1) + n_out) * n_hidden + n_out
-
-
-def degree(arch) -> int | None:
-    """The 1D piecewise-polynomial degree p (theoretical order -(p + 1)); None if not piecewise."""
-    unit = resolve(arch)
-    return n_factors(arch) + 1 if unit is None else unit.degree
-
-
-# ---------------------------------------------------------------- initialisation
-
-
 def check_unit(unit: Unit, n_in: int, n_out: int, dtype=jnp.float64) -> None:
     """One line naming what is wrong with a user's `unit` for n_in inputs and n_out outputs:
     a function that fails, or an output that is not n_out numbers."""
@@ -433,26 +276,6 @@ def check_finite(unit: Unit, x, n_out: int, dtype=jnp.float64) -> None:
                          f"initial parameters on {int(np.sum(~np.isfinite(y)))} of {y.size} values of the data; "
                          "check unit(parts, x) for divisions, logs or overflow")
 
-
-def check_arch(arch, x, n_out: int, width: int, dtype=jnp.float64) -> None:
-    """`check_unit` and `check_finite` for any architecture a sweep names (nothing for the
-    gated family), on the data x (N, n_in), at `width` for a dense model."""
-    unit = resolve(arch)
-    if unit is None:
-        return
-    n_in = np.shape(x)[1]
-    if not unit.pads:
-        try:
-            unit = unit.unit_at(n_in, width, n_out)
-        except UsageError:
-            raise
-        except Exception as err:
-            raise UsageError(f"architecture {unit.name!r}: its init fails at n_in={n_in}, width={width}, "
-                             f"n_out={n_out}: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from None
-    check_unit(unit, n_in, n_out, dtype)
-    check_finite(unit, x, n_out, dtype)
-
-
 def init_masked(unit: Unit, n_in: int, n_hidden, n_out: int, width: int, draws, *, spline_init: bool = True,
                 dtype=jnp.float64, knots=None) -> UnitParams:
     """A model of `unit` from `inits.init_draws` (every entry N(0, 1), unit i's row from its own
@@ -474,9 +297,9 @@ def init(key, unit: Unit, n_in: int, n_hidden: int, n_out: int, *, width: int | 
          spline_init: bool = True, dtype=None, knots=None) -> UnitParams:
     """Initialise one model of `unit` with `n_hidden` real units padded to `width` (default
     n_hidden); see `init_masked`."""
-    unit = resolve(unit)
-    if unit is None:
-        raise UsageError("units.init takes a Unit; for mlp, glu, gqu and gatedK use glu_scaling.init")
+    if not isinstance(unit, Unit):
+        raise UsageError(f"units.init takes a Unit, got {unit!r}; for any architecture by name use "
+                         "glu_scaling.init(key, arch, ...)")
     n_in, n_hidden, n_out = (check_positive_int(k, v) for k, v in (("n_in", n_in), ("n_hidden", n_hidden),
                                                                    ("n_out", n_out)))
     width = n_hidden if width is None else check_positive_int("width", width)
@@ -501,10 +324,5 @@ def init_batch(seeds, n_hidden, knots=None, *, unit: Unit, n_in: int, n_out: int
                                                 dtype=dtype, knots=t))(n_hidden, draws, knots)
 
 
-__all__ = [
-    "ARCHITECTURES", "BILINEAR", "RELU2", "SWIGLU", "Unit", "UnitParams", "affine", "arch_name", "check_arch",
-    "check_finite",
-    "check_unit",
-    "degree", "from_params", "gated", "init", "init_batch", "is_architecture", "param_count", "register",
-    "resolve", "unit_shape",
-]
+__all__ = ["FORWARD_ROW", "SIZES", "Unit", "UnitParams", "affine", "check_finite", "check_unit", "init", "init_batch",
+           "init_masked"]

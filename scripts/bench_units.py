@@ -2,11 +2,11 @@
 
 1. Time: the same GLU sweep (newton-cascade, widths 10, 25, 50 x 8 seeds on paper_1d) once
    through the closed-form fast path ("glu") and once through the autodiff path
-   (`units.gated(1)`, the same models), alternating, `--repeats` times each, in one process.
+   (`architectures.gated(1)`, the same models), alternating, `--repeats` times each, in one process.
    The first run of each path compiles; later ones find the programs compiled, so both the
    cold (compile + train) and the warm (train) wall times are reported, and their ratios.
 2. Peak memory (max RSS of a fresh process) of a 3-architecture x 34-width (1..100 step 3)
-   x 8-seed newton-cascade sweep on the autodiff path (mlp, glu, gqu as `units.gated(k)`),
+   x 8-seed newton-cascade sweep on the autodiff path (mlp, glu, gqu as `architectures.gated(k)`),
    and of the same sweep on the closed form.  A bucket's peak is set by its widest Newton
    step, which every step repeats, so `--memory-steps` all-parameter steps (default 2)
    measure the peak of the 100-step sweep at a fraction of its time.
@@ -37,14 +37,14 @@ from benchlib import machine  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import glu_scaling as gs  # noqa: E402
-from glu_scaling import units  # noqa: E402
+from glu_scaling import architectures  # noqa: E402
 
 MEMORY_SCRIPT = """
 import sys, jax
 jax.config.update("jax_enable_x64", True)
 import glu_scaling as gs
-from glu_scaling import units
-archs = [units.gated(k) for k in range(3)] if sys.argv[1] == "autodiff" else ["mlp", "glu", "gqu"]
+from glu_scaling import architectures
+archs = [architectures.gated(k) for k in range(3)] if sys.argv[1] == "autodiff" else ["mlp", "glu", "gqu"]
 gs.sweep(archs, "1:101:3", seeds="0:8", problem="paper_1d", steps=int(sys.argv[2]), n_data=int(sys.argv[3]),
          n_test=int(sys.argv[3]))
 import resource
@@ -81,7 +81,7 @@ def main():
 
     settings = dict(widths=[10, 25, 50], seeds="0:8", problem="paper_1d", optimizer="newton-cascade",
                     n_data=args.n_data, n_test=args.n_data)
-    paths = {"closed_form": "glu", "autodiff": units.gated(1)}
+    paths = {"closed_form": "glu", "autodiff": architectures.gated(1)}
     walls = {name: [] for name in paths}
     records = {}
     for _ in range(args.repeats):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import glu_scaling as gs
-from glu_scaling import inits, models, newton, problems, schedules, train, units
+from glu_scaling import architectures, inits, models, newton, problems, schedules, train, units
 from glu_scaling.errors import UsageError
 
 jax.config.update("jax_enable_x64", True)
@@ -40,7 +40,7 @@ _hessian = jax.jit(newton.hessian_and_gradient, static_argnames=("sel", "chunk")
 @pytest.mark.parametrize("arch,activation,n_in", [("mlp", "relu", 1), ("glu", "relu", 1), ("gqu", "relu", 2),
                                                   ("glu", "gelu", 2), ("gqu", "silu", 1)])
 def test_autodiff_hessian_and_gradient_equal_the_closed_form(arch, activation, n_in):
-    """The same model (padded: 5 real units of 7) on the autodiff path (`units.from_params`)
+    """The same model (padded: 5 real units of 7) on the autodiff path (`architectures.from_params`)
     and the closed-form fast path: the exact all-parameter Hessian and gradient (every
     stage's are blocks of them) agree to 1e-10 relative (both exact, apart by rounding)."""
     ds = problems.make_dataset("friedman1" if n_in > 1 else "paper_1d", n_train=50, n_test=10, seed=1,
@@ -50,7 +50,7 @@ def test_autodiff_hessian_and_gradient_equal_the_closed_form(arch, activation, n
     params = inits.init(jax.random.PRNGKey(3), arch, n_in, 5, 1, width=7, activation=activation, dtype="float64",
                         factor_init="random")
     params = params.replace(D=params.D * 0.3, d=params.d + 0.1)  # residuals of both signs, S != 0
-    auto = units.from_params(params)
+    auto = architectures.from_params(params)
     assert _rel(auto.output(x), params.output(x)) < 1e2 * EPS
     assert auto.layout == params.layout
     sel = train.selection(params.layout.groups, params.layout)
@@ -82,7 +82,7 @@ def test_a_20_step_cascade_on_the_autodiff_path_equals_the_fast_path(data, arch)
                                                                 dtype="float64") for s, n in enumerate(widths)])
     config = schedules.TrainConfig("newton-cascade", steps=20, chunk=96)
     fast, info_fast = train.train_batch(params, data, config)
-    auto, info_auto = train.train_batch(units.from_params(params), data, config)
+    auto, info_auto = train.train_batch(architectures.from_params(params), data, config)
     predict = jax.vmap(lambda p: p.output(data.x_test))
     assert _rel(predict(auto), predict(fast)) < 1e-8
     if arch != "mlp":
@@ -97,16 +97,16 @@ def test_a_20_step_cascade_on_the_autodiff_path_equals_the_fast_path(data, arch)
 def test_a_registered_unit_declares_its_layout_and_stages():
     """relu2's row is [gate (n_in + 1), out (n_out)]; its cascade is spline stage on out, the
     gate stage, then all parameters; d moves with out.  bilinear has no gate: no gate stage."""
-    layout = units.RELU2.layout(2, 3)
+    layout = architectures.RELU2.layout(2, 3)
     assert layout.size == 6 and layout.columns(models.OUT) == [3, 4, 5] and layout.gate == models.GATE
     stages = schedules.TrainConfig("newton-cascade", steps=7, gate_steps=2).stages(layout)
     assert stages == [schedules.Stage((models.OUT,), 1), schedules.Stage((models.GATE,), 2),
                       schedules.Stage(layout.groups, 7)]
     assert train.selection((models.OUT,), layout) == newton.Selection((3, 4, 5), with_d=True, second_order=False)
-    bilinear = units.BILINEAR.layout(1, 1)
+    bilinear = architectures.BILINEAR.layout(1, 1)
     groups = [str(g) for stage in schedules.TrainConfig("newton-cascade").stages(bilinear) for g in stage.groups]
     assert groups == ["out", "right", "left", "left", "right", "out"]
-    assert gs.param_count("relu2", 1, 10, 1) == 3 * 10 + 1 == units.RELU2.param_count(1, 10, 1)
+    assert gs.param_count("relu2", 1, 10, 1) == 3 * 10 + 1 == architectures.RELU2.param_count(1, 10, 1)
     assert gs.param_count("swiglu", 2, 4, 1) == (3 + 3 + 1) * 4 + 1
 
 
@@ -115,8 +115,8 @@ def test_a_units_padded_units_are_zero_and_contribute_nothing():
     and whatever masked rows hold, the output does not change (training keeps them zero:
     `test_a_unit_loaded_by_module_name_trains_in_a_mixed_batch_as_alone`)."""
     key = jax.random.PRNGKey(5)
-    padded = units.init(key, "relu2", 1, 3, 1, width=8, dtype="float64")
-    exact = units.init(key, "relu2", 1, 3, 1, dtype="float64")
+    padded = units.init(key, architectures.RELU2, 1, 3, 1, width=8, dtype="float64")
+    exact = units.init(key, architectures.RELU2, 1, 3, 1, dtype="float64")
     np.testing.assert_array_equal(padded.rows()[:3], exact.rows())
     np.testing.assert_array_equal(padded.rows()[3:], 0.0)
     x = jnp.linspace(-1.0, 1.0, 33)[:, None]
@@ -154,8 +154,8 @@ def user_module(tmp_path, monkeypatch):
 def test_a_unit_loaded_by_module_name_trains_in_a_mixed_batch_as_alone(user_module, data):
     """module:NAME loads a user's Unit; widths 2 and 5 trained in one batch padded to 5 equal
     each trained alone at its own width (1e-9 relative)."""
-    unit = units.resolve("module:user_units_mod:relu3")
-    assert unit.name == "relu3_test" and units.resolve("module:user_units_mod.relu3") is unit
+    unit = architectures.resolve("module:user_units_mod:relu3")
+    assert unit.name == "relu3_test" and architectures.resolve("module:user_units_mod.relu3") is unit
     config = schedules.TrainConfig("newton-cascade", steps=5, chunk=96)
     kw = dict(unit=unit, n_in=1, n_out=1, width=5, spline_init=True, dtype=jnp.float64)
     batch = units.init_batch(jnp.asarray([0, 1], jnp.uint32), jnp.asarray([2, 5]), None, **kw)
@@ -237,3 +237,19 @@ def test_the_docs_worked_example_runs():
     scope = {}
     exec(textwrap.dedent(code), scope)
     assert {r["arch"] for r in scope["records"]} == {"cubic_relu", "glu"}
+
+
+def test_init_and_apply_take_any_architecture():
+    """gs.init and gs.apply dispatch on the name: the gated family's Params, a unit's
+    UnitParams (the same model as units.init), a dense model's; a mismatch is one line."""
+    key, x = jax.random.PRNGKey(2), jnp.linspace(-1.0, 1.0, 9)[:, None]
+    relu2 = gs.init(key, "relu2", 1, 4, 1, width=6)
+    np.testing.assert_array_equal(relu2.rows(), units.init(key, architectures.RELU2, 1, 4, 1, width=6).rows())
+    np.testing.assert_array_equal(gs.apply("relu2", relu2, x), relu2.output(x))
+    assert isinstance(gs.init(key, "glu", 1, 4, 1), models.Params)
+    mlp2 = gs.init(key, "mlp2", 1, 4, 1)
+    assert mlp2.rows().shape == (1, gs.param_count("mlp2", 1, 4, 1) - 1)
+    with pytest.raises(UsageError, match="params are not a 'relu2' model \\(got mlp2\\)"):
+        gs.apply("relu2", mlp2, x)
+    with pytest.raises(UsageError, match="init of 'relu2': .*activation"):
+        gs.init(key, "relu2", 1, 4, 1, activation="gelu")
