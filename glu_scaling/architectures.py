@@ -19,7 +19,7 @@ import numpy as np
 
 from glu_scaling import inits, models
 from glu_scaling.errors import UsageError, check_positive_int, unknown
-from glu_scaling.models import NAMED_ARCHS, Params, accepted_archs, n_factors, unit_output
+from glu_scaling.models import NAMED_ARCHS, Params, accepted_archs, n_factors
 from glu_scaling.units import Unit, UnitParams, affine, check_finite, check_unit
 
 
@@ -29,9 +29,13 @@ def gated(k: int, activation: str = "relu") -> Unit:
     groups and cascade as `models.Params` (whose closed-form derivatives are the fast path)."""
     groups = (("gate", "affine"), *((f"factor{j}", "affine") for j in range(1, k + 1)), ("out", "out"))
 
-    def unit(parts, x):
-        row = jnp.concatenate([parts[n] for n, _ in groups])
-        return unit_output(row, x, k=k, n_in=x.shape[0], activation=activation)
+    act = models.activation_fn(activation)
+
+    def unit(parts, x):  # `models.unit_output`'s operations, on the row's parts
+        h = act(affine(parts["gate"], x))
+        for j in range(1, k + 1):
+            h = h * affine(parts[f"factor{j}"], x)
+        return h * parts["out"]
 
     return Unit(f"autodiff_gated{k}_{activation}", unit, groups,
                 linear=("out", *(f"factor{j}" for j in range(1, k + 1))), gate="gate",
