@@ -73,23 +73,29 @@ def is_architecture(arch) -> bool:
     return all(hasattr(arch, a) for a in ("name", "init_batch", "param_count", "unit_at", "pads"))
 
 
-def register(unit: Unit) -> Unit:
+BUILT_IN: set[str] = set()  # names the package registers, which a user's architecture cannot take
+
+
+def register(unit: Unit, *, built_in: bool = False) -> Unit:
     """Make an architecture object (`Unit`, `dense.Dense`) known to sweeps, the CLI and resumes
-    by its name; returns it.  A different one under a name already taken is refused."""
+    by its name; returns it.  A later one under a user's name replaces it (a notebook cell run
+    again); a built-in name (relu2, swiglu, bilinear, mlp2, glu2) cannot be taken."""
     if not is_architecture(unit):
         raise UsageError(f"register takes a glu_scaling.units.Unit or dense.Dense, got {type(unit).__name__}")
-    if ARCHITECTURES.get(unit.name, unit) is not unit:
-        raise UsageError(f"an architecture named {unit.name!r} is already registered; give yours another name")
+    if unit.name in BUILT_IN and ARCHITECTURES[unit.name] is not unit:
+        raise UsageError(f"{unit.name!r} is a built-in architecture; give yours another name")
     ARCHITECTURES[unit.name] = unit
+    if built_in:
+        BUILT_IN.add(unit.name)
     return unit
 
 
 RELU2 = register(Unit("relu2", _relu2, (("gate", "affine"), ("out", "out")), linear=("out",), gate="gate",
-                      degree=2))
+                      degree=2), built_in=True)
 SWIGLU = register(Unit("swiglu", _swiglu, (("gate", "affine"), ("up", "affine"), ("out", "out")),
-                       linear=("out", "up"), gate="gate"))
+                       linear=("out", "up"), gate="gate"), built_in=True)
 BILINEAR = register(Unit("bilinear", _bilinear, (("left", "affine"), ("right", "affine"), ("out", "out")),
-                         linear=("out", "right", "left")))
+                         linear=("out", "right", "left")), built_in=True)
 
 
 def all_accepted() -> list[str]:
@@ -114,8 +120,6 @@ def _load(spec: str) -> Unit:
     if not is_architecture(unit):
         raise UsageError(f"--arch {spec!r}: {module_name}.{attr} is a {type(unit).__name__}, "
                          "not a glu_scaling.units.Unit (or dense.Dense)")
-    if ARCHITECTURES.get(unit.name, unit) is not unit:
-        return ARCHITECTURES[unit.name]
     return register(unit)
 
 

@@ -147,7 +147,7 @@ def _glu2(p, x):
     return p["D"] @ (jax.nn.relu(_affine(p["G2"], h)) * _affine(p["U2"], h))
 
 
-MLP2 = register(Dense("mlp2", _mlp2_init, _mlp2, linear=("D",)))
-GLU2 = register(Dense("glu2", _glu2_init, _glu2, linear=("D", "U2")))
+MLP2 = register(Dense("mlp2", _mlp2_init, _mlp2, linear=("D",)), built_in=True)
+GLU2 = register(Dense("glu2", _glu2_init, _glu2, linear=("D", "U2")), built_in=True)
 
 __all__ = ["GLU2", "MLP2", "Dense", "init"]

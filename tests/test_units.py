@@ -254,3 +254,19 @@ def test_init_and_apply_take_any_architecture():
         gs.apply("relu2", mlp2, x)
     with pytest.raises(UsageError, match="init of 'relu2': .*activation"):
         gs.init(key, "relu2", 1, 4, 1, activation="gelu")
+
+
+def test_a_users_name_can_be_defined_again_but_not_a_built_in_one():
+    """Running a notebook cell again registers the new definition under the same name; a
+    built-in name is refused in one line."""
+    def make():
+        return gs.Unit("cell_unit", lambda p, x: p["o"] * affine_sum(p, x), (("w", "affine"), ("o", "out")),
+                       linear=("o",))
+
+    def affine_sum(p, x):
+        return gs.affine(p["w"], x)
+
+    first, second = gs.register(make()), gs.register(make())
+    assert architectures.resolve("cell_unit") is second is not first
+    with pytest.raises(UsageError, match="'relu2' is a built-in architecture"):
+        gs.register(gs.Unit("relu2", lambda p, x: p["o"], (("o", "out"),)))
