@@ -8,6 +8,8 @@ of 3 models (widths 3, 5, 8), and module-scoped fixtures.  conftest enables floa
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,12 @@ def _train(params, data, optimizer, steps=3, lr=None):
     out, info = train.train_batch(params, data, schedules.TrainConfig(optimizer, steps=steps, learning_rate=lr,
                                                                   chunk=64))
     return out, jax.tree.map(np.asarray, info)
+
+
+# one compiled program per (config, shapes) instead of train_one's eager op-by-op dispatch
+# (two configs that train alike compile to the same program: the session's persistent
+# cache in conftest.py then serves the second)
+_train_one = jax.jit(train.train_one, static_argnames=("config",))
 
 
 def _init_loss(params, data):
@@ -152,18 +160,22 @@ def test_padded_factors_train_as_the_models_own_program(n_in):
     ds = problems.make_dataset("friedman1" if n_in > 1 else "one_over_1_p_9x2", n_train=64, n_test=64)
     x = ds.x_train[:, :n_in]
     data, _ = train.prepare_data(x, ds.y_train, ds.x_test[:, :n_in], ds.y_test, 64)
-    config = schedules.TrainConfig("newton-splines", chunk=64)
+    # the models and config of `_train(_batch(arch), data, "newton-splines")`: in 1D each
+    # arch's own program is the one the other tests here (and test_compilation.py) compile
+    config = schedules.TrainConfig("newton-splines", steps=3, chunk=64)
     archs = ("mlp", "glu", "gqu", "gated3")
+    nb = len(WIDTHS)
     own = {}
     for arch in archs:
-        params = _stack([inits.init(jax.random.PRNGKey(s), arch, n_in, n, 1, width=W) for n, s in ((3, 0), (8, 1))])
+        params = _stack([inits.init(jax.random.PRNGKey(s), arch, n_in, n, 1, width=W) for n, s in zip(WIDTHS, SEEDS)])
         own[arch] = (params, *train.train_batch(params, data, config))
-    padded = _stack([models.with_constant_factors(_index(own[arch][0], b), 3) for arch in archs for b in range(2)])
-    trained, info = train.train_batch(padded, data, config, factors=jnp.asarray([0, 0, 1, 1, 2, 2, 3, 3]))
+    padded = _stack([models.with_constant_factors(_index(own[arch][0], b), 3) for arch in archs for b in range(nb)])
+    trained, info = train.train_batch(padded, data, config, factors=jnp.repeat(jnp.arange(4), nb))
     for i, arch in enumerate(archs):
         k = models.n_factors(arch)
         _, want_params, want_info = own[arch]
-        got = models.without_constant_factors(jax.tree.map(lambda a: a[2 * i:2 * i + 2], trained), k)
+        rows = slice(nb * i, nb * (i + 1))
+        got = models.without_constant_factors(jax.tree.map(lambda a: a[rows], trained), k)
         def same(u, v, what):  # bit for bit in 1D, else to 1e-13 relative
             u, v = np.asarray(u), np.asarray(v)
             assert u.shape == v.shape, what
@@ -175,16 +187,16 @@ def test_padded_factors_train_as_the_models_own_program(n_in):
         for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want_params)):
             same(u, v, arch)
         for key in ("status", "steps"):
-            np.testing.assert_array_equal(np.asarray(info[key][2 * i:2 * i + 2]), np.asarray(want_info[key]))
+            np.testing.assert_array_equal(np.asarray(info[key][rows]), np.asarray(want_info[key]))
         for key in ("loss", "train_rmse", "test_rmse"):
-            same(info[key][2 * i:2 * i + 2], want_info[key], (arch, key))
-        assert list(np.asarray(info["steps"][2 * i:2 * i + 2])) == [k + 1, k + 1]
+            same(info[key][rows], want_info[key], (arch, key))
+        assert list(np.asarray(info["steps"][rows])) == [k + 1] * nb
         # the padding factors were not trained
-        np.testing.assert_array_equal(np.asarray(trained.U[2 * i:2 * i + 2, k:]), 0.0)
-        np.testing.assert_array_equal(np.asarray(trained.u[2 * i:2 * i + 2, k:]), 1.0)
+        np.testing.assert_array_equal(np.asarray(trained.U[rows, k:]), 0.0)
+        np.testing.assert_array_equal(np.asarray(trained.u[rows, k:]), 1.0)
     with pytest.raises(ValueError, match="newton-splines"):
         train.train_batch(padded, data, schedules.TrainConfig("newton-cascade", steps=1, chunk=64),
-                          factors=jnp.zeros(8, int))
+                          factors=jnp.zeros(len(archs) * nb, int))
 
 
 def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_another(data):
@@ -202,7 +214,7 @@ def test_factor_stages_run_as_one_loop_with_the_numbers_of_one_stage_after_anoth
             carry = train._newton_stage(carry, data, train.selection(stage.groups, 3, 1, 1), 1, 64)
         return carry.params, carry.loss, carry.accepted
 
-    looped, info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
+    looped, info = train.train_batch(params, data, config)  # (compiled once with test_padded_factors_...)
     want, loss, accepted = jax.jit(jax.vmap(one_by_one))(params)
     for u, v in zip(jax.tree.leaves(looped), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
@@ -375,7 +387,8 @@ def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
     problem rank-deficient, and rounding then picks different (equally good) minimisers."""
     params = _batch(arch, (3, 5, 7))
     config = schedules.TrainConfig("newton-cascade", steps=3, chunk=64)
-    got, got_info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
+    # (the program of the `cascade` fixture for glu, of test_compilation.py's gqu case for gqu)
+    got, got_info = train.train_batch(params, data, config)
 
     def by_stage(p):
         k = p.n_factors
@@ -410,9 +423,9 @@ def test_gate_steps_take_that_many_steps_on_the_gates_alone(data):
     params = _batch("glu", (3, 5, 7))
     splines, _ = _train(params, data, "newton-splines")
 
-    def gates_only(gate_steps):
+    def gates_only(gate_steps):  # (gate_steps=0 compiles the very program of newton-splines above)
         config = schedules.TrainConfig("newton-cascade", steps=0, chunk=64, gate_steps=gate_steps)
-        out, info = jax.jit(jax.vmap(lambda p: train.train_newton(p, data, config)))(params)
+        out, info = train.train_batch(params, data, config)
         return out, jax.tree.map(np.asarray, info)
 
     loss = {}
@@ -438,20 +451,28 @@ def test_cascade_starts_from_the_spline_stages_solved_on_j():
     digits and the cascade ended 3x above newton-splines (9.3e-7)."""
     dataset = problems.make_dataset("paper_1d", n_train=1000, n_test=1000, seed=0, dtype="float64")
     data, chunk = train.prepare_data(dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, 1000)
-    params = inits.init(jax.random.PRNGKey(0), "gqu", 1, 100, 1, x_data=dataset.x_train)
+    # (the init compiled as one program: op by op it dispatches hundreds of small ones)
+    params = jax.jit(lambda key: inits.init(key, "gqu", 1, 100, 1, x_data=dataset.x_train))(jax.random.PRNGKey(0))
     rmse = {}
     for optimizer in ("newton-splines", "newton-cascade"):
         config = schedules.TrainConfig(optimizer, steps=2, chunk=chunk)
-        rmse[optimizer] = float(jax.jit(lambda p, c=config: train.train_one(p, data, c)[1]["train_rmse"])(params))
+        rmse[optimizer] = float(_train_one(params, data, config)[1]["train_rmse"])
     assert rmse["newton-cascade"] <= rmse["newton-splines"]
     # the regime claimed: after the {D, d} and {U1, u1} stages, the {U2, u2} stage's J (columns
     # scaled to unit norm, as the solver does) has cond > 1e9, so cond(J^T J) > 1e18 > 1/eps
+    J = np.asarray(_factor2_jacobian_after_the_first_stages(params, data, chunk)).T
+    assert np.linalg.cond(J / np.linalg.norm(J, axis=0)) > 1e9
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _factor2_jacobian_after_the_first_stages(params, data, chunk):
+    """A GQU's weighted Jacobian on its {U2, u2} columns after one {D, d} and one {U1, u1}
+    stage (one compiled program, not the stages' eager dispatch)."""
     carry = train._initial_carry(params, data)
     for groups in ((models.OUT,), (models.factor(1),)):
         carry = train._newton_stage(carry, data, train.selection(groups, 2, 1, 1), 1, chunk)
-    J = np.asarray(newton._weighted_jacobian(carry.params, data.x, data.t, data.weight,
-                                             train.selection((models.factor(2),), 2, 1, 1))[0]).T
-    assert np.linalg.cond(J / np.linalg.norm(J, axis=0)) > 1e9
+    return newton._weighted_jacobian(carry.params, data.x, data.t, data.weight,
+                                     train.selection((models.factor(2),), 2, 1, 1))[0]
 
 
 def test_default_config_trains_data_of_any_size():
@@ -463,8 +484,8 @@ def test_default_config_trains_data_of_any_size():
     data, chunk = train.prepare_data(x, t, x, t, 2048)
     assert chunk == 300 and data.x.shape == (300, 1)
     params = inits.init(jax.random.PRNGKey(0), "glu", 1, 6, 1)
-    _, default = train.train_one(params, data, schedules.TrainConfig("newton-splines"))
-    _, explicit = train.train_one(params, data, schedules.TrainConfig("newton-splines", chunk=chunk))
+    _, default = _train_one(params, data, schedules.TrainConfig("newton-splines"))
+    _, explicit = _train_one(params, data, schedules.TrainConfig("newton-splines", chunk=chunk))
     assert float(default["train_rmse"]) == float(explicit["train_rmse"]) < 0.05
     padded, chunk = train.prepare_data(x, t, x, t, 128)  # 384 rows
     with pytest.raises(UsageError, match=r"384 rows, not a multiple of TrainConfig.chunk=100"):
