@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling import inits, models
-from glu_scaling.errors import UsageError, check_positive_int, unknown
+from glu_scaling.errors import UsageError, unknown
 from glu_scaling.models import NAMED_ARCHS, Params, accepted_archs, n_factors
 from glu_scaling.units import Unit, UnitParams, affine, check_finite, check_unit
 
@@ -153,19 +153,15 @@ def unit_shape(arch, n_in: int, n_out: int, width: int) -> tuple[int, int, int]:
     unit = resolve(arch)
     if unit is None:
         k = n_factors(arch)
-        return width, (k + 1) * (n_in + 1) + n_out, k + 2
+        return width, models.unit_size(k, n_in, n_out), k + 2
     one = unit.unit_at(n_in, width, n_out)
     return (width if unit.pads else 1), one.row_size(n_in, n_out), len(one.groups)
 
 
 def param_count(arch, n_in: int, n_hidden: int, n_out: int) -> int:
     """Trainable parameters of an unpadded model of any architecture."""
-    for kind, value in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-        check_positive_int(kind, value)
     unit = resolve(arch)
-    if unit is not None:
-        return unit.param_count(n_in, n_hidden, n_out)
-    return ((n_factors(arch) + 1) * (n_in + 1) + n_out) * n_hidden + n_out
+    return models.param_count(arch, n_in, n_hidden, n_out) if unit is None else unit.param_count(n_in, n_hidden, n_out)
 
 
 def degree(arch) -> int | None:
@@ -183,17 +179,16 @@ def check_arch(arch, x, n_out: int, width: int, dtype=jnp.float64) -> None:
     unit = resolve(arch)
     if unit is None:
         return
-    n_in = np.shape(x)[1]
-    if not unit.pads:
-        try:
-            unit = unit.unit_at(n_in, width, n_out)
-        except UsageError:
-            raise
-        except Exception as err:
-            raise UsageError(f"architecture {unit.name!r}: its init fails at n_in={n_in}, width={width}, "
-                             f"n_out={n_out}: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from None
-    check_unit(unit, n_in, n_out, dtype)
-    check_finite(unit, x, n_out, dtype)
+    n_in, n = np.shape(x)[1], (2 if unit.pads else width)  # a unit's 2-unit model, a dense model's own width
+    try:
+        one = unit.unit_at(n_in, n, n_out)
+    except UsageError:
+        raise
+    except Exception as err:  # a dense model's init that fails at these sizes
+        raise UsageError(f"architecture {unit.name!r}: its init fails at n_in={n_in}, width={n}, "
+                         f"n_out={n_out}: {type(err).__name__}: {str(err).strip().splitlines()[0]}") from None
+    check_unit(one, n_in, n_out, dtype)
+    check_finite(unit.name, unit.model(jax.random.PRNGKey(0), n_in, n, n_out, dtype=dtype), x)
 
 
 def init_model(key, arch, n_in: int, n_hidden: int, n_out: int, **options):

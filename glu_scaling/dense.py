@@ -95,16 +95,7 @@ class Dense:
 
 @compilation.jit_with(brief=True, static_argnames=("dense", "n_in", "n_out", "width", "dtype"))
 def _init_batch(seeds, *, dense: Dense, n_in: int, n_out: int, width: int, dtype) -> UnitParams:
-    unit = dense.unit_at(n_in, width, n_out)
-
-    def one(seed):
-        k_params, k_bias = jax.random.split(jax.random.PRNGKey(seed))
-        params = dense.init(k_params, n_in, width, n_out)
-        row = jnp.concatenate([jnp.ravel(params[n]) for n in sorted(params)]).astype(dtype)
-        d = jax.random.normal(k_bias, (n_out,), dtype)
-        return UnitParams(row[None], d, jnp.ones((1,), dtype), unit, n_in)
-
-    return jax.vmap(one)(seeds)
+    return jax.vmap(lambda seed: init(jax.random.PRNGKey(seed), dense, n_in, width, n_out, dtype))(seeds)
 
 
 def init(key, dense: Dense, n_in: int, n_hidden: int, n_out: int, dtype=None) -> UnitParams:

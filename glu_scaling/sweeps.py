@@ -149,9 +149,7 @@ def precompile_bucket(arch: str, n_models: int, width: int, dataset: problems.Da
     ns = jax.ShapeDtypeStruct((n_models,), jnp.asarray(0).dtype)
     kwargs = _init_kwargs(setup, width, dataset, config)
     knots = None if config.init.knots == "uniform" else jax.ShapeDtypeStruct((n_models, width), kwargs["dtype"])
-    if setup.unit is not None:
-        pass  # compiled with the training program's shapes below
-    else:
+    if setup.unit is None:  # (a unit's or dense model's init is one small program, compiled at launch)
         draw_kwargs = inits.draw_kwargs(setup.k, dataset.n_in, dataset.n_out, width, kwargs["dtype"])
         inits.draw_batch.lower(seeds, **draw_kwargs).compile()
         draws = jax.eval_shape(functools.partial(inits.draw_batch, **draw_kwargs), seeds)

@@ -262,17 +262,16 @@ def check_unit(unit: Unit, n_in: int, n_out: int, dtype=jnp.float64) -> None:
                          f"({n_out},)), got {getattr(out, 'shape', type(out).__name__)}")
 
 
-CHECK_POINTS = 256  # `check_finite` evaluates a unit's first model on this many points
+CHECK_POINTS = 256  # `check_finite` evaluates an architecture's first model on this many points
 
 
-def check_finite(unit: Unit, x, n_out: int, dtype=jnp.float64) -> None:
-    """One line if a 2-unit model of `unit` from seed 0 gives a non-finite output on the first
-    `CHECK_POINTS` rows of the data x (N, n_in): such a unit would only train to "diverged"."""
-    x = jnp.asarray(np.asarray(x)[:CHECK_POINTS], dtype)
-    params = init(jax.random.PRNGKey(0), unit, x.shape[1], 2, n_out, dtype=dtype)
+def check_finite(name: str, params: UnitParams, x) -> None:
+    """One line if the model `params` (an architecture's first model) gives a non-finite output on
+    the first `CHECK_POINTS` rows of the data x (N, n_in): it would only train to "diverged"."""
+    x = jnp.asarray(np.asarray(x)[:CHECK_POINTS], params.dtype)
     y = np.asarray(jax.jit(UnitParams.output)(params, x))
     if not np.all(np.isfinite(y)):
-        raise UsageError(f"architecture {unit.name!r}: its unit gives non-finite outputs (NaN or inf) at the "
+        raise UsageError(f"architecture {name!r}: its unit gives non-finite outputs (NaN or inf) at the "
                          f"initial parameters on {int(np.sum(~np.isfinite(y)))} of {y.size} values of the data; "
                          "check unit(parts, x) for divisions, logs or overflow")
 
