@@ -120,7 +120,7 @@ class Params:
     @property
     def layout(self) -> Layout:
         """How a packed unit row splits into parameter groups (`gated_layout`)."""
-        return gated_layout(self.n_factors, self.n_in, self.n_out)
+        return gated_layout(self.n_factors, self.n_in, self.n_out, self.activation)
 
     def rows(self) -> jax.Array:
         """The packed unit rows (W, unit_size) (`pack_units`)."""
@@ -396,6 +396,9 @@ class Layout:
       spline stages solve them, each by one linear least-squares step.
     gate: the group that holds the gate (the knot), which gets the gate stage; or None.
     d_group: the group the output bias d moves with (None: d moves only with every group).
+    degree: the piecewise-polynomial degree p of the output in x when the gate is an affine
+      knot (weight, bias) on one input, the unit opening at x = -bias / weight; else None.
+      The knot-moving stage (`schedules.KnotStage`) needs it.
     """
 
     groups: tuple[Group, ...]
@@ -403,6 +406,7 @@ class Layout:
     cascade: tuple[Group, ...]
     gate: Group | None = None
     d_group: Group | None = None
+    degree: int | None = None
 
     def __post_init__(self):
         if len(self.groups) != len(self.sizes) or len(set(self.groups)) != len(self.groups):
@@ -430,10 +434,18 @@ class Layout:
         """Whether the output is linear in `group` with the others fixed."""
         return group in self.cascade
 
+    @property
+    def knots(self) -> bool:
+        """Whether the units have knots that can move: a 1D affine gate and a degree."""
+        return self.gate is not None and self.degree is not None and len(self.columns(self.gate)) == 2
+
 
 @functools.lru_cache(maxsize=256)
-def gated_layout(k: int, n_in: int, n_out: int) -> Layout:
+def gated_layout(k: int, n_in: int, n_out: int, activation: str = "relu") -> Layout:
     """The gated family's row [G_i, g_i, U_1i, u_1i, ..., U_ki, u_ki, D_i]: the gate, k factors
-    and the output, solved out, factor 1, ..., factor k in the spline stages; d moves with D."""
+    and the output, solved out, factor 1, ..., factor k in the spline stages; d moves with D.
+    With relu (and one input) the output is a spline of degree k + 1 in x, knots -g_i / G_i."""
     groups = all_groups(k)
-    return Layout(groups, (n_in + 1,) * (k + 1) + (n_out,), cascade=(OUT, *groups[1:-1]), gate=GATE, d_group=OUT)
+    degree = k + 1 if activation == "relu" and n_in == 1 else None
+    return Layout(groups, (n_in + 1,) * (k + 1) + (n_out,), cascade=(OUT, *groups[1:-1]), gate=GATE, d_group=OUT,
+                  degree=degree)

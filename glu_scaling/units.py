@@ -138,7 +138,8 @@ class Unit:
         return Layout(tuple(_group(n) for n, _ in self.groups), self.sizes(n_in, n_out),
                       cascade=tuple(_group(n) for n in self.linear),
                       gate=None if self.gate is None else _group(self.gate),
-                      d_group=None if d is None else _group(d))
+                      d_group=None if d is None else _group(d),
+                      degree=self.degree if n_in == 1 and dict(self.groups).get(self.gate) == "affine" else None)
 
     def split(self, row: jax.Array, n_in: int, n_out: int) -> dict[str, jax.Array]:
         """A packed row (p,) as a dict group name -> its slice."""
