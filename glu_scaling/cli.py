@@ -161,7 +161,8 @@ def cmd_sweep(args) -> int:
     config = sweep_config(
         archs, tuple(specs.parse_spec(args.widths, "widths")),
         tuple(specs.parse_spec(args.seeds, "seeds", minimum=0)), problem=args.problem,
-        optimizer=args.optimizer, steps=args.steps, gate_steps=args.gate_steps, learning_rate=args.lr,
+        optimizer=args.optimizer, steps=args.steps, gate_steps=args.gate_steps, knot_moves=args.knot_moves,
+        learning_rate=args.lr,
         n_data=args.n_data, n_test=args.n_test, data_seed=args.data_seed, activation=args.activation,
         spline_init=not args.random_init, knots=args.knots, factor_init=args.factor_init, eval=args.eval,
         target=args.target, dtype=args.dtype, batch_size=args.batch_size, devices=args.devices,
@@ -311,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-steps", type=int, default=1,
                    help="newton-cascade: Newton steps on the gates {G, g} between the spline stages and the "
                         "all-parameter steps (default 1, as paper.md; the reference's code takes 3)")
+    p.add_argument("--knot-moves", type=int, default=schedules.DEFAULT_KNOT_MOVES,
+                   help="newton-cascade and newton-knots, 1D spline models: the most knot moves (each moves the "
+                        "knots to equidistribute the fit's |f^(p+1)|^(2/(2p+3)), then solves the linear layers "
+                        f"again; default {schedules.DEFAULT_KNOT_MOVES}, 0 for the reference's schedule)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of adam/adamw/lbfgs")
     p.add_argument("--n-data", type=int, default=None, help="training points (default 2000; real data: all)")
     p.add_argument("--n-test", type=int, default=None, help="test points (default 2000; real data: all held-out rows)")

@@ -81,7 +81,7 @@ def _route(settings: dict) -> tuple[dict, dict, dict]:
 
 def sweep_config(archs, widths, seeds, **settings) -> SweepConfig:
     """A SweepConfig from flat settings (the names of config.json and `gs.sweep`'s keywords):
-    optimizer, steps, learning_rate, gate_steps and chunk make its TrainConfig; spline_init,
+    optimizer, steps, learning_rate, gate_steps, knot_moves and chunk make its TrainConfig; spline_init,
     knots and factor_init its InitConfig; the rest are its own."""
     own, train, init = _route(settings)
     return SweepConfig(archs=archs, widths=widths, seeds=seeds, **own, train=TrainConfig(**train),
@@ -148,21 +148,24 @@ def effective_settings(settings: dict) -> dict:
     None replaced by the default it stands for (steps, learning rate, a generated problem's
     n_data and n_test) and a setting the run ignores set to None (steps for
     `newton-splines`, the learning rate for Newton, n_test with eval "train", gate_steps
-    but for newton-cascade, factor_init when no architecture has a second factor:
+    but for newton-cascade, knot_moves without a knot stage or for a registered problem
+    of more than one input, factor_init when no architecture has a second factor:
     `results.MAY_NOT_APPLY`), so that resuming
     with an explicit default, or with an ignored setting, is not a different run."""
     s = dict(settings)
+    spec = problems.REGISTRY.get(s.get("problem")) if isinstance(s.get("problem"), str) else None
     optimizer = s.get("optimizer")
     if optimizer in OPTIMIZERS:  # (a hand-edited config may name none: compared as it is)
         train = TrainConfig(optimizer)
         s["steps"] = (train.n_steps if s.get("steps") is None else s["steps"]) if train.uses_steps else None
         if not train.has_gate_stage:
             s["gate_steps"] = None
+        if not train.has_knot_stage or (spec is not None and spec.n_in != 1):
+            s["knot_moves"] = None
         s["learning_rate"] = (train.lr if s.get("learning_rate") is None else s["learning_rate"]) \
             if not train.newton else None
     else:
-        s["gate_steps"] = None
-    spec = problems.REGISTRY.get(s.get("problem")) if isinstance(s.get("problem"), str) else None
+        s["gate_steps"] = s["knot_moves"] = None
     if spec is not None and not spec.tabular:  # generated data: None means the default count
         s["n_data"] = problems.DEFAULT_N_TRAIN if s.get("n_data") is None else s["n_data"]
         s["n_test"] = problems.DEFAULT_N_TEST if s.get("n_test") is None else s["n_test"]

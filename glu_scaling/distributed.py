@@ -1,4 +1,5 @@
-"""Devices and processes: the mesh a sweep's batch axis is sharded over, and multi-host start-up.
+"""Devices and processes: the mesh a sweep's batch axis is sharded over, how a batch of
+models is padded to fill it (`padded_size`, `pad_models`), and multi-host start-up.
 
 A sweep trains the models of a bucket as one batch axis; with more than one device
 that axis is split over a one-dimensional `jax.sharding.Mesh` (axis "models") and
@@ -28,6 +29,7 @@ import os
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from glu_scaling.errors import UsageError
@@ -176,3 +178,27 @@ def broadcast_from_first(array: np.ndarray) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.broadcast_one_to_all(array))
+
+
+def padded_size(n_models: int, n_devices: int = 1, batch_size: int | None = None) -> tuple[int, int]:
+    """(models after padding, models vmapped together on one device) for a batch of `n_models`.
+
+    Each of the `n_devices` devices gets ceil(n_models / n_devices) models, rounded up
+    to a multiple of its vmap batch min(batch_size, that share) (None: the whole
+    share), so every device runs the same number of whole `lax.map` groups.
+    """
+    share = -(-n_models // n_devices)
+    batch = share if batch_size is None else min(batch_size, share)
+    return n_devices * -(-share // batch) * batch, batch
+
+
+def pad_models(params, n_total: int):
+    """Append dummy models up to `n_total` on the leading axis: copies of model 0 with
+    every unit masked (a constant model, whose Newton steps end at once); their
+    results are dropped by the caller."""
+    extra = n_total - params.mask.shape[0]
+    if extra == 0:
+        return params
+    dummy = jax.tree.map(lambda a: jnp.repeat(a[:1], extra, axis=0), params)
+    dummy = dummy.replace(mask=jnp.zeros_like(dummy.mask))
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, dummy)

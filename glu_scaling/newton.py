@@ -353,7 +353,7 @@ def backtracking(loss_at, loss0, slope, *, c1: float = 1e-4, shrink: float = 0.5
 def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
                 damping_start: jax.Array | int = 0, free: jax.Array | None = None,
                 batch_axis: str | None = None, offset: jax.Array | None = None,
-                ladder: Ladder = DEFAULT_LADDER) -> tuple[Params, StepInfo]:
+                ladder: Ladder = DEFAULT_LADDER, admissible=None) -> tuple[Params, StepInfo]:
     """One damped, line-searched Newton step on the selected parameters.
 
     x (N, dx), t (N, dy), weight (N,) (0 for padding points; N a multiple of chunk).
@@ -370,6 +370,8 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
     a larger one is clamped, not refused.
     ladder: how the damping ladder factors (`Ladder`: the same step for any rungs per
     round on a CPU, the same up to rounding for a blocked Cholesky).
+    admissible: optional params -> bool; the line search takes only trial points where it
+    holds (`train`'s edge guard for 1D knots), as if the loss there were infinite.
     """
     if offset is not None and (sel.second_order or free is not None):
         raise ValueError("a run-time column offset is for least-squares steps (no second order, no free mask)")
@@ -388,7 +390,9 @@ def newton_step(params: Params, x, t, weight, sel: Selection, chunk: int,
         return theta if free is None else jnp.where(free, theta, theta0)
 
     def loss_at(alpha):
-        return loss_fn(params_from_theta(params, moved(alpha), sel, offset), x, t, weight)
+        trial = params_from_theta(params, moved(alpha), sel, offset)
+        loss = loss_fn(trial, x, t, weight)
+        return loss if admissible is None else jnp.where(admissible(trial), loss, jnp.inf)
 
     slope = jnp.dot(g if free is None else jnp.where(free, g, 0.0), p)
     alpha, loss = backtracking(loss_at, loss0, slope)

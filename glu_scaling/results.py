@@ -29,11 +29,11 @@ from glu_scaling.errors import UsageError
 RECORD_FIELDS = ("arch", "activation", "problem", "n_in", "n_hidden", "n_params", "seed", "optimizer",
                  "train_rmse", "test_rmse", "status", "seconds")
 # config keys that change what a model is; archs, widths and seeds may grow between runs
-MODEL_KEYS = ("problem", "optimizer", "steps", "gate_steps", "learning_rate", "n_data", "n_test", "data_seed",
-              "activation", "spline_init", "knots", "factor_init", "eval", "target", "dtype")
+MODEL_KEYS = ("problem", "optimizer", "steps", "gate_steps", "knot_moves", "learning_rate", "n_data", "n_test",
+              "data_seed", "activation", "spline_init", "knots", "factor_init", "eval", "target", "dtype")
 # settings added after results folders were first written: an older config.json without
 # them describes models made with these values
-MODEL_DEFAULTS = {"knots": "uniform", "factor_init": "random", "gate_steps": 1}
+MODEL_DEFAULTS = {"knots": "uniform", "factor_init": "random", "gate_steps": 1, "knot_moves": 0}
 # settings only some models use (a GQU's factor_init): where `effective` gives None on one
 # side, that side's models do not depend on it, so the two agree, and the folder keeps the
 # value its models were made with

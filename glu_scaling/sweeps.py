@@ -32,6 +32,7 @@ from glu_scaling import (
     architectures,
     distributed,
     inits,
+    knots,
     linsolve,
     models,
     planning,
@@ -241,7 +242,7 @@ def collect_bucket(launched: LaunchedBucket, dataset: problems.Dataset,
             retry = launch_bucket(launched.arch, launched.pairs, launched.width, dataset, config, batch=half,
                                   ladder=launched.ladder)
             launched = retry._replace(started=launched.started)
-    n_total, _ = train.padded_size(len(launched.pairs), launched.n_devices, launched.batch)
+    n_total, _ = distributed.padded_size(len(launched.pairs), launched.n_devices, launched.batch)
     info["process"] = distributed.device_owners(n_total, launched.mesh)[:len(launched.pairs)]
     return launched.trained, info, time.perf_counter() - launched.started
 
@@ -382,6 +383,9 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
                 "test_rmse": float(info["test_rmse"][b]), "status": train.STATUSES[int(info["status"][b])],
                 "seconds": seconds / len(pairs), "steps": int(info["steps"][b]), "bucket_width": width,
             })
+            if int(info["knots"][b]) >= 0:  # the schedule's knot stage ran: how it went
+                recs[-1].update(knot_moves=int(info["knot_moves"][b]),
+                                knot_outcome=knots.KNOT_OUTCOMES[int(info["knots"][b])])
         if folder is not None:
             results.append_records(folder, recs, filename)
         if on_bucket is not None:

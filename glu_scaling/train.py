@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from glu_scaling import compilation, linsolve, newton
+from glu_scaling import compilation, distributed, knots, linsolve, newton
 from glu_scaling.errors import UsageError
 from glu_scaling.models import Group, Layout, Params, factor, gated_layout
 from glu_scaling.schedules import FIRST_ORDER, Stage, TrainConfig
@@ -103,12 +103,13 @@ class _NewtonCarry(NamedTuple):
 
 def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chunk: int,
                    free: jax.Array | None = None, batch_axis: str | None = None,
-                   offset: jax.Array | None = None, ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER
-                   ) -> tuple[_NewtonCarry, jax.Array]:
-    """One Newton step on `sel` (and the run-time mask `free`, or column `offset`, see
-    `newton.newton_step`); returns (carry, failed)."""
+                   offset: jax.Array | None = None, ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER,
+                   admissible=None) -> tuple[_NewtonCarry, jax.Array]:
+    """One Newton step on `sel` (and the run-time mask `free`, or column `offset`, and
+    `admissible`, see `newton.newton_step`); returns (carry, failed)."""
     new, info = newton.newton_step(c.params, data.x, data.t, data.weight, sel, chunk,
-                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset, ladder)
+                                   jnp.maximum(c.damping_index - 2, 0), free, batch_axis, offset, ladder,
+                                   admissible)
     finite = _all_finite(new) & jnp.isfinite(info.loss)
     failed = info.alpha == 0
     return c._replace(
@@ -125,14 +126,17 @@ def _newton_update(c: _NewtonCarry, data: TrainData, sel: newton.Selection, chun
 
 def _newton_stage(carry: _NewtonCarry, data: TrainData, sel: newton.Selection, steps: int, chunk: int,
                   batch_axis: str | None = None, offset: jax.Array | None = None,
-                  ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER):
+                  ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER, admissible=None,
+                  free: jax.Array | None = None):
     """Up to `steps` steps on one selection (its columns shifted by a run-time `offset`,
-    if given: `newton.newton_step`), compiled for its own (smaller) Hessian."""
+    if given, or within a run-time mask `free`: `newton.newton_step`), compiled for its own
+    (smaller) Hessian."""
     def cond(c):
         return (c.step < steps) & ~c.stopped & (c.status != DIVERGED)
 
     def body(c):
-        return _newton_update(c, data, sel, chunk, batch_axis=batch_axis, offset=offset, ladder=ladder)[0]
+        return _newton_update(c, data, sel, chunk, free, batch_axis=batch_axis, offset=offset, ladder=ladder,
+                              admissible=admissible)[0]
 
     carry = carry._replace(step=jnp.asarray(0), stopped=jnp.asarray(False))
     if steps == 1:  # no loop to compile for a single step
@@ -191,6 +195,9 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
     layout = params.layout
     sel = selection(layout.groups, layout)
     free = jnp.asarray(stage_masks(stages, layout, params.n_in, params.n_out, params.width))
+    hold = _edge_hold(params, data, sel)  # a 1D model's knots stay out of the edge gaps
+    free = free & hold["free"] if hold else free
+    admissible = hold.get("admissible")
     limits = jnp.asarray([stage.steps for stage in stages])
 
     def cond(c):
@@ -200,7 +207,7 @@ def _newton_schedule(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
         # under vmap, lanes that have finished (stage == len(stages)) still run the body,
         # with results thrown away: clamp their stage index rather than read past the end
         stage = jnp.minimum(c.stage, len(stages) - 1)
-        c, failed = _newton_update(c, data, sel, chunk, free[stage], ladder=ladder)
+        c, failed = _newton_update(c, data, sel, chunk, free[stage], ladder=ladder, admissible=admissible)
         advance = failed | (c.step >= limits[stage])
         return c._replace(stage=c.stage + advance, step=jnp.where(advance, 0, c.step))
 
@@ -253,7 +260,8 @@ def _check_factors(config: TrainConfig, factors) -> None:
 def train_newton(params: Params, data: TrainData, config: TrainConfig, batch_axis: str | None = None,
                  factors: jax.Array | None = None,
                  ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> tuple[Params, dict]:
-    """Run a Newton schedule on one model. Returns (params, info) with scalar info.
+    """Run a Newton schedule on one model. Returns (params, info) with scalar info: status,
+    loss, steps (accepted Newton steps), knot_moves and knots (`_knot_stage`; -1: no knot stage).
 
     batch_axis: the name of the `jax.vmap` axis over models this runs under, if any; the
     models of the batch then skip the rank-deficient least-squares fallback together when
@@ -268,32 +276,78 @@ def train_newton(params: Params, data: TrainData, config: TrainConfig, batch_axi
     carry = _initial_carry(params, data)
     loss0 = carry.loss
     stages = config.stages(layout)
-    # The leading single steps that are linear least squares (the spline stages) each run on
-    # the columns of one group (the factor groups' in one loop, `_factor_stages`), solved by
-    # QR of J: the masked all-parameter loop would solve them
-    # through J^T J, whose Cholesky squares J's condition number and left wide GQUs of
+    # The leading single steps that are linear least squares (the spline stages), and the knot
+    # moves (which solve them again), run on their own columns (the factor groups' in one
+    # loop, `_factor_stages`), solved by QR of J: the masked all-parameter loop would solve
+    # them through J^T J, whose Cholesky squares J's condition number and left wide GQUs of
     # newton-cascade up to 3x worse than newton-splines after the same stages.
     lead = 0
-    while lead < len(stages) and stages[lead].steps == 1 and not selection(stages[lead].groups, layout).second_order:
+    while lead < len(stages) and (stages[lead].kind == "knots" or (
+            stages[lead].steps == 1 and not selection(stages[lead].groups, layout).second_order)):
         lead += 1
     rest = stages[lead:]
     separate = stages[:lead] if any(stage.steps > 1 for stage in rest) else stages
-    i = 0
-    while i < len(separate):
-        first, count = _factor_run(separate[i:], isinstance(params, Params))
-        if count >= 2 or (count and factors is not None):  # {U_1, u_1}, {U_2, u_2}, ...: one step in a loop
-            carry = _factor_stages(carry, data, first, count, chunk, batch_axis, factors)
-            i += count
-            continue
-        stage = separate[i]
-        carry = _newton_stage(carry, data, selection(stage.groups, layout), stage.steps, chunk, batch_axis,
-                              ladder=ladder)
-        i += 1
+    carry, knot_info = _separate_stages(carry, data, separate, layout, chunk, batch_axis, factors, ladder,
+                                        isinstance(params, Params))
     if len(separate) < len(stages):  # newton-cascade, newton: one loop, one compiled step for the rest
         carry = _newton_schedule(carry, data, rest, chunk, ladder)
     stalled = (carry.stopped & (carry.decrement > STALL_RATIO * carry.loss)) | ~(carry.loss < loss0)
     status = jnp.where((carry.status == OK) & stalled, STALLED, carry.status)
-    return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted}
+    return carry.params, {"status": status, "loss": carry.loss, "steps": carry.accepted, **knot_info}
+
+
+def _separate_stages(carry: _NewtonCarry, data: TrainData, stages: list[Stage], layout: Layout, chunk: int,
+                     batch_axis: str | None, factors: jax.Array | None, ladder: linsolve.Ladder,
+                     gated: bool) -> tuple[_NewtonCarry, dict]:
+    """Run `stages` one after another, each compiled for its own columns (the gated family's
+    factor stages in one loop, `_factor_stages`; a knot stage as `_knot_stage`).
+    Returns (carry, knot info: `knot_moves` and `knots`, an index into `knots.KNOT_OUTCOMES`
+    or -1 without a knot stage)."""
+    knot_info = {"knot_moves": jnp.asarray(0), "knots": jnp.asarray(-1)}
+    i = 0
+    while i < len(stages):
+        first, count = _factor_run(stages[i:], gated)
+        if count >= 2 or (count and factors is not None):  # {U_1, u_1}, {U_2, u_2}, ...: one step in a loop
+            carry = _factor_stages(carry, data, first, count, chunk, batch_axis, factors)
+            i += count
+            continue
+        stage = stages[i]
+        if stage.kind == "knots":
+            carry, knot_info = _knot_stage(carry, data, stage.steps, layout, chunk, batch_axis, ladder, gated)
+        else:
+            sel = selection(stage.groups, layout)
+            carry = _newton_stage(carry, data, sel, stage.steps, chunk, batch_axis, ladder=ladder,
+                                  **_edge_hold(carry.params, data, sel))
+        i += 1
+    return carry, knot_info
+
+
+def _edge_hold(params, data: TrainData, sel: newton.Selection) -> dict:
+    """What keeps a 1D model's second-order steps from moving knots into the edge gaps:
+    `newton_step`'s `admissible` (`knots.edge_guard`) and `free` (`knots.movable_gates` on
+    `sel`'s flat vector); {} for a linear selection or a model without knots."""
+    if not (sel.second_order and params.layout.knots):
+        return {}
+    x, weight = data.x[:, 0], data.weight
+    free = newton._flatten(knots.movable_gates(params, x, weight), jnp.ones((params.n_out,), bool), sel)
+    return {"admissible": knots.edge_guard(params, x, weight), "free": free}
+
+
+def _knot_stage(carry: _NewtonCarry, data: TrainData, rounds: int, layout: Layout, chunk: int,
+                batch_axis: str | None, ladder: linsolve.Ladder, gated: bool) -> tuple[_NewtonCarry, dict]:
+    """Up to `rounds` knot moves of a 1D model (`knots.knot_stage`), each followed by the
+    spline stages on the layout's cascade.  Returns (carry, {"knot_moves": moves kept,
+    "knots": outcome, an index into `knots.KNOT_OUTCOMES`})."""
+    solve = [Stage((group,), 1) for group in layout.cascade]
+
+    def resolve(c):
+        return _separate_stages(c, data, solve, layout, chunk, batch_axis, None, ladder, gated)[0]
+
+    carry, moves, outcome = knots.knot_stage(
+        carry, data.x[:, 0], data.t, data.weight, layout.degree, rounds, resolve,
+        better=lambda trial, c: (trial.status != DIVERGED) & (trial.loss < c.loss),
+        going=lambda c: c.status != DIVERGED)
+    return carry, {"knot_moves": moves, "knots": outcome}
 
 
 def train_first_order(params: Params, data: TrainData, config: TrainConfig) -> tuple[Params, dict]:
@@ -349,40 +403,18 @@ def rmse(params: Params, x: jax.Array, t: jax.Array, weight: jax.Array | None = 
 def train_one(params: Params, data: TrainData, config: TrainConfig, batch_axis: str | None = None,
               factors: jax.Array | None = None,
               ladder: linsolve.Ladder = linsolve.DEFAULT_LADDER) -> tuple[Params, dict]:
-    """Train one model; info has status, loss, steps, train_rmse, test_rmse (scalars).
+    """Train one model; info has status, loss, steps, knot_moves, knots (`train_newton`),
+    train_rmse, test_rmse (scalars).
     batch_axis, factors: as `train_newton`."""
     _check_factors(config, factors)
     if config.newton:
         params, info = train_newton(params, data, config, batch_axis, factors, ladder)
     else:
         params, info = train_first_order(params, data, config)
+        info.update(knot_moves=jnp.asarray(0), knots=jnp.asarray(-1))
     info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
     info["test_rmse"] = rmse(params, data.x_test, data.t_test)
     return params, info
-
-
-def padded_size(n_models: int, n_devices: int = 1, batch_size: int | None = None) -> tuple[int, int]:
-    """(models after padding, models vmapped together on one device) for a batch of `n_models`.
-
-    Each of the `n_devices` devices gets ceil(n_models / n_devices) models, rounded up
-    to a multiple of its vmap batch min(batch_size, that share) (None: the whole
-    share), so every device runs the same number of whole `lax.map` groups.
-    """
-    share = -(-n_models // n_devices)
-    batch = share if batch_size is None else min(batch_size, share)
-    return n_devices * -(-share // batch) * batch, batch
-
-
-def pad_models(params: Params, n_total: int) -> Params:
-    """Append dummy models up to `n_total` on the leading axis: copies of model 0 with
-    every unit masked (a constant model, whose Newton steps end at once); their
-    results are dropped by the caller."""
-    extra = n_total - params.mask.shape[0]
-    if extra == 0:
-        return params
-    dummy = jax.tree.map(lambda a: jnp.repeat(a[:1], extra, axis=0), params)
-    dummy = dummy.replace(mask=jnp.zeros_like(dummy.mask))
-    return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, dummy)
 
 
 @compilation.jit_with(static_argnames=("config", "batch_size", "mesh", "ladder"))
@@ -394,7 +426,7 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
     Models are vmapped in groups of `batch_size` (None: all of a device's models at
     once) and the groups run one after another (`jax.lax.map`), which bounds memory.
     With a `mesh` of several devices (one axis, see `distributed.make_mesh`) the
-    batch is padded to a multiple of devices x batch_size (`padded_size`), device j
+    batch is padded to a multiple of devices x batch_size (`distributed.padded_size`), device j
     trains the j-th contiguous block of models (`jax.shard_map`) and the results are
     gathered onto every device; `params` and `data` should then be replicated on the
     mesh (`distributed.replicate`).  With no mesh (or one device) nothing is sharded.
@@ -405,10 +437,10 @@ def train_batch(params: Params, data: TrainData, config: TrainConfig, batch_size
     """
     n_models = params.mask.shape[0]
     n_devices = 1 if mesh is None else mesh.size
-    n_total, batch = padded_size(n_models, n_devices, batch_size)
+    n_total, batch = distributed.padded_size(n_models, n_devices, batch_size)
     # lax.map reshapes every leaf into (groups, batch, ...), which zero-size leaves
     # (U and u of an MLP) do not survive: carry only the non-empty ones through it.
-    leaves, treedef = jax.tree.flatten(pad_models(params, n_total))
+    leaves, treedef = jax.tree.flatten(distributed.pad_models(params, n_total))
     empty = [leaf.size == 0 for leaf in leaves]
 
     def rebuild(nonempty, batch_shape):

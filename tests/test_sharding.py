@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from conftest import CountingTrainBucket
 
-from glu_scaling import cli, distributed, inits, linsolve, models, newton, planning, results, sweeps, train
+from glu_scaling import cli, distributed, inits, linsolve, models, newton, planning, results, sweeps
 from glu_scaling.config import sweep_config
 from glu_scaling.errors import UsageError
 
@@ -46,7 +46,7 @@ BASE = sweep_config(archs=("mlp", "glu"), widths=(2, 4), seeds=(0, 1), problem="
     (34, 4, 3, (36, 3)), (1, 4, None, (4, 1)), (480, 1, 240, (480, 240)),
 ])
 def test_padded_size(n, devices, batch, expected):
-    total, per_device = train.padded_size(n, devices, batch)
+    total, per_device = distributed.padded_size(n, devices, batch)
     assert (total, per_device) == expected
     # every device holds the same number of whole lax.map groups, with fewer than one
     # group of dummies per device beyond the ceil(n / devices) share
@@ -66,7 +66,7 @@ def test_pad_models_appends_masked_copies(single):
 
     @jax.jit  # one compilation instead of one per eager op
     def pad_and_apply(params):
-        padded = train.pad_models(params, 6)
+        padded = distributed.pad_models(params, 6)
         return padded, jax.vmap(newton.apply_params, in_axes=(0, None))(padded, x)
 
     padded, y = pad_and_apply(params)
@@ -78,7 +78,7 @@ def test_pad_models_appends_masked_copies(single):
     # a dummy is the constant d whatever its units hold; model 0 is not
     np.testing.assert_array_equal(np.asarray(y[4:]), np.broadcast_to(np.asarray(padded.d)[4:, None], (2, 7, 1)))
     assert np.ptp(np.asarray(y[0])) > 0.1
-    assert train.pad_models(params, 4) is params
+    assert distributed.pad_models(params, 4) is params
 
 
 def test_default_batch_size_balances_groups(monkeypatch):

@@ -367,7 +367,7 @@ def test_spline_schedule_on_mlp_is_the_least_squares_spline(data):
 
 def test_stage_masks_pick_each_groups_columns_of_every_unit_and_d():
     """k = 1, one input, one output: a packed unit row is [G, g, U, u, D], then d."""
-    stages = schedules.TrainConfig("newton-cascade", 5).stages(1)
+    stages = schedules.TrainConfig("newton-cascade", 5, knot_moves=0).stages(1)
     masks = train.stage_masks(stages, 1, 1, 1, width=2)
     unit = {(models.OUT,): [0, 0, 0, 0, 1], (models.factor(1),): [0, 0, 1, 1, 0], (models.GATE,): [1, 1, 0, 0, 0],
             (models.GATE, models.factor(1), models.OUT): [1, 1, 1, 1, 1]}
@@ -386,19 +386,19 @@ def test_cascade_in_one_masked_loop_equals_stage_by_stage(data, arch):
     Odd widths: with the spline init an even width makes the {D, d} least-squares
     problem rank-deficient, and rounding then picks different (equally good) minimisers."""
     params = _batch(arch, (3, 5, 7))
-    config = schedules.TrainConfig("newton-cascade", steps=3, chunk=64)
-    # (the program of the `cascade` fixture for glu, of test_compilation.py's gqu case for gqu)
+    config = schedules.TrainConfig("newton-cascade", steps=3, chunk=64, knot_moves=0)
     got, got_info = train.train_batch(params, data, config)
 
-    def by_stage(p):
+    def by_stage(p):  # each second-order stage with the 1D edge guard and outer gates held, as train's
         k = p.n_factors
         carry = train._initial_carry(p, data)
-        for stage in schedules.TrainConfig("newton-cascade", 3).stages(k):
-            carry = train._newton_stage(carry, data, train.selection(stage.groups, k, 1, 1), stage.steps, 64)
+        for stage in config.stages(k):
+            sel = train.selection(stage.groups, k, 1, 1)
+            carry = train._newton_stage(carry, data, sel, stage.steps, 64, **train._edge_hold(carry.params, data, sel))
         return carry
 
     want = jax.jit(jax.vmap(by_stage))(params)
-    n_single = len(schedules.TrainConfig("newton-cascade", 3).stages(params.n_factors)) - 1  # spline and gate steps
+    n_single = len(config.stages(params.n_factors)) - 1  # spline and gate steps
     np.testing.assert_array_equal(np.asarray(got_info["steps"]), n_single + 3)
     np.testing.assert_array_equal(np.asarray(want.accepted), n_single + 3)
     for name, leaf in _leaves(got).items():
@@ -424,7 +424,7 @@ def test_gate_steps_take_that_many_steps_on_the_gates_alone(data):
     splines, _ = _train(params, data, "newton-splines")
 
     def gates_only(gate_steps):  # (gate_steps=0 compiles the very program of newton-splines above)
-        config = schedules.TrainConfig("newton-cascade", steps=0, chunk=64, gate_steps=gate_steps)
+        config = schedules.TrainConfig("newton-cascade", steps=0, chunk=64, gate_steps=gate_steps, knot_moves=0)
         out, info = train.train_batch(params, data, config)
         return out, jax.tree.map(np.asarray, info)
 
@@ -496,9 +496,11 @@ def test_default_config_trains_data_of_any_size():
 def test_rungs_per_round_train_the_same_models_bit_for_bit(data, optimizer, steps):
     """Damping rungs factored 3 at a time pick the rungs of one at a time
     (`linsolve.damped_cholesky_solve`): a vmapped batch of GQUs of several widths trains
-    to the same bits, in the one-loop schedule and in the stage-by-stage one (steps=1)."""
+    to the same bits, in the one-loop schedule and in the stage-by-stage one (steps=1).
+    (The knot moves take no damped step: left out, a smaller program.)"""
     params = _batch("gqu")
-    config = schedules.TrainConfig(optimizer, steps, chunk=64)
+    config = schedules.TrainConfig(optimizer, steps, chunk=64, **({"knot_moves": 0} if optimizer == "newton-cascade"
+                                                                  else {}))
     one, info_one = train.train_batch(params, data, config)
     three, info_three = train.train_batch(params, data, config, ladder=linsolve.Ladder(rungs_per_round=3))
     for u, v in zip(jax.tree.leaves((one, info_one)), jax.tree.leaves((three, info_three))):
@@ -511,9 +513,9 @@ def test_a_blocked_cholesky_trains_the_same_models_to_rounding(data):
     """The damping ladder factored by blocks of 4 columns (`linsolve.blocked_cholesky`,
     `linsolve.Ladder.cholesky_block`) takes the same rungs as the unblocked one on a vmapped
     batch of GQUs (P up to 57) and ends at the same parameters to rounding after the
-    cascade's stages and 4 all-parameter steps."""
+    cascade's stages and 4 all-parameter steps (no knot moves: they take no damped step)."""
     params = _batch("gqu")
-    config = schedules.TrainConfig("newton-cascade", 4, chunk=64)
+    config = schedules.TrainConfig("newton-cascade", 4, chunk=64, knot_moves=0)
     one, info_one = train.train_batch(params, data, config)
     blocked, info_b = train.train_batch(params, data, config, ladder=linsolve.Ladder(cholesky_block=4))
     np.testing.assert_array_equal(np.asarray(info_b["steps"]), np.asarray(info_one["steps"]))
