@@ -9,7 +9,7 @@ from conftest import CountingTrainBucket
 
 from glu_scaling import plots, sweeps
 from glu_scaling.cli import main
-from glu_scaling.config import sweep_config
+from glu_scaling.config import load_dataset, sweep_config
 from glu_scaling.errors import UsageError
 from glu_scaling.paper import experiments, figures, reproduce, table1
 
@@ -47,6 +47,29 @@ def test_table1_rows_recover_known_slopes():
         assert r["fit_range"] == [4.0, 64.0] and r["n_models"] == 20
         assert r["statuses"] == {"ok": 20, "diverged": 0, "stalled": 0}
         assert r["octave_range"] == [32.0, 64.0] and r["octave_ci_low"] < slope < r["octave_ci_high"]
+
+
+def test_local_slopes_per_octave_follow_a_broken_power_law():
+    """RMSE = n^-2 up to n = 16, then continuously n^-4 beyond: each octave's local slope
+    is the exponent on it (the octave 8..16 and 16..32 cross nothing: exact), the
+    n = 16..n_max slope is -4, and the table prints them."""
+    exp = experiments.Experiment("1d", tiny_config(archs=("glu",)))
+    widths = (2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64)
+
+    def rmse(n):
+        return n ** -2.0 if n <= 16 else 16.0**2 * n ** -4.0
+
+    recs = [{"arch": "glu", "problem": "paper_1d", "n_in": 1, "n_hidden": n, "n_params": 4 * n + 1, "seed": s,
+             "status": "ok", "test_rmse": rmse(n), "train_rmse": rmse(n)} for s in (0, 1) for n in widths]
+    (row,) = table1.table1_rows([exp], {"1d": recs})
+    got = {tuple(o["range"]): o["slope"] for o in row["octaves"]}
+    assert list(got) == [(2, 4), (4, 8), (8, 16), (16, 32), (32.0, 64), (16, 64)]
+    for octave, want in (((2, 4), -2.0), ((4, 8), -2.0), ((8, 16), -2.0), ((16, 32), -4.0), ((32.0, 64), -4.0),
+                         ((16, 64), -4.0)):
+        assert got[octave] == pytest.approx(want, abs=1e-12), octave
+    text = table1.table1_markdown([row], quick=True)
+    assert "| n = 2..4 |" in text
+    assert "| 1/(1 + cos^2(pi x)) | GLU | -2.00 | -2.00 | -2.00 | -4.00 | -4.00 | -4.00 | -3 |" in text
 
 
 def test_table1_ci_matches_the_t_interval_over_seeds():
@@ -102,13 +125,17 @@ def test_rows_before_the_all_parameter_steps_carry_no_paper_slope():
                                    {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
     assert row["paper"] is None and row["theory"] == -3.0 and row["optimizer"] == "newton-cascade"
     assert row["label"] == "1/(1 + cos^2(pi x)), 0 all-parameter steps"
-    assert "newton-cascade with 0 all-parameter steps (its spline stages and one {G, g} step)" in row["protocol"]
+    assert "newton-cascade with 0 all-parameter steps (its spline stages, up to 4 knot moves, one {G, g} step)" \
+        in row["protocol"]
+    reference = config.replace(knot_moves=0)  # the reference's cascade: no knot moves, and the row says so
+    assert table1.row_label(reference) == "1/(1 + cos^2(pi x)), 0 all-parameter steps, no knot moves"
+    assert "(its spline stages, no knot moves, one {G, g} step)" in table1.protocol(reference, load_dataset(reference))
     assert table1.row_label(config.replace(steps=None)) == "1/(1 + cos^2(pi x))"
     three = config.replace(gate_steps=3)  # the reference's code: 3 steps on {G, g}
     assert table1.row_label(three) == "1/(1 + cos^2(pi x)), 0 all-parameter steps, 3 gate steps"
     (row,) = table1.table1_rows([experiments.Experiment("1d_stages", three)],
                                    {"1d_stages": synthetic_records("paper_1d", "glu", -3.0, -3.0)})
-    assert "(its spline stages and 3 {G, g} steps)" in row["protocol"]
+    assert "(its spline stages, up to 4 knot moves, 3 {G, g} steps)" in row["protocol"]
 
 
 def test_placed_knot_rows_are_labelled_and_compared_with_the_paper():
@@ -165,11 +192,15 @@ def test_experiments_follow_the_paper_protocol():
         assert full[name].problem == p
         assert min(full[name].config.widths) == 1 and len(full[name].config.seeds) == 4
     assert max(full["table1_friedman1"].config.widths) >= 128
-    # the placed-knot rows repeat the 1D protocol with only the knots (and, trained, the archs) changed
-    assert full["1d_placed"].config == one_d.replace(archs=("glu", "gqu"), knots="placed")
+    # the reference's schedule is the default one without knot moves; the placed-knot rows
+    # repeat it with only the knots (and, trained, the archs) changed
+    reference = one_d.replace(knot_moves=0)
+    assert one_d.train.knot_moves == 4 and full["1d_reference"].config == reference
+    assert full["1d_placed"].config == reference.replace(archs=("glu", "gqu"), knots="placed")
     assert full["1d_placed_frozen"].config == full["1d_frozen"].config.replace(knots="placed")
     assert full["1d_placed"].fit_range == full["1d"].fit_range == full["1d_stages"].fit_range == (4, 50)
-    assert full["1d_stages"].config == one_d.replace(steps=0)  # the cascade's stages only
+    assert full["1d_stages"].config == reference.replace(steps=0)  # the reference cascade's stages only
+    assert full["1d_knot_moves"].config == one_d.replace(optimizer="newton-knots", steps=None)
     for p in experiments.PAPER_SLOPES:
         if p != "paper_1d":
             assert full[f"table1_{p}_stages"].config == full[f"table1_{p}"].config.replace(steps=0)
@@ -214,21 +245,25 @@ def test_fig12_draws_every_knot_series(tmp_path, drawn):
     assert figures.fig12({}, tmp_path) == []
     exps = experiments.experiments(quick=True)
     assert [e.name for e in reproduce.needed_experiments(exps, ("fig12",), table=False)] == [
-        "1d", "1d_frozen", "1d_placed", "1d_placed_frozen"]
+        "1d_reference", "1d_frozen", "1d_placed", "1d_placed_frozen"]
 
 
 def test_fig13_draws_each_architecture_before_and_after_the_all_parameter_steps(tmp_path, drawn):
+    names = [name for name, _ in experiments.STEP_SERIES]
     recs = {name: [r for arch, slope in (("mlp", -2.0), ("glu", -3.0), ("gqu", -3.5))
                    for r in synthetic_records("paper_1d", arch, slope + shift, slope)]
-            for name, shift in (("1d_stages", -0.5), ("1d", 0.0))}
+            for name, shift in zip(names, (-0.5, 0.0, -0.6, -0.4))}
     paths = figures.fig13(recs, tmp_path, 100, fit_range=(4, 64))
     assert [p.name for p in paths] == ["fig13_all_parameter_steps.png", "fig13_all_parameter_steps.pdf"]
     assert all(p.stat().st_size > 1000 for p in paths)
-    assert drawn == [["0 all-parameter steps", "100 all-parameter steps"]] * 3  # MLP, GLU and GQU panels
+    assert drawn == [["0 all-parameter steps", "100 all-parameter steps", "knot moves, 0 all-parameter steps",
+                      "knot moves, then 100 all-parameter steps"]] * 3  # MLP, GLU and GQU panels
     assert figures.fig13({}, tmp_path, 100) == []
-    assert figures.fig13({"1d": recs["1d"]}, tmp_path / "one", 100) == []  # both series or none
+    assert figures.fig13({"1d": recs["1d"]}, tmp_path / "one", 100) == []  # two series or none
+    assert len(figures.fig13({n: recs[n] for n in ("1d_stages", "1d_reference")}, tmp_path, 100)) == 2
     exps = experiments.experiments(quick=True)
-    assert [e.name for e in reproduce.needed_experiments(exps, ("fig13",), table=False)] == ["1d", "1d_stages"]
+    assert [e.name for e in reproduce.needed_experiments(exps, ("fig13",), table=False)] == [
+        "1d", "1d_reference", "1d_stages", "1d_knot_moves"]
 
 
 def test_cli_rejects_an_unknown_figure(capsys):

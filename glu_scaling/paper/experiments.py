@@ -55,13 +55,13 @@ FIG7_PROBLEMS = ("airfoil", "california")
 
 
 # fig12 and fig13 are ours, beyond the paper: the 1D rows from knots placed for the target,
-# and the 1D cascade before and after its all-parameter steps
+# and the 1D cascade before and after its all-parameter steps, without and with knot moves
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12",
            "fig13")
 
 
-# Fig. 12's series: (experiment, legend label)
-KNOT_SERIES = (("1d", "cascade, uniform knots"), ("1d_placed", "cascade, placed knots"),
+# Fig. 12's series: (experiment, legend label); the reference's cascade (no knot moves)
+KNOT_SERIES = (("1d_reference", "cascade, uniform knots"), ("1d_placed", "cascade, placed knots"),
                ("1d_frozen", "frozen, uniform knots"), ("1d_placed_frozen", "frozen, placed knots"))
 
 
@@ -129,17 +129,29 @@ def _table_experiments(table: Sequence[SweepConfig]) -> list[Experiment]:
 
 
 def _one_d_experiments(one_d: SweepConfig, frozen: SweepConfig, fit_range) -> list[Experiment]:
-    """The 1D rows: trained (`one_d`), before its all-parameter steps (`one_d` with 0
-    steps) and gates-frozen (`frozen`) from evenly spaced knots, and trained and frozen
-    again from knots placed for the target (`inits.placed_knots`), the trained ones
-    for the GLU and GQU only (the MLP's gain from placement is small: 1.37x predicted for
-    this target, against 2.8x for the GLU)."""
-    stages = one_d.replace(steps=0)
-    placed = one_d.replace(archs=("glu", "gqu"), knots="placed")
+    """The 1D rows: trained by the default schedule, with knot moves (`one_d`), and by the
+    reference's (`1d_reference`: no knot moves), before its all-parameter steps (0 steps),
+    the knot moves alone (`newton-knots`) and gates-frozen (`frozen`) from evenly spaced
+    knots; and the reference's schedule and frozen gates again from knots placed for the
+    target (`inits.placed_knots`), the trained ones for the GLU and GQU only (the MLP's
+    gain from placement is small: 1.37x predicted for this target, against 2.8x for the
+    GLU)."""
+    reference = one_d.replace(knot_moves=0)
+    stages = reference.replace(steps=0)
+    knot_moves = one_d.replace(optimizer="newton-knots", steps=None)
+    placed = reference.replace(archs=("glu", "gqu"), knots="placed")
     placed_frozen = frozen.replace(knots="placed")
-    return [Experiment("1d", one_d, fit_range), Experiment("1d_stages", stages, fit_range, optional=True),
+    return [Experiment("1d", one_d, fit_range), Experiment("1d_reference", reference, fit_range),
+            Experiment("1d_stages", stages, fit_range, optional=True),
+            Experiment("1d_knot_moves", knot_moves, fit_range, optional=True),
             Experiment("1d_frozen", frozen, fit_range), Experiment("1d_placed", placed, fit_range),
             Experiment("1d_placed_frozen", placed_frozen, fit_range)]
+
+
+# Fig. 13's series: (experiment, legend label; {steps}: the all-parameter steps)
+STEP_SERIES = (("1d_stages", "0 all-parameter steps"), ("1d_reference", "{steps} all-parameter steps"),
+               ("1d_knot_moves", "knot moves, 0 all-parameter steps"),
+               ("1d", "knot moves, then {steps} all-parameter steps"))
 
 
 def stages_only(config: SweepConfig) -> bool:

@@ -44,6 +44,7 @@ from glu_scaling.paper.experiments import (
     FIG7_PROBLEMS,
     FIGURES,
     KNOT_SERIES,
+    STEP_SERIES,
     Experiment,
     experiments,
 )
@@ -152,7 +153,7 @@ def needed_experiments(exps: Sequence[Experiment], figures: Sequence[str], table
     if "fig12" in figures:
         wanted |= {name for name, _ in KNOT_SERIES}
     if "fig13" in figures:
-        wanted |= {"1d", "1d_stages"}
+        wanted |= {name for name, _ in STEP_SERIES}
     if "fig6" in figures:
         wanted |= {f"table1_{p}" for p in FIG6_PROBLEMS}
     if "fig7" in figures:

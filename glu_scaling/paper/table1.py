@@ -13,16 +13,28 @@ from glu_scaling.config import SweepConfig, load_dataset
 from glu_scaling.paper.experiments import PAPER_SLOPES, PROBLEM_LABELS, THEORY_1D, Experiment, stages_only
 
 
+def _knot_moves(config: SweepConfig) -> int | None:
+    """The schedule's knot moves where they apply (a 1D problem, a schedule with a knot
+    stage), else None."""
+    spec = problems.REGISTRY.get(config.problem)
+    return config.train.knot_moves if config.train.has_knot_stage and spec is not None and spec.n_in == 1 \
+        else None
+
+
 def protocol(config: SweepConfig, dataset: problems.Dataset) -> str:
     """The table's protocol column: points, widths, seeds, optimiser, evaluation."""
     w, train = config.widths, config.train
+    moves = _knot_moves(config)
+    knot_moves = "" if moves is None else (f"up to {moves} knot moves, " if moves else "no knot moves, ")
     if train.splines_only:
         schedule = "newton-splines (gates frozen at the spline init, one step per layer)"
+    elif not train.uses_steps:
+        schedule = f"{train.optimizer} (its spline stages and {knot_moves}each followed by them again)"
     elif stages_only(config):
         gates = "one {G, g} step" if train.gate_steps == 1 else f"{train.gate_steps} {{G, g}} steps"
-        schedule = f"newton-cascade with 0 all-parameter steps (its spline stages and {gates})"
+        schedule = f"newton-cascade with 0 all-parameter steps (its spline stages, {knot_moves}{gates})"
     else:
-        schedule = f"{train.optimizer} ({train.n_steps} steps)"
+        schedule = f"{train.optimizer} ({knot_moves}{train.n_steps} steps)"
         if train.has_gate_stage and train.gate_steps != 1:
             schedule += f", {train.gate_steps} {{G, g}} steps before them"
     knots = ("; knots placed for the target (|f^(p+1)|^(2/(2p+3)) equidistributed, p = spline degree)"
@@ -43,6 +55,8 @@ def row_label(config: SweepConfig) -> str:
         parts.append("0 all-parameter steps")
     if config.train.has_gate_stage and config.train.gate_steps != 1:
         parts.append(f"{config.train.gate_steps} gate steps")
+    if _knot_moves(config) == 0:
+        parts.append("no knot moves")
     if config.init.knots != "uniform":
         parts.append(f"knots {config.init.knots}")
     return ", ".join(parts)
@@ -63,6 +77,7 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
             if test is None:
                 continue
             top = max(r["n_hidden"] for r in mine if r["status"] in slopes.FIT_STATUSES)
+            local = octave_slopes(mine, top) if dataset.n_in == 1 else []
             # the last octave: the estimate closest to the asymptotic order
             octave = slopes.fit_records(mine, fit_range=(top / 2, top))
             # the paper's slopes are of trained models
@@ -78,6 +93,7 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
                 "octave_ci_high": None if octave is None else octave.ci_high,
                 "octave_range": None if octave is None else list(octave.range),
                 "theory": THEORY_1D.get(arch) if dataset.n_in == 1 else None,
+                "octaves": local,
                 "fit_range": list(test.range), "n_models": len(mine),
                 "statuses": {s: sum(r["status"] == s for r in mine) for s in ("ok", "diverged", "stalled")},
                 "protocol": protocol(exp.config, dataset),
@@ -85,6 +101,27 @@ def table1_rows(exps: Sequence[Experiment], records: dict[str, list[dict]]) -> l
                 "train_seconds": float(sum(r.get("seconds", 0.0) for r in recs)),
             })
     return rows
+
+
+ASYMPTOTIC_FROM = 16  # 1D: the slope over n = 16..n_max, where the local slopes have mostly settled
+
+
+def octave_slopes(records: list[dict], top: int) -> list[dict]:
+    """Local slopes of test RMSE vs n: the mean per-seed slope on each octave n..2n from
+    n = 2 up to `top` (the last one ending at `top`), then on ASYMPTOTIC_FROM..top; a
+    reader sees pre-asymptotic and asymptotic behaviour apart.  [{"range": [lo, hi],
+    "slope", "ci_low", "ci_high"}], octaves with fewer than two widths left out."""
+    bounds, lo = [], 2
+    while 2 * lo < top:
+        bounds.append((lo, 2 * lo))
+        lo *= 2
+    bounds += [(top / 2, top), (ASYMPTOTIC_FROM, top)]
+    out = []
+    for lo, hi in bounds:
+        fit = slopes.fit_records(records, fit_range=(lo, hi))
+        if fit is not None:
+            out.append({"range": [lo, hi], "slope": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high})
+    return out
 
 
 def _num(v, fmt="{:.2f}") -> str:
@@ -125,6 +162,19 @@ def table1_markdown(rows: list[dict], *, quick: bool, seconds: float | None = No
             f"{_num(r['train_slope'])} [{_num(r['train_ci_low'])}, {_num(r['train_ci_high'])}] | "
             f"{_num(r['theory'], '{:.0f}')} | {r['fit_range'][0]:.0f}..{r['fit_range'][1]:.0f} | "
             f"{_octave(r)} | {st['ok']}/{st['diverged']}/{st['stalled']} |")
+    one_d = [r for r in rows if r.get("octaves")]
+    if one_d:
+        heads = [o["range"] for o in one_d[0]["octaves"]]
+        lines += ["", "## Local slopes (1D, test RMSE)", "",
+                  "The same fit on each octave of widths, n..2n (the last: n_max/2..n_max), and on "
+                  f"n = {ASYMPTOTIC_FROM}..n_max: the pre-asymptotic range apart from the asymptotic one.", "",
+                  "| problem | arch | " + " | ".join(f"n = {lo:.0f}..{hi:.0f}" for lo, hi in heads) + " | theory |",
+                  "| --- | --- | " + "--- | " * len(heads) + "--- |"]
+        for r in one_d:
+            by_range = {tuple(o["range"]): o["slope"] for o in r["octaves"]}
+            lines.append(f"| {r['label']} | {r['arch'].upper()} | "
+                         + " | ".join(_num(by_range.get(tuple(h))) for h in heads)
+                         + f" | {_num(r['theory'], '{:.0f}')} |")
     lines += ["", "## Protocol", ""]
     seen = set()
     for r in rows:
