@@ -17,8 +17,9 @@ steps):
 
 Why knot moves before the all-parameter steps: Newton on all parameters is local, and
 from evenly spaced knots it leaves wide 1D models 2-3x above the same spline on knots
-placed for f (docs/numerics.md).  The knot stage moves the knots as de Boor's adaptive
-placement does, from the fit alone, so the all-parameter steps start near the best knots.
+placed for f.  The knot stage moves the knots as de Boor's adaptive placement does, from
+the fit alone, so the all-parameter steps start near the best knots (docs/design.md,
+"Knot moves").
 
 ``adam``, ``adamw`` and ``lbfgs`` are full-batch optax baselines (`FIRST_ORDER`; adam and
 adamw default to lr 1e-4 and 1000 steps, as the reference).  A new training stage is a
