@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knot-moves", type=int, default=schedules.DEFAULT_KNOT_MOVES,
                    help="newton-cascade and newton-knots, 1D spline models: the most knot moves (each moves the "
                         "knots to equidistribute the fit's |f^(p+1)|^(2/(2p+3)), then solves the linear layers "
-                        f"again; default {schedules.DEFAULT_KNOT_MOVES}, 0 for the reference's schedule)")
+                        f"again; default {schedules.DEFAULT_KNOT_MOVES}, 0 for the reference's stages)")
     p.add_argument("--lr", type=float, default=None, help="learning rate of adam/adamw/lbfgs")
     p.add_argument("--n-data", type=int, default=None, help="training points (default 2000; real data: all)")
     p.add_argument("--n-test", type=int, default=None, help="test points (default 2000; real data: all held-out rows)")

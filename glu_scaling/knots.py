@@ -101,7 +101,7 @@ def knot_placement_gain(f, degree: int, interval=(-1.0, 1.0), *, grid: int = 200
 # `moved_knots`' outcomes, one per model: what the knot-moving stage did, in its record
 KNOT_OUTCOMES = ("moved", "flat fit", "too few points per cell", "fewer than 3 knots", "no gain")
 MOVED, FLAT, SPARSE, FEW, NO_GAIN = range(len(KNOT_OUTCOMES))
-FLAT_RTOL = 1e-8  # jumps of the p-th derivative below this (relative) are rounding: a flat fit
+FLAT_RTOL = 1e-8  # jumps of the p-th derivative below this (relative; at least 1000 eps) are rounding: a flat fit
 DENSITY_FLOOR = 1e-3  # times the mean density: cells where the estimate vanishes stay finite
 
 
@@ -168,10 +168,11 @@ def moved_knots(knots: jax.Array, active: jax.Array, derivative: Callable[[jax.A
     cells = i[:-1] < n - 1
     span = s[jnp.maximum(n - 1, 0)] - s[0]
     mean = jnp.sum(jnp.where(cells, density * jnp.diff(s), 0.0)) / jnp.where(span > 0, span, 1.0)
-    density = jnp.where(cells, density + DENSITY_FLOOR * mean, 1.0)
+    density = jnp.where(cells & (mean > 0), density + DENSITY_FLOOR * mean, 1.0)  # (mean 0: a flat fit)
     scale = jnp.maximum(jnp.max(jnp.where(cells[:, None], jnp.abs(values), 0.0)),
                         y_scale / jnp.where(span > 0, span, 1.0) ** degree)
-    flat = ~(jnp.max(jnp.where(inner, jump, 0.0)) > FLAT_RTOL * scale)
+    rtol = max(FLAT_RTOL, 1e3 * float(jnp.finfo(knots.dtype).eps))
+    flat = ~(jnp.max(jnp.where(inner, jump, 0.0)) > rtol * scale)
     new = equidistribute(s, density, jnp.maximum(n, 2))
     # training points in each new cell (a point on an edge counts to the right)
     cell = jnp.searchsorted(jnp.where(i < n, new, jnp.inf), x, side="right") - 1
@@ -235,7 +236,7 @@ def knot_stage(carry, x: jax.Array, t: jax.Array, weight: jax.Array, degree: int
         c, outcome = one_move(c)
         return c, r + 1, moves + (outcome == MOVED), jnp.where(r == 0, outcome, first), outcome != MOVED
 
-    start = (carry, jnp.asarray(0), jnp.asarray(0), jnp.asarray(FEW), jnp.asarray(False))
+    start = (carry, jnp.asarray(0), jnp.asarray(0), jnp.asarray(NO_GAIN), jnp.asarray(False))  # (not run)
     carry, _, moves, first, _ = jax.lax.while_loop(lambda s: (s[1] < rounds) & ~s[4] & going(s[0]), body, start)
     return carry, moves, jnp.where(moves > 0, MOVED, first)
 

@@ -383,7 +383,7 @@ def _train_todo(todo: list, bar, compiling: list, dataset: problems.Dataset, con
                 "test_rmse": float(info["test_rmse"][b]), "status": train.STATUSES[int(info["status"][b])],
                 "seconds": seconds / len(pairs), "steps": int(info["steps"][b]), "bucket_width": width,
             })
-            if int(info["knots"][b]) >= 0:  # the schedule's knot stage ran: how it went
+            if "knots" in info and int(info["knots"][b]) >= 0:  # the schedule's knot stage ran: how it went
                 recs[-1].update(knot_moves=int(info["knot_moves"][b]),
                                 knot_outcome=knots.KNOT_OUTCOMES[int(info["knots"][b])])
         if folder is not None:
