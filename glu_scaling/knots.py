@@ -247,17 +247,22 @@ def data_range(x: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.min(jnp.where(real, x, jnp.inf)), jnp.max(jnp.where(real, x, -jnp.inf))
 
 
-def model_knots(params, x: jax.Array, weight: jax.Array):
+def gate_knots(params):
     """The knots of a 1D model whose layout has them (`models.Layout.knots`): (t, w, b,
-    valid, inside), each (W,): t_i = -b_i / w_i for the gate's weight w and bias b where
-    valid (a real unit with w != 0; else 0); inside: valid and within the training inputs'
-    range widened by 1 % on each side."""
+    valid), each (W,): t_i = -b_i / w_i for the gate's weight w and bias b where valid (a
+    real unit with w != 0; else 0)."""
     layout = params.layout
     c0 = layout.columns(layout.gate)[0]
     rows = params.rows()
     w, b = rows[:, c0], rows[:, c0 + 1]
     valid = (params.mask > 0) & (w != 0)
-    t = jnp.where(valid, -b / jnp.where(valid, w, 1.0), 0.0)
+    return jnp.where(valid, -b / jnp.where(valid, w, 1.0), 0.0), w, b, valid
+
+
+def model_knots(params, x: jax.Array, weight: jax.Array):
+    """`gate_knots` and (W,) inside: valid and within the training inputs' range x (N,)
+    (weight 0: padding), widened by 1 % on each side."""
+    t, w, b, valid = gate_knots(params)
     lo, hi = data_range(x, weight)
     tol = 0.01 * (hi - lo)
     return t, w, b, valid, valid & (t >= lo - tol) & (t <= hi + tol)
@@ -278,7 +283,7 @@ def movable_gates(params, x: jax.Array, weight: jax.Array) -> jax.Array:
     the problem's interval: moved inwards, they would leave a piece of the model between
     them and the data that no point constrains (`edge_guard`)."""
     lo, hi = data_range(x, weight)
-    t, _, _, valid, _ = model_knots(params, x, weight)
+    t, _, _, valid = gate_knots(params)
     outside = valid & ((t < lo) | (t > hi))
     columns = jnp.asarray(params.layout.columns(params.layout.gate))
     return jnp.ones((params.width, params.layout.size), bool).at[:, columns].set(~outside[:, None])
@@ -291,7 +296,7 @@ def edge_guard(params, x: jax.Array, weight: jax.Array) -> Callable:
     knot in the gap makes the model past it a piece no training point constrains
     (docs/design.md, "Knot moves")."""
     lo, hi = data_range(x, weight)
-    t0, _, _, valid0, _ = model_knots(params, x, weight)
+    t0, _, _, valid0 = gate_knots(params)
     outer_lo = jnp.min(jnp.where(valid0, t0, jnp.inf))
     outer_hi = jnp.max(jnp.where(valid0, t0, -jnp.inf))
 
@@ -300,8 +305,8 @@ def edge_guard(params, x: jax.Array, weight: jax.Array) -> Callable:
 
     was = gap(t0)
 
-    def admissible(trial):
-        t, _, _, valid, _ = model_knots(trial, x, weight)
+    def admissible(trial):  # on every line-search trial: the knots alone
+        t, _, _, valid = gate_knots(trial)
         return ~jnp.any(valid & gap(t) & ~was)
 
     return admissible

@@ -31,6 +31,7 @@ STATUSES = ("ok", "diverged", "stalled")
 OK, DIVERGED, STALLED = 0, 1, 2
 STALL_RATIO = 1e-6  # a failed line search with decrement > STALL_RATIO * loss is a stall
 MODELS_AXIS = "models"  # the vmap axis of `train_batch`'s models
+_NO_KNOT_STAGE = {"knot_moves": 0, "knots": -1}  # a model's knot info when its schedule has no knot stage
 
 
 class TrainData(NamedTuple):
@@ -303,7 +304,7 @@ def _separate_stages(carry: _NewtonCarry, data: TrainData, stages: list[Stage], 
     factor stages in one loop, `_factor_stages`; a knot stage as `_knot_stage`).
     Returns (carry, knot info: `knot_moves` and `knots`, an index into `knots.KNOT_OUTCOMES`
     or -1 without a knot stage)."""
-    knot_info = {"knot_moves": jnp.asarray(0), "knots": jnp.asarray(-1)}
+    knot_info = _NO_KNOT_STAGE
     i = 0
     while i < len(stages):
         first, count = _factor_run(stages[i:], gated)
@@ -411,7 +412,7 @@ def train_one(params: Params, data: TrainData, config: TrainConfig, batch_axis: 
         params, info = train_newton(params, data, config, batch_axis, factors, ladder)
     else:
         params, info = train_first_order(params, data, config)
-        info.update(knot_moves=jnp.asarray(0), knots=jnp.asarray(-1))
+        info.update(_NO_KNOT_STAGE)
     info["train_rmse"] = rmse(params, data.x, data.t, data.weight)
     info["test_rmse"] = rmse(params, data.x_test, data.t_test)
     return params, info
